@@ -1,0 +1,162 @@
+"""The tool protocol: name, description, pydantic arguments, async `call`, limits.
+
+A tool is a small class: ``args_model`` gives the JSON Schema the model sees; ``call`` does
+the work and returns a `ToolOutput` (text for the model plus JSON-safe `data` for the ledger
+and the CLI). Failures are raised as `agentkit.errors.ToolError` and become values the model
+can read (``invoke_tool`` turns them into error results); they never crash the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from agentkit.errors import ToolError
+from agentkit.events import Event
+from agentkit.messages import ToolSpec
+
+if TYPE_CHECKING:
+    from agentkit.runtime import Runtime
+
+__all__ = ["Tool", "ToolArgs", "ToolContext", "ToolOutput", "ToolRegistry", "invoke_tool"]
+
+
+class ToolArgs(BaseModel):
+    """Base for argument models: unknown arguments are an error the model is told about."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    #: what the model reads
+    content: str
+    #: JSON-safe structured result (ledger, CLI --json, tests)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ToolContext:
+    """What a tool may use: the run's runtime (settings, shared resources) and who calls."""
+
+    runtime: Runtime
+    node_id: str | None = None
+    agent_id: str | None = None
+    call_id: str | None = None
+
+    def emit(self, kind: str, data: dict[str, Any]) -> Event:
+        return self.runtime.emit(kind, data, node_id=self.node_id)
+
+    @property
+    def workspace(self) -> Path:
+        return self.runtime.workspace
+
+
+class Tool:
+    """Base class. Subclasses set the class attributes and implement `call`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    args_model: ClassVar[type[ToolArgs]]
+    #: seconds before the call is abandoned with a ``timeout`` tool error
+    timeout_s: ClassVar[float] = 60.0
+    #: calls in the same class share a concurrency limit (``fetch``, ``sandbox``, ``files``...)
+    concurrency_class: ClassVar[str] = "default"
+    #: True if the tool changes something outside the run (journaled before the effect)
+    side_effects: ClassVar[bool] = False
+
+    def spec(self) -> ToolSpec:
+        schema = self.args_model.model_json_schema()
+        schema.pop("title", None)
+        return ToolSpec(name=self.name, description=self.description, parameters=schema)
+
+    async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
+        raise NotImplementedError
+
+    def timeout_for(self, args: Any) -> float:
+        """The deadline for one call (a tool may let the arguments shorten or extend it)."""
+        return self.timeout_s
+
+
+class ToolRegistry:
+    """Tools by name. Each agent gets a filtered view (its allow-list)."""
+
+    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for tool in tools:
+            self.add(tool)
+
+    def add(self, tool: Tool) -> None:
+        self._tools[tool.name] = tool
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise ToolError("unknown_tool", f"no tool named {name!r}; available: "
+                            f"{sorted(self._tools)}", tool=name) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def only(self, names: Iterable[str]) -> ToolRegistry:
+        allowed = set(names)
+        return ToolRegistry(t for n, t in self._tools.items() if n in allowed)
+
+    def specs(self) -> list[ToolSpec]:
+        return [self._tools[n].spec() for n in self.names()]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+def parse_args(tool: Tool, arguments: dict[str, Any]) -> Any:
+    """Validate raw arguments; a bad argument is a ToolError the model can act on."""
+    try:
+        return tool.args_model.model_validate(arguments)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '(arguments)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ToolError("invalid_arguments", f"{problems}. Expected JSON schema: "
+                        f"{json.dumps(tool.spec().parameters)[:2000]}", tool=tool.name) from None
+
+
+async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext,
+                      *, limiter: Callable[[str], Any] | None = None) -> ToolOutput:
+    """Validate, run under the tool's timeout and concurrency class, record call and result.
+
+    Raises `ToolError` (never anything else for a tool's own failure); the caller decides
+    whether to hand it to the model (the agent loop) or print it (the CLI).
+    """
+    ctx.emit("tool.call", {"tool": tool.name, "call_id": ctx.call_id, "arguments": arguments})
+    started = ctx.runtime.clock.monotonic()
+    try:
+        args = parse_args(tool, arguments)
+        timeout = tool.timeout_for(args)
+        async with ctx.runtime.limits.slot(tool.concurrency_class):
+            try:
+                output = await asyncio.wait_for(tool.call(args, ctx), timeout)
+            except TimeoutError:
+                raise ToolError("timeout", f"the call took longer than {timeout:g} s",
+                                tool=tool.name, retry_hint="simplify the request or retry once")
+    except ToolError as err:
+        if err.tool is None:
+            err.tool = tool.name
+        ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id, "ok": False,
+                                 "error": err.to_dict(),
+                                 "duration_s": ctx.runtime.clock.monotonic() - started})
+        raise
+    ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id, "ok": True,
+                             "data": output.data,
+                             "duration_s": ctx.runtime.clock.monotonic() - started})
+    return output
