@@ -1,0 +1,11 @@
+"""Test doubles that are public API: use them to test your own agents offline.
+
+- `ScriptedModelServer`: a model server on 127.0.0.1 that speaks a chosen provider dialect
+  over real HTTP (JSON and SSE), scripted turn by turn, enforcing that provider's replay rules.
+- `FakeClock`: deterministic time for backoff and deadline tests.
+- `EventCapture`: collects a run's events for assertions.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,39 @@
+"""Shared fixtures.
+
+Docker tests carry the ``docker`` marker. Without a reachable engine they are skipped on a
+developer machine, but when ``AGENTKIT_REQUIRE_DOCKER=1`` (set by .ci/run) they fail instead:
+a Docker test skipped in CI would hide a broken sandbox.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import pytest
+
+
+@functools.cache
+def docker_problem() -> str | None:
+    """None if a Docker engine answers a ping, else why not."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+        client.close()
+        return None
+    except Exception as exc:  # any failure to reach the engine
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.fixture(autouse=True)
+def _docker_gate(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("docker") is None:
+        return
+    problem = docker_problem()
+    if problem is None:
+        return
+    if os.environ.get("AGENTKIT_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"AGENTKIT_REQUIRE_DOCKER=1 but the Docker engine is unavailable: {problem}")
+    pytest.skip(f"Docker engine unavailable: {problem}")
