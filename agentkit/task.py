@@ -9,10 +9,13 @@ surprises (``no`` -> False) and typos are errors, not silent defaults.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agentkit import _yaml
+from agentkit.errors import TaskFileError
 from agentkit.swarm.plan import Plan
 
 __all__ = [
@@ -29,6 +32,8 @@ __all__ = [
     "SandboxSettings",
     "SearchSettings",
     "TaskSpec",
+    "load_task",
+    "load_task_text",
 ]
 
 ToolName = Literal["web_search", "web_fetch", "run_code", "read_file", "write_file", "list_files"]
@@ -229,3 +234,97 @@ def _check_env_name(v: str | None) -> str | None:
         raise ValueError("api_key_env must be the NAME of an environment variable (like "
                          "DEEPSEEK_API_KEY), never the key itself")
     return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading task files (safe, strict YAML; every error names FILE:LINE:COL and the field)
+
+_SECRET_KEYS = frozenset({"api_key", "apikey", "key", "token", "password", "secret",
+                          "access_token", "auth_token", "authorization", "x_api_key"})
+_SECRET_VALUE = re.compile(
+    r"\bsk-(?:ant-)?[A-Za-z0-9_\-]{16,}|\bBearer\s+[A-Za-z0-9._~+/=\-]{8,}|\bAKIA[0-9A-Z]{16}\b"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+_NO_INLINE_KEYS = ("API keys may not be written in task files; put the key in an environment "
+                   "variable and name it in api_key_env")
+
+
+def load_task(path: str | Path) -> TaskSpec:
+    """Load and validate a YAML task file. Raises `TaskFileError` (FILE:LINE:COL: ...)."""
+    path = Path(path)
+    name = str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(_yaml.MAX_BYTES + 1)  # never read more than the cap
+    except OSError as exc:
+        raise TaskFileError(f"cannot read the task file: {exc.strerror or exc}", file=name) from None
+    return load_task_text(_yaml.decode(raw, name), name, base_dir=path.parent)
+
+
+def load_task_text(text: str, filename: str = "<task>", *,
+                   base_dir: str | Path | None = None) -> TaskSpec:
+    """Validate YAML text as a task. Relative `workspace`/`output` resolve against `base_dir`
+    (the file's folder), so a task runs the same from any current directory."""
+    src = _yaml.load_yaml(text, filename)
+    _check_inline_secrets(src, src.data, ())
+    _check_references(src)
+    data = dict(src.data)
+    for key in ("workspace", "output"):
+        if base_dir is not None and isinstance(data.get(key), str) and data[key]:
+            data[key] = str((Path(base_dir) / Path(data[key]).expanduser()).resolve())
+    try:
+        return TaskSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = _yaml.validation_errors(exc, src, TaskSpec)
+        first = _special_case(errors[0])
+        first.others = [_special_case(e) for e in errors[1:]]  # type: ignore[attr-defined]
+        raise first from None
+
+
+def _check_inline_secrets(src: _yaml.Located, value: Any, path: tuple[str | int, ...]) -> None:
+    """Refuse keys written into the file: by key name under models, by shape anywhere."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            norm = key.lower().replace("-", "_")
+            if path[:1] == ("models",) and norm in _SECRET_KEYS and child not in (None, ""):
+                raise src.error((*path, key), _NO_INLINE_KEYS, key=True)
+            _check_inline_secrets(src, child, (*path, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            _check_inline_secrets(src, child, (*path, i))
+    elif isinstance(value, str) and _SECRET_VALUE.search(value):
+        raise src.error(path, _NO_INLINE_KEYS)
+
+
+def _check_references(src: _yaml.Located) -> None:
+    """`model`, `roles.*` and `fallbacks` must name a model defined in `models`."""
+    data = src.data
+    models = data.get("models")
+    if not isinstance(models, dict):
+        return
+    known = ", ".join(sorted(models)) or "(none)"
+    refs: list[tuple[tuple[str | int, ...], Any]] = [(("model",), data.get("model"))]
+    roles = data.get("roles")
+    if isinstance(roles, dict):
+        refs += [(("roles", r), n) for r, n in roles.items() if r in RolesSpec.model_fields]
+    for mname, spec in models.items():
+        fallbacks = spec.get("fallbacks") if isinstance(spec, dict) else None
+        if isinstance(fallbacks, list):
+            refs += [(("models", mname, "fallbacks", i), n) for i, n in enumerate(fallbacks)]
+    for path, name in refs:
+        if isinstance(name, str) and name not in models:
+            raise src.error(path, f"model {name!r} is not defined in models; defined: {known}")
+
+
+def _special_case(err: TaskFileError) -> TaskFileError:
+    """Clearer words for the mistakes people make most (mode, tools)."""
+    if err.field == "mode" and err.message.startswith("expected one of"):
+        msg = err.message.replace("expected one of: ", "").split(", got ")
+        return TaskFileError(f"unknown mode {msg[-1].removeprefix('string ')}; expected one of: "
+                             f"{msg[0]} (swarm = planner + DAG of sub-agents, agent = one agent "
+                             "with tools)", file=err.file, line=err.line, column=err.column,
+                             field=err.field)
+    if (err.field or "").startswith("tools[") and err.message.startswith("expected one of"):
+        got = err.message.split(", got ")[-1].removeprefix("string ")
+        return TaskFileError(f"unknown tool {got}; allowed tools: {', '.join(TOOL_NAMES)}",
+                             file=err.file, line=err.line, column=err.column, field=err.field)
+    return err
