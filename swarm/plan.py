@@ -6,9 +6,17 @@ Validation of the graph (cycles, unknown dependencies, ...) is `validate_plan` (
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["NodeBudget", "Plan", "PlanNode"]
+from agentkit.errors import AgentkitError
+
+__all__ = ["NodeBudget", "Plan", "PlanError", "PlanGraph", "PlanNode", "validate_plan"]
 
 
 class _PlanModel(BaseModel):
@@ -37,3 +45,136 @@ class PlanNode(_PlanModel):
 
 class Plan(_PlanModel):
     nodes: list[PlanNode] = Field(min_length=1, max_length=1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: the planner gets the exact message back and revises, so every problem says what
+# is wrong and what to change, and all problems are reported at once (one revision, not five).
+
+
+class PlanError(AgentkitError):
+    """A plan that cannot run. `problems` lists each issue; the message is what the planner reads."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"- {p}" for p in problems)
+        super().__init__(f"the plan was rejected ({len(problems)} problem"
+                         f"{'s' if len(problems) != 1 else ''}); fix them all and submit the "
+                         f"whole plan again:\n{lines}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "problems": self.problems}
+
+
+@dataclass(frozen=True)
+class PlanGraph:
+    """A validated plan as a DAG: nodes by id, dependencies and dependents, shape figures.
+
+    `critical_path` counts nodes on the longest dependency chain (the run's serial depth);
+    `width` is the largest set of nodes that can run at once (the widest topological generation).
+    """
+
+    plan: Plan
+    graph: nx.DiGraph
+    nodes: dict[str, PlanNode]
+    order: tuple[str, ...]
+    critical_path: tuple[str, ...]
+    width: int
+
+    def dependents(self, node_id: str) -> list[str]:
+        return list(self.graph.successors(node_id))
+
+    def descendants(self, node_id: str) -> set[str]:
+        return set(nx.descendants(self.graph, node_id))
+
+    def sinks(self) -> list[str]:
+        """Nodes nothing depends on: their outputs are what the synthesizer reads first."""
+        return [n for n in self.order if self.graph.out_degree(n) == 0]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-safe shape recorded in ``plan.created``."""
+        return {"nodes": [n.model_dump(exclude_none=True) for n in self.plan.nodes],
+                "critical_path": list(self.critical_path), "depth": len(self.critical_path),
+                "width": self.width, "sinks": self.sinks()}
+
+
+def validate_plan(plan: Plan, *, known_tools: Iterable[str], known_models: Iterable[str] = (),
+                  max_nodes: int | None = None) -> PlanGraph:
+    """Check a plan and build its graph, or raise `PlanError` listing every problem.
+
+    Checked: duplicate ids, dependencies on ids that do not exist, cycles (named, e.g.
+    ``a -> b -> a``), nodes that cannot run because they depend on an invalid node
+    ("unreachable"), tools and models the task does not have, and more nodes than the budget
+    allows. Nodes that feed no sink are fine: every output reaches the synthesizer.
+    """
+    tools, models = set(known_tools), set(known_models)
+    problems: list[str] = []
+    ids = [n.id for n in plan.nodes]
+    if max_nodes is not None and len(ids) > max_nodes:
+        problems.append(f"the plan has {len(ids)} nodes but the budget allows at most "
+                        f"{max_nodes}; merge related sub-tasks")
+    seen: set[str] = set()
+    for dup in sorted({i for i in ids if i in seen or seen.add(i)}):  # type: ignore[func-returns-value]
+        problems.append(f"node id {dup!r} is used more than once; ids must be unique")
+    bad: set[str] = set()
+    for node in plan.nodes:
+        problems += _node_problems(node, seen, tools, models, bad)
+    graph = nx.DiGraph()
+    graph.add_nodes_from(ids)
+    graph.add_edges_from((d, n.id) for n in plan.nodes for d in n.depends_on if d in seen)
+    problems += _cycle_problems(graph)
+    for node_id in sorted(_unreachable(graph, bad)):
+        causes = ", ".join(sorted(bad & nx.ancestors(graph, node_id)))
+        problems.append(f"node {node_id!r} cannot run: it depends (directly or through other "
+                        f"nodes) on an invalid node ({causes})")
+    if problems:
+        raise PlanError(problems)
+    return _shape(plan, graph)
+
+
+def _node_problems(node: PlanNode, ids: set[str], tools: set[str], models: set[str],
+                   bad: set[str]) -> list[str]:
+    problems = []
+    for dep in node.depends_on:
+        if dep not in ids:
+            problems.append(f"node {node.id!r} depends on {dep!r}, which is not a node id "
+                            f"(ids: {', '.join(sorted(ids))})")
+            bad.add(node.id)
+    unknown = sorted(set(node.tools) - tools)
+    if unknown:
+        problems.append(f"node {node.id!r} uses unknown tool(s) {', '.join(unknown)} "
+                        f"(available: {', '.join(sorted(tools)) or 'none'})")
+        bad.add(node.id)
+    if node.model is not None and models and node.model not in models:
+        problems.append(f"node {node.id!r} names model {node.model!r}, which the task does not "
+                        f"define (defined: {', '.join(sorted(models))})")
+        bad.add(node.id)
+    return problems
+
+
+def _cycle_problems(graph: nx.DiGraph) -> list[str]:
+    if nx.is_directed_acyclic_graph(graph):
+        return []
+    problems = []
+    for cycle in sorted(islice(nx.simple_cycles(graph), 5), key=lambda c: (len(c), c)):
+        start = cycle.index(min(cycle))
+        ring = cycle[start:] + cycle[:start]
+        path = " -> ".join([*ring, ring[0]])
+        problems.append(f"dependency cycle {path}: a node cannot wait for itself; remove one of "
+                        f"these dependencies")
+    return problems
+
+
+def _unreachable(graph: nx.DiGraph, bad: set[str]) -> set[str]:
+    out: set[str] = set()
+    for node_id in bad:
+        out |= nx.descendants(graph, node_id)
+    return out - bad
+
+
+def _shape(plan: Plan, graph: nx.DiGraph) -> PlanGraph:
+    order = tuple(nx.topological_sort(graph))
+    longest = tuple(nx.dag_longest_path(graph)) if order else ()
+    width = max((len(g) for g in nx.topological_generations(graph)), default=0)
+    return PlanGraph(plan=plan, graph=graph, nodes={n.id: n for n in plan.nodes}, order=order,
+                     critical_path=longest, width=width)

@@ -1,0 +1,243 @@
+"""Hierarchical budgets that hold under fan-out.
+
+A run has one root `Budget` (from the task's `BudgetSpec`); each node and each spawned
+sub-planner gets a child. Per quantity (tokens, cost_usd, tool_calls) a child is either
+
+- *prepaid*: its plan gave it a share, reserved from the parent before the node starts and
+  returned (minus what it used) when it finishes, or
+- *pass-through*: every reservation walks up the chain and must fit at every level.
+
+Every spend is reserved before it happens (a model call with its ``max_tokens``, a tool call
+with 1) and settled after, all without an ``await`` between check and hold, so twenty agents
+reserving at once can never take more than the limit. Every decision where a limit exists is an
+event (``budget.reserved`` / ``budget.released`` / ``budget.exceeded``); with no limit anywhere
+in the chain there is nothing to decide and nothing is emitted (keeps the engine cheap).
+
+Wall time is a deadline (`deadline`, monotonic seconds) and spawn depth a counter; both are
+checked when a child is made. Concurrent agents are a limit (``runtime.limits`` "agents"), not
+a budget.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agentkit.swarm.plan import NodeBudget
+
+from agentkit.clock import Clock
+from agentkit.errors import BudgetExceeded
+from agentkit.messages import Usage
+from agentkit.task import BudgetSpec
+
+__all__ = ["QUANTITIES", "Budget", "Reservation"]
+
+#: the quantities reserved and settled (wall time and depth are checked, not reserved)
+QUANTITIES = ("tokens", "cost_usd", "tool_calls")
+
+Emit = Callable[..., Any]
+
+
+@dataclass
+class Reservation:
+    """What one call holds until it is settled."""
+
+    kind: str
+    amount: float
+    what: str
+    settled: bool = False
+
+
+class _Pool:
+    """One quantity at one level: limit (None: unbounded), used, held by in-flight spends."""
+
+    __slots__ = ("held", "limit", "used")
+
+    def __init__(self, limit: float | None) -> None:
+        self.limit, self.used, self.held = limit, 0.0, 0.0
+
+    def room(self) -> float:
+        return float("inf") if self.limit is None else self.limit - self.used - self.held
+
+
+class Budget:
+    """A node in the budget tree. Use `root`, then `child` per node; `close` when done."""
+
+    def __init__(self, *, scope: str, emit: Emit, clock: Clock, parent: Budget | None = None,
+                 limits: dict[str, float | None] | None = None, depth: int = 0,
+                 max_depth: int = 0, deadline: float | None = None) -> None:
+        self.scope, self.parent, self.depth, self.max_depth = scope, parent, depth, max_depth
+        self._emit, self.clock, self.deadline = emit, clock, deadline
+        limits = limits or {}
+        #: prepaid quantities have a pool here; others pass through to the parent
+        self.pools = {k: _Pool(limits[k]) for k in QUANTITIES if k in limits}
+        self.used = {k: 0.0 for k in QUANTITIES}
+        self._model_holds: deque[tuple[Reservation, Reservation | None]] = deque()
+        self.closed = False
+
+    @classmethod
+    def root(cls, spec: BudgetSpec, *, emit: Emit, clock: Clock) -> Budget:
+        deadline = clock.monotonic() + spec.wall_seconds if spec.wall_seconds else None
+        return cls(scope="run", emit=emit, clock=clock, max_depth=spec.max_depth,
+                   deadline=deadline, limits={"tokens": spec.tokens, "cost_usd": spec.cost_usd,
+                                              "tool_calls": spec.tool_calls})
+
+    # -- the tree -----------------------------------------------------------------------------
+
+    def child(self, scope: str, share: NodeBudget | None = None, *, spawn: bool = False) -> Budget:
+        """A budget for a node (or, with `spawn`, a sub-planner one level deeper).
+
+        A share in the plan is reserved from this budget now (BudgetExceeded if it does not fit).
+        """
+        depth = self.depth + 1 if spawn else self.depth
+        if depth > self.max_depth:
+            self._refuse("max_depth", self.max_depth, depth, scope)
+        limits: dict[str, float | None] = {}
+        deadline = self.deadline
+        if share is not None:
+            for kind in QUANTITIES:
+                amount = getattr(share, kind)
+                if amount is not None:
+                    self._hold(kind, float(amount), f"share of {scope}")
+                    limits[kind] = float(amount)
+            if share.wall_seconds is not None:
+                mine = self.clock.monotonic() + share.wall_seconds
+                deadline = mine if deadline is None else min(deadline, mine)
+        if deadline is not None and self.clock.monotonic() >= deadline:
+            self._refuse("wall_seconds", deadline, None, scope)
+        return Budget(scope=scope, emit=self._emit, clock=self.clock, parent=self, limits=limits,
+                      depth=depth, max_depth=self.max_depth, deadline=deadline)
+
+    def close(self) -> None:
+        """Return what a prepaid share did not use to the parent (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        while self._model_holds:  # a model call that never came back: nothing was used
+            hold, cost = self._model_holds.popleft()
+            self.settle(hold, 0.0)
+            if cost is not None:
+                self.settle(cost, 0.0)
+        if self.parent is None:
+            return
+        for kind, pool in self.pools.items():
+            assert pool.limit is not None
+            self.parent._settle_amount(kind, pool.limit, pool.used, f"share of {self.scope}")
+
+    def remaining_seconds(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.clock.monotonic()
+
+    # -- reserve / settle ---------------------------------------------------------------------
+
+    def reserve(self, kind: str, amount: float, what: str) -> Reservation:
+        """Hold `amount` of `kind` at every level up to a prepaid pool, or raise BudgetExceeded."""
+        self._hold(kind, amount, what)
+        return Reservation(kind, amount, what)
+
+    def settle(self, res: Reservation, actual: float) -> None:
+        """Turn a hold into use: `actual` is what was spent (the rest is returned)."""
+        if res.settled:
+            return
+        res.settled = True
+        self._settle_amount(res.kind, res.amount, actual, res.what)
+
+    def _levels(self, kind: str) -> list[Budget]:
+        """This budget and its ancestors up to (including) the first that prepaid `kind`."""
+        out: list[Budget] = []
+        level: Budget | None = self
+        while level is not None:
+            out.append(level)
+            if kind in level.pools:
+                break
+            level = level.parent
+        return out
+
+    def _hold(self, kind: str, amount: float, what: str) -> None:
+        levels = self._levels(kind)
+        limited = [b for b in levels if kind in b.pools and b.pools[kind].limit is not None]
+        for level in limited:
+            pool = level.pools[kind]
+            if amount > pool.room():
+                assert pool.limit is not None
+                self._emit("budget.exceeded", {"budget": kind, "scope": level.scope,
+                                               "limit": pool.limit, "used": pool.used,
+                                               "held": pool.held, "requested": amount,
+                                               "what": what}, node_id=self._node())
+                raise BudgetExceeded(kind, pool.limit, amount,
+                                     f"budget {kind!r} of {level.scope} exhausted: {what} needs "
+                                     f"{amount:g}, {max(pool.room(), 0):g} of {pool.limit:g} left")
+        for level in levels:
+            if kind in level.pools:
+                level.pools[kind].held += amount
+        if limited:
+            pool = limited[-1].pools[kind]
+            self._emit("budget.reserved", {"budget": kind, "scope": self.scope, "amount": amount,
+                                           "what": what, "room": pool.room()}, node_id=self._node())
+
+    def _settle_amount(self, kind: str, held: float, actual: float, what: str) -> None:
+        levels = self._levels(kind)
+        limited = False
+        for level in levels:
+            level.used[kind] += actual
+            pool = level.pools.get(kind)
+            if pool is not None:
+                pool.held -= held
+                pool.used += actual
+                limited = limited or pool.limit is not None
+        if limited:
+            self._emit("budget.released", {"budget": kind, "scope": self.scope, "held": held,
+                                           "used": actual, "returned": held - actual,
+                                           "what": what}, node_id=self._node())
+
+    def _refuse(self, kind: str, limit: float, requested: float | None, scope: str) -> None:
+        self._emit("budget.exceeded", {"budget": kind, "scope": scope, "limit": limit,
+                                       "requested": requested}, node_id=self._node())
+        raise BudgetExceeded(kind, limit, requested,
+                             f"budget {kind!r} exhausted for {scope} (limit {limit:g})")
+
+    def _node(self) -> str | None:
+        return None if self.parent is None else self.scope
+
+    # -- the agent loop's hook protocol -------------------------------------------------------
+
+    def reserve_model(self, max_tokens: int, cost_usd: float = 0.0) -> None:
+        """Before a model call: hold its `max_tokens` (and an estimated cost)."""
+        tokens = self.reserve("tokens", float(max_tokens), "model call")
+        cost = None
+        try:
+            if cost_usd or self._has_limit("cost_usd"):
+                cost = self.reserve("cost_usd", cost_usd, "model call")
+        except BudgetExceeded:
+            self.settle(tokens, 0.0)
+            raise
+        self._model_holds.append((tokens, cost))
+
+    def commit_model(self, usage: Usage, cost: float) -> None:
+        """After a model call: settle the oldest hold with what the call really used."""
+        if self._model_holds:
+            tokens, held_cost = self._model_holds.popleft()
+            self.settle(tokens, float(usage.input_tokens + usage.output_tokens))
+            if held_cost is not None:
+                self.settle(held_cost, cost)
+                return
+        else:
+            self._settle_amount("tokens", 0.0, float(usage.input_tokens + usage.output_tokens),
+                                "model call")
+        self._settle_amount("cost_usd", 0.0, cost, "model call")
+
+    def release_model(self) -> None:
+        """A model call failed: give its hold back."""
+        if self._model_holds:
+            tokens, cost = self._model_holds.popleft()
+            self.settle(tokens, 0.0)
+            if cost is not None:
+                self.settle(cost, 0.0)
+
+    def reserve_tool(self) -> None:
+        """Before a tool call: one call of the tool_calls budget, spent at once."""
+        self.settle(self.reserve("tool_calls", 1.0, "tool call"), 1.0)
+
+    def _has_limit(self, kind: str) -> bool:
+        return any(kind in b.pools and b.pools[kind].limit is not None for b in self._levels(kind))

@@ -1,0 +1,234 @@
+"""The event-driven scheduler: a node starts the moment its last dependency finishes.
+
+There is no level or superstep barrier and no central polling loop: when a node finishes, its
+own task decrements its dependents' counters and starts each one that reaches zero, inside the
+same `asyncio.TaskGroup`. Cancelling the run cancels the group, which cancels every sub-agent
+(and through them HTTP streams and sandbox sessions).
+
+The work of a node is done by a `NodeExecutor` (the default runs an `Agent`; benchmarks and
+tests use simulated ones; a Ray executor can come later), so nodes get only plain values: their
+`PlanNode`, their dependencies' outputs and their `Budget`. Failure handling, in order: retry
+the node (``task.retry.node_attempts``), then ask the `Replanner` for a new subtree
+(``task.retry.replans``) keeping every finished node's result, else skip the dependents with a
+recorded reason (``node.skipped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from agentkit.swarm.budget import Budget
+from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
+from pydantic import BaseModel
+
+from agentkit.errors import AgentkitError, BudgetExceeded
+from agentkit.limits import ResourceLimits
+from agentkit.messages import Usage
+
+__all__ = ["NodeExecutor", "NodeOutput", "NodeResult", "ReplanRequest", "Replanner", "Scheduler"]
+
+NodeStatus = Literal["waiting", "running", "succeeded", "failed", "skipped"]
+
+
+@dataclass
+class NodeOutput:
+    """What a node hands on: text for dependents and the synthesizer, plus accounting."""
+
+    output: str
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    #: raw tool outputs the node saw (used by the synthesizer's grounding check)
+    sources: list[str] = field(default_factory=list)
+
+
+class NodeResult(BaseModel):
+    """One node's outcome, as reported in `RunResult.nodes`."""
+
+    status: NodeStatus = "waiting"
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+
+
+class NodeExecutor(Protocol):
+    async def run_node(self, node: PlanNode, inputs: Mapping[str, str],
+                       budget: Budget) -> NodeOutput:
+        """Do the node's work. Raise to fail it (the scheduler decides on retries)."""
+        ...
+
+
+@dataclass
+class ReplanRequest:
+    """What a replanner gets: the failure, what finished, and a way to check a new subtree."""
+
+    failed: PlanNode
+    error: str
+    removed: list[str]
+    finished: dict[str, str]
+    graph: PlanGraph
+    accept: Callable[[list[PlanNode]], PlanGraph]
+
+
+class Replanner(Protocol):
+    async def replan(self, request: ReplanRequest) -> PlanGraph:
+        """Return the merged graph (built by `request.accept`) or raise to give up."""
+        ...
+
+
+class Scheduler:
+    """Runs one `PlanGraph` to completion; `results` holds every node's outcome."""
+
+    def __init__(self, graph: PlanGraph, executor: NodeExecutor, *, budget: Budget,
+                 emit: Callable[..., Any], clock: Any, limits: ResourceLimits | None = None,
+                 node_attempts: int = 1, replans: int = 0, replanner: Replanner | None = None,
+                 known_tools: tuple[str, ...] = (), known_models: tuple[str, ...] = (),
+                 max_nodes: int | None = None) -> None:
+        self.graph, self.executor, self.budget = graph, executor, budget
+        self._emit, self.clock, self.limits = emit, clock, limits or ResourceLimits()
+        self.node_attempts, self.replans_left, self.replanner = node_attempts, replans, replanner
+        self._validate_args = (known_tools, known_models, max_nodes)
+        self.results: dict[str, NodeResult] = {n: NodeResult() for n in graph.order}
+        self.outputs: dict[str, NodeOutput] = {}
+        self._waiting: dict[str, int] = {}
+        self._tg: asyncio.TaskGroup | None = None
+
+    async def run(self) -> dict[str, NodeResult]:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._arm(self.graph.order)
+        self._tg = None
+        return self.results
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def _arm(self, node_ids: tuple[str, ...] | list[str]) -> None:
+        """Count unfinished dependencies of `node_ids`; start those with none left."""
+        for node_id in node_ids:
+            deps = self.graph.nodes[node_id].depends_on
+            left = sum(1 for d in deps if self.results[d].status != "succeeded")
+            self._waiting[node_id] = left
+            if left == 0:
+                self._start(node_id)
+
+    def _start(self, node_id: str) -> None:
+        assert self._tg is not None
+        self.results[node_id].status = "running"
+        self._tg.create_task(self._run_node(node_id), name=f"node:{node_id}")
+
+    def _finished(self, node_id: str) -> None:
+        for dep in self.graph.dependents(node_id):
+            self._waiting[dep] -= 1
+            if self._waiting[dep] == 0 and self.results[dep].status == "waiting":
+                self._start(dep)
+
+    # -- one node -----------------------------------------------------------------------------
+
+    async def _run_node(self, node_id: str) -> None:
+        node = self.graph.nodes[node_id]
+        result = self.results[node_id]
+        error: BaseException | None = None
+        async with self.limits.slot("agents"):
+            for attempt in range(1, self.node_attempts + 1):
+                result.attempts += 1
+                try:
+                    out = await self._attempt(node, result, attempt)
+                except Exception as exc:
+                    error = exc
+                    final = attempt == self.node_attempts or isinstance(exc, BudgetExceeded)
+                    self._emit("node.failed", {"attempt": attempt, "error": _err(exc),
+                                               "will_retry": not final}, node_id=node_id)
+                    if final:
+                        break
+                    continue
+                self.outputs[node_id] = out
+                result.status, result.output, result.error = "succeeded", out.output, None
+                result.finished = self.clock.time()
+                self._emit("node.finished", {"attempt": attempt, "output_chars": len(out.output),
+                                             "duration_s": result.finished - (result.started or 0)},
+                           node_id=node_id)
+                self._finished(node_id)
+                return
+        assert error is not None
+        await self._fail(node, error)
+
+    async def _attempt(self, node: PlanNode, result: NodeResult, attempt: int) -> NodeOutput:
+        result.started = self.clock.time()
+        inputs = {d: self.outputs[d].output for d in node.depends_on}
+        self._emit("node.started", {"attempt": attempt, "depends_on": node.depends_on},
+                   node_id=node.id)
+        budget = self.budget.child(node.id, node.budget)
+        try:
+            remaining = budget.remaining_seconds()
+            if remaining is None:
+                return await self.executor.run_node(node, inputs, budget)
+            async with asyncio.timeout(remaining):
+                return await self.executor.run_node(node, inputs, budget)
+        finally:
+            budget.close()
+
+    # -- failure: re-plan the subtree or skip it ----------------------------------------------
+
+    async def _fail(self, node: PlanNode, error: BaseException) -> None:
+        result = self.results[node.id]
+        result.status, result.error, result.finished = "failed", _err(error), self.clock.time()
+        if self.replans_left > 0 and self.replanner is not None:
+            self.replans_left -= 1
+            if await self._replan(node, error):
+                return
+        for dep in sorted(self.graph.descendants(node.id)):
+            if self.results[dep].status == "waiting":
+                self.results[dep].status = "skipped"
+                reason = f"depends on {node.id!r}, which failed: {error}"
+                self.results[dep].error = {"type": "Skipped", "message": reason}
+                self._emit("node.skipped", {"reason": reason, "failed": node.id}, node_id=dep)
+
+    async def _replan(self, node: PlanNode, error: BaseException) -> bool:
+        removed = [node.id, *sorted(self.graph.descendants(node.id))]
+        finished = {k: o.output for k, o in self.outputs.items()}
+        request = ReplanRequest(failed=node, error=str(error), removed=removed, finished=finished,
+                                graph=self.graph, accept=lambda new: self._merge(removed, new))
+        assert self.replanner is not None
+        try:
+            new_graph = await self.replanner.replan(request)
+        except (AgentkitError, PlanError) as exc:
+            self._emit("plan.rejected", {"replan_of": node.id, "error": _err(exc)}, node_id=node.id)
+            return False
+        old = set(self.graph.nodes)
+        added = [n for n in new_graph.order if n not in old or n in removed]
+        for node_id in removed[1:]:
+            if node_id not in new_graph.nodes:
+                reason = f"replaced by the re-plan of {node.id!r}"
+                self.results[node_id].status = "skipped"
+                self.results[node_id].error = {"type": "Skipped", "message": reason}
+                self._emit("node.skipped", {"reason": reason, "failed": node.id}, node_id=node_id)
+        self.graph = new_graph
+        for node_id in added:
+            self.results[node_id] = NodeResult()
+        self._emit("plan.replanned", {"failed": node.id, "removed": removed, "added": added,
+                                      **new_graph.summary()}, node_id=node.id)
+        self._arm(added)
+        return True
+
+    def _merge(self, removed: list[str], new_nodes: list[PlanNode]) -> PlanGraph:
+        """The current plan minus the failed subtree plus `new_nodes`, validated."""
+        clash = [n.id for n in new_nodes if n.id in self.graph.nodes and n.id not in removed]
+        if clash:
+            raise PlanError([f"node id {c!r} already belongs to a node that is kept (finished "
+                             f"or running); give the new node another id" for c in clash])
+        kept = [n for n in self.graph.plan.nodes if n.id not in removed]
+        tools, models, max_nodes = self._validate_args
+        return validate_plan(Plan(nodes=[*kept, *new_nodes]), known_tools=tools,
+                             known_models=models, max_nodes=max_nodes)
+
+
+def _err(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, AgentkitError):
+        return exc.to_dict()
+    if isinstance(exc, TimeoutError):
+        return {"type": "Timeout", "message": "the node ran past its wall-time budget"}
+    return {"type": type(exc).__name__, "message": str(exc)}
