@@ -1,0 +1,478 @@
+"""The audit ledger: every event of a run as one hash-chained JSONL line.
+
+Each line is ``{"data","kind","node_id","prev","run_id","seq","ts"}`` in canonical JSON (sorted
+keys, no spaces, UTF-8) followed by ``"hash"``: the sha256 of exactly those canonical bytes.
+``prev`` is the previous line's hash (64 zeros for the first line), so editing, deleting or
+reordering any line breaks the chain at that line, and `verify_ledger` names its ``seq``.
+Hashing the written bytes (not a re-serialisation) means *any* flipped byte is detected.
+
+Before hashing, one pipeline of plain callables redacts secrets (by key, by pattern and by the
+exact values of configured secrets) and moves strings over 64 KB into content-addressed blob
+files beside the ledger. Writes go through ``os.open(O_APPEND)`` with one ``os.write`` per
+batch of whole lines; a failed write raises, so a run never continues unaudited. A torn last
+line left by a crash is cut on reopen and named in a ``recovered`` record, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agentkit.errors import ConfigError, RunFailed
+from agentkit.events import Event
+
+__all__ = ["GENESIS", "REDACTED", "Ledger", "VerifyResult", "read_blob", "redaction_pipeline",
+           "show_ledger", "verify_ledger"]
+
+GENESIS = "0" * 64
+REDACTED = "[REDACTED]"
+BLOB_THRESHOLD = 64 * 1024
+PREVIEW_CHARS = 512
+
+FsyncPolicy = Literal["close", "always", "never", "interval"]
+Redactor = Callable[[Any], Any]
+
+_SECRET_KEYS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key",
+                          "apikey", "cookie", "set-cookie", "password", "passwd", "secret",
+                          "token", "access-token", "refresh-token", "client-secret", "auth-token",
+                          "x-goog-api-key"})
+_SECRET_PATTERN = re.compile(
+    r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE)[A-Z ]*-----.*?-----END [A-Z0-9 ]*-----"
+    r"|\bsk-(?:ant-)?[A-Za-z0-9_\-]{8,}"
+    r"|\bBearer\s+[A-Za-z0-9._~+/=\-]{6,}"
+    r"|\bAKIA[0-9A-Z]{16}\b",
+    re.DOTALL)
+_HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\n\Z')
+
+
+def _dumps(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, UTF-8 (what is hashed)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(obj, bytes):
+        return {"$bytes": len(obj), "sha256": hashlib.sha256(obj).hexdigest()}
+    if isinstance(obj, set | frozenset):
+        return sorted(obj, key=str)
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------------------------
+# Redaction: one choke point, a list of plain callables
+
+
+def _is_secret_key(key: str) -> bool:
+    norm = key.lower().replace("_", "-")
+    return norm in _SECRET_KEYS or norm.endswith(("-token", "-secret", "-password", "-api-key"))
+
+
+def redact_keys(value: Any) -> Any:
+    """Replace the value of any key that names a credential (Authorization, cookie, ...)."""
+    if isinstance(value, dict):
+        return {k: (REDACTED if isinstance(k, str) and _is_secret_key(k) and v not in (None, "")
+                    else redact_keys(v)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_keys(v) for v in value]
+    return value
+
+
+def map_strings(fn: Callable[[str], str]) -> Redactor:
+    """Lift a string rewrite to a redactor over any JSON-like value (keys included)."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return fn(value)
+        if isinstance(value, dict):
+            return {(fn(k) if isinstance(k, str) else k): walk(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        return value
+
+    return walk
+
+
+def redact_patterns(text: str) -> str:
+    """sk-..., sk-ant-..., Bearer ..., AKIA..., PEM blocks."""
+    if len(text) < 6:
+        return text
+    return _SECRET_PATTERN.sub(REDACTED, text)
+
+
+def redact_values(secrets: Iterable[str]) -> Callable[[str], str]:
+    """Replace exact occurrences of configured secret values (API keys read from env vars)."""
+    values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def rewrite(text: str) -> str:
+        for secret in values:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        return text
+
+    return rewrite
+
+
+def redaction_pipeline(secrets: Iterable[str] = ()) -> list[Redactor]:
+    """The default pipeline: credential keys, then secret patterns and exact secret values."""
+    by_value = redact_values(secrets)
+    return [redact_keys, map_strings(lambda s: by_value(redact_patterns(s)))]
+
+
+# ---------------------------------------------------------------------------------------------
+# Large strings -> content-addressed blobs beside the ledger
+
+
+def _offload(value: Any, store: Callable[[str], dict[str, Any]]) -> Any:
+    if isinstance(value, str):
+        return store(value) if len(value) > BLOB_THRESHOLD else value
+    if isinstance(value, dict):
+        return {k: _offload(v, store) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_offload(v, store) for v in value]
+    return value
+
+
+def _blob_dir(ledger: Path) -> Path:
+    return ledger.with_name(ledger.name + ".blobs")
+
+
+def read_blob(ledger: str | Path, ref: dict[str, Any] | str) -> str:
+    """The full text behind a ``{"$blob": sha, ...}`` reference; checks its hash."""
+    sha = ref if isinstance(ref, str) else str(ref["$blob"])
+    raw = (_blob_dir(Path(ledger)) / sha).read_bytes()
+    if hashlib.sha256(raw).hexdigest() != sha:
+        raise ValueError(f"blob {sha} was altered (its content no longer matches its name)")
+    return raw.decode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# The writer
+
+
+class Ledger:
+    """Append-only, hash-chained JSONL. `append` is an `EventBus` sink.
+
+    `fsync`: ``close`` (default: one fsync when the run ends), ``always`` (each event written
+    and fsynced before `append` returns), ``interval`` (at most every `fsync_interval_s`),
+    ``never``. Except with ``always``, lines are buffered in small batches (≤ `batch_bytes`)
+    and written in order with one ``os.write`` per batch. The constructor does no I/O; the file
+    is opened (and a torn tail recovered) on first use.
+    """
+
+    def __init__(self, path: str | Path, *, secrets: Iterable[str] = (),
+                 fsync: FsyncPolicy | str = "close", fsync_interval_s: float = 1.0,
+                 batch_bytes: int = 64 * 1024, redactors: list[Redactor] | None = None,
+                 time_fn: Callable[[], float] = time.time) -> None:
+        if fsync not in ("close", "always", "never", "interval"):
+            raise ConfigError(f"unknown fsync policy {fsync!r}; expected close, always, "
+                              "interval or never")
+        self.path = Path(path)
+        self.fsync = fsync
+        self.fsync_interval_s = fsync_interval_s
+        self.batch_bytes = 0 if fsync == "always" else batch_bytes
+        self.redactors = redactors if redactors is not None else redaction_pipeline(secrets)
+        self._time = time_fn
+        self._fd: int | None = None
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._seq = 0
+        self.head = GENESIS
+        self._last_sync = 0.0
+        self._failed: BaseException | None = None
+        self._lock = threading.Lock()
+        self.closed = False
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def append(self, event: Event) -> None:
+        """Redact, chain and queue one event. Raises `RunFailed` if the ledger cannot write."""
+        self.record(event.kind, event.data, run_id=event.run_id, node_id=event.node_id,
+                    ts=event.ts)
+
+    def record(self, kind: str, data: dict[str, Any], *, run_id: str, node_id: str | None,
+               ts: float) -> None:
+        with self._lock:
+            self._ensure_open()
+            self._add(kind, data, run_id, node_id, ts)
+
+    def _add(self, kind: str, data: dict[str, Any], run_id: str, node_id: str | None,
+             ts: float) -> None:
+        """Redact, offload, chain, buffer (the caller holds the lock)."""
+        for redact in self.redactors:
+            data = redact(data)
+        data = _offload(data, self._store_blob)
+        body = _dumps({"data": data, "kind": kind, "node_id": node_id, "prev": self.head,
+                       "run_id": run_id, "seq": self._seq, "ts": ts}).encode("utf-8")
+        self.head = hashlib.sha256(body).hexdigest()
+        self._seq += 1
+        line = body[:-1] + b',"hash":"' + self.head.encode() + b'"}\n'
+        self._buffer.append(line)
+        self._buffered += len(line)
+        if self._buffered >= self.batch_bytes or kind == "run.finished":
+            self._flush(sync=self.fsync == "always")
+        if self.fsync == "interval" and time.monotonic() - self._last_sync >= self.fsync_interval_s:
+            self._flush(sync=True)
+
+    @property
+    def count(self) -> int:
+        """Lines in the ledger so far (including buffered ones)."""
+        return self._seq
+
+    def flush(self) -> None:
+        """Write buffered lines now (no fsync unless the policy is ``always``)."""
+        with self._lock:
+            if self._fd is not None:
+                self._flush(sync=self.fsync == "always")
+
+    def close(self) -> None:
+        """Write what is buffered, fsync (unless ``never``) and close. Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
+            if self._fd is None:
+                return
+            try:
+                if self._failed is None:
+                    self._flush(sync=self.fsync != "never")
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _ensure_open(self) -> None:
+        if self._failed is not None:
+            raise RunFailed(f"the audit ledger {self.path} failed earlier ({self._failed}); "
+                            "the run cannot continue unaudited") from self._failed
+        if self.closed:
+            raise RunFailed(f"the audit ledger {self.path} is closed")
+        if self._fd is not None:
+            return
+        created = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if created:
+            _fsync_dir(self.path.parent)
+        else:
+            self._resume()
+
+    def _resume(self) -> None:
+        """Continue the chain of an existing ledger; cut and report a torn last line."""
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        tail = _read_tail(self._fd, size)
+        cut = tail.rfind(b"\n") + 1
+        torn, complete = tail[cut:], tail[:cut]
+        if torn:
+            os.ftruncate(self._fd, size - len(torn))
+            os.fsync(self._fd)
+        run_id = ""
+        if complete:
+            record = _parse_last(complete, self.path)
+            self._seq, self.head = record["seq"] + 1, record["hash"]
+            run_id = str(record.get("run_id") or "")
+        if torn:
+            self._add("recovered", {
+                "reason": "torn last line (the writer stopped mid-write); the bytes were cut",
+                "cut_bytes": len(torn), "cut_sha256": hashlib.sha256(torn).hexdigest(),
+                "cut_preview": torn[:PREVIEW_CHARS].decode("utf-8", "replace"),
+                "resumed_at_seq": self._seq}, run_id, None, self._time())
+            self._flush(sync=self.fsync != "never")
+
+    def _store_blob(self, text: str) -> dict[str, Any]:
+        raw = text.encode("utf-8")
+        sha = hashlib.sha256(raw).hexdigest()
+        folder = _blob_dir(self.path)
+        target = folder / sha
+        if not target.exists():
+            folder.mkdir(exist_ok=True)
+            tmp = folder / f".{sha}.{os.getpid()}.tmp"
+            try:
+                tmp.write_bytes(raw)
+                os.replace(tmp, target)
+            except OSError as exc:
+                self._failed = exc
+                raise RunFailed(f"cannot write audit blob {target}: {exc}") from exc
+        return {"$blob": sha, "size": len(raw), "preview": text[:PREVIEW_CHARS]}
+
+    def _flush(self, *, sync: bool) -> None:
+        assert self._fd is not None
+        try:
+            if self._buffer:
+                data = b"".join(self._buffer)
+                self._buffer.clear()
+                self._buffered = 0
+                view = memoryview(data)
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
+            if sync:
+                os.fsync(self._fd)
+                self._last_sync = time.monotonic()
+        except OSError as exc:
+            self._failed = exc
+            raise RunFailed(f"cannot write the audit ledger {self.path}: {exc.strerror or exc}; "
+                            "the run stops rather than continue unaudited") from exc
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new file's directory entry durable (a crash must not lose the whole ledger)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_tail(fd: int, size: int) -> bytes:
+    """The end of the file from at least the start of its last complete line (torn bytes
+    after it included), read backwards so a large ledger is not read whole."""
+    chunk = 65536
+    while True:
+        start = max(0, size - chunk)
+        tail = os.pread(fd, size - start, start)
+        end = tail.rfind(b"\n")
+        if start == 0 or (end > 0 and tail.rfind(b"\n", 0, end) >= 0):
+            return tail
+        chunk *= 4
+
+
+def _parse_last(tail: bytes, path: Path) -> dict[str, Any]:
+    lines = [ln for ln in tail.split(b"\n") if ln]
+    try:
+        record = json.loads(lines[-1])
+        if not isinstance(record.get("seq"), int) or not isinstance(record.get("hash"), str):
+            raise ValueError("no seq/hash")
+        return record
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"{path}: the last complete line is not a ledger record ({exc}); "
+                          f"run `agentkit audit verify {path}`") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Verifying and showing
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    #: seq of the first line that fails (the line's position when it cannot be parsed)
+    first_bad_seq: int | None
+    reason: str | None
+    #: lines that verified before the first bad one
+    count: int
+    head: str = GENESIS
+
+
+def verify_ledger(path: str | Path, *, expected_head: str | None = None,
+                  check_blobs: bool = True) -> VerifyResult:
+    """Recompute the chain. Detects edited, inserted, deleted and reordered lines, a torn last
+    line, altered blobs and (given `expected_head`, the head exported elsewhere) a cut tail."""
+    path = Path(path)
+    prev, seq = GENESIS, 0
+    with path.open("rb") as fh:
+        for line in fh:
+            reason = _check_line(line, seq, prev, path if check_blobs else None)
+            if reason is not None:
+                return VerifyResult(False, seq, reason, seq, prev)
+            prev = line[-67:-3].decode()
+            seq += 1
+    if expected_head is not None and expected_head != prev:
+        return VerifyResult(False, seq, "the last line is not the expected head: lines were "
+                                        "removed from the end", seq, prev)
+    return VerifyResult(True, None, None, seq, prev)
+
+
+def _check_line(line: bytes, seq: int, prev: str, blobs_of: Path | None) -> str | None:
+    if not line.endswith(b"\n"):
+        return (f"torn last line ({len(line)} bytes without a newline): the writer stopped "
+                "mid-write or the file was cut")
+    match = _HASH_SUFFIX.search(line)
+    if match is None:
+        return "malformed line: it does not end with the record hash"
+    body = line[:match.start()] + b"}"
+    if hashlib.sha256(body).hexdigest() != match.group(1).decode():
+        return "hash mismatch: the line was edited"
+    try:
+        record = json.loads(body)
+    except ValueError as exc:
+        return f"not valid JSON: {exc}"
+    if not isinstance(record, dict) or record.get("seq") != seq:
+        got = record.get("seq") if isinstance(record, dict) else None
+        return f"seq {got} where {seq} was expected: a line was deleted, inserted or moved"
+    if record.get("prev") != prev:
+        return "prev does not match the previous line's hash: a line was deleted or moved"
+    if blobs_of is not None:
+        for sha in _blob_refs(record.get("data")):
+            try:
+                read_blob(blobs_of, sha)
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                return f"blob {sha} is missing or altered ({exc})"
+    return None
+
+
+def _blob_refs(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        if isinstance(value.get("$blob"), str):
+            yield value["$blob"]
+        for v in value.values():
+            yield from _blob_refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _blob_refs(v)
+
+
+def show_ledger(path: str | Path, *, width: int = 100) -> Iterator[str]:
+    """A readable timeline: one line per record (time, seq, kind, node, summary)."""
+    start: float | None = None
+    with Path(path).open("rb") as fh:
+        for n, raw in enumerate(fh):
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                yield f"{'':>9} #{n:<5} !! unreadable line ({len(raw)} bytes)"
+                continue
+            ts = float(rec.get("ts") or 0)
+            start = ts if start is None else start
+            node = rec.get("node_id") or "-"
+            text = _summary(rec.get("kind", "?"), rec.get("data") or {})
+            yield (f"+{ts - start:8.3f}s #{rec.get('seq', n):<5} {rec.get('kind', '?'):<16} "
+                   f"{node:<12} {text}")[: width + 60]
+
+
+def _summary(kind: str, data: dict[str, Any]) -> str:
+    """The few fields worth a glance for common kinds; compact JSON otherwise."""
+    picks = {
+        "tool.call": ("tool", "arguments"), "tool.result": ("tool", "ok", "error"),
+        "model.request": ("model", "provider"), "model.response": ("model", "usage", "cost_usd"),
+        "url.fetched": ("url", "status", "sha256"), "url.cited": ("url",),
+        "node.started": ("goal",), "node.finished": ("status",), "run.finished": ("status",),
+        "retry": ("attempt", "delay_s", "error"), "recovered": ("reason", "cut_bytes"),
+    }.get(kind)
+    shown = {k: data[k] for k in picks if k in data} if picks else data
+    text = _dumps(shown)
+    return text if len(text) <= 140 else text[:137] + "..."
