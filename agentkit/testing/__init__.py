@@ -8,4 +8,6 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from agentkit.testing.events import EventCapture
+
+__all__: list[str] = ["EventCapture"]
