@@ -1,0 +1,169 @@
+"""The swarm's agents, all on `agentkit.agent.Agent`: planner/replanner, node worker, writer.
+
+- `Planner` runs the planner model with the task's tools plus `submit_plan`, whose arguments
+  are the plan itself. An invalid plan comes back as the tool's error with every problem
+  listed, so the model revises (at most ``task.retry.plan_attempts`` submissions). The same
+  class re-plans a failed subtree (the scheduler's `Replanner`).
+- `AgentExecutor` runs one node: its goal, its dependencies' outputs, its allowed tools, its
+  budget — nothing else of the parent's context.
+- `agent_ask` is the synthesizer's model call (no tools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from agentkit.swarm.budget import Budget
+from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
+from agentkit.swarm.scheduler import NodeOutput, ReplanRequest
+from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
+from pydantic import Field
+
+from agentkit.agent import Agent, AgentResult
+from agentkit.errors import RunFailed, ToolError
+from agentkit.messages import ToolResultPart
+
+if TYPE_CHECKING:
+    from agentkit.swarm.engine import SwarmContext
+
+__all__ = ["AgentExecutor", "Planner", "SubmitPlan", "agent_ask"]
+
+
+class SubmitPlanArgs(ToolArgs):
+    nodes: list[PlanNode] = Field(min_length=1, max_length=1000,
+                                  description="the sub-tasks; each lists the ids it depends on")
+
+
+class SubmitPlan(Tool):
+    """The planner's way to hand in a plan; validation errors are its result."""
+
+    name = "submit_plan"
+    description = ("Submit the plan: a list of nodes {id, goal, depends_on, tools, "
+                   "expected_output?}. Returns the problems if the plan is invalid.")
+    args_model = SubmitPlanArgs
+    concurrency_class = "planner"
+
+    def __init__(self, check: Callable[[list[PlanNode]], PlanGraph], attempts: int) -> None:
+        self.check, self.attempts = check, attempts
+        self.accepted: PlanGraph | None = None
+        self.rejections: list[PlanError] = []
+
+    async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
+        if self.accepted is not None:
+            return ToolOutput("The plan was already accepted; reply with one sentence and stop.")
+        if len(self.rejections) >= self.attempts:
+            raise ToolError("no_attempts_left", "no more plan submissions are allowed; stop")
+        try:
+            self.accepted = self.check(args.nodes)
+        except PlanError as err:
+            self.rejections.append(err)
+            ctx.emit("plan.rejected", {"attempt": len(self.rejections), "problems": err.problems,
+                                       "attempts_left": self.attempts - len(self.rejections)})
+            raise ToolError("invalid_plan", str(err), retry_hint="fix every problem listed and "
+                            "call submit_plan again with the whole plan") from None
+        return ToolOutput(f"Plan accepted: {len(args.nodes)} nodes. Reply with one short "
+                          f"sentence and call no tool.", {"nodes": len(args.nodes)})
+
+
+class Planner:
+    """Plans the task, and re-plans failed subtrees (the scheduler's `Replanner`)."""
+
+    def __init__(self, ctx: SwarmContext) -> None:
+        self.ctx = ctx
+
+    def _validate(self, nodes: list[PlanNode]) -> PlanGraph:
+        task = self.ctx.runtime.task
+        return validate_plan(Plan(nodes=nodes), known_tools=task.tools, known_models=task.models,
+                             max_nodes=task.budget.max_nodes)
+
+    async def plan(self) -> PlanGraph:
+        task = self.ctx.runtime.task
+        values = {"goal": task.goal, "tools": ", ".join(task.tools) or "none",
+                  "max_nodes": task.budget.max_nodes}
+        return await self._run("planner", values, self._validate)
+
+    async def replan(self, request: ReplanRequest) -> PlanGraph:
+        task = self.ctx.runtime.task
+        finished = "\n".join(f"- {k}: {v[:500]}" for k, v in request.finished.items()) or "(none)"
+        values = {"goal": task.goal, "tools": ", ".join(task.tools) or "none",
+                  "failed_id": request.failed.id, "failed_goal": request.failed.goal,
+                  "error": request.error, "removed": ", ".join(request.removed),
+                  "finished": finished}
+        return await self._run("replanner", values, request.accept, node_id=f"replan:{request.failed.id}")
+
+    async def _run(self, prompt: str, values: Mapping[str, Any],
+                   check: Callable[[list[PlanNode]], PlanGraph], node_id: str = "planner",
+                   ) -> PlanGraph:
+        ctx, task = self.ctx, self.ctx.runtime.task
+        submit = SubmitPlan(check, task.retry.plan_attempts)
+        tools = ToolRegistry([*(ctx.runtime.tools.get(n) for n in ctx.runtime.tools.names()),
+                              submit])
+        budget = ctx.budget.child(node_id)
+        try:
+            agent = Agent(ctx.runtime, task.model_for("planner"), tools,
+                          system_prompt=ctx.prompts.render(f"{prompt}.system", **values),
+                          node_id=node_id, max_steps=task.budget.max_steps + task.retry.plan_attempts,
+                          budget=budget, agent_id=node_id)
+            result = await agent.run(ctx.prompts.render(f"{prompt}.user", **values))
+        finally:
+            budget.close()
+        ctx.add(result.usage, result.cost_usd)
+        if submit.accepted is not None:
+            return submit.accepted
+        if submit.rejections:
+            raise PlanError([f"no valid plan after {len(submit.rejections)} submission(s); last "
+                             f"problems: {'; '.join(submit.rejections[-1].problems)}"])
+        raise PlanError([f"the {prompt} finished without calling submit_plan "
+                         f"({result.stop_reason}): {result.answer[:300]!r}"])
+
+
+class AgentExecutor:
+    """Runs a node as one `Agent` on the node's model (or the task's worker model)."""
+
+    def __init__(self, ctx: SwarmContext) -> None:
+        self.ctx = ctx
+
+    async def run_node(self, node: PlanNode, inputs: Mapping[str, str],
+                       budget: Budget) -> NodeOutput:
+        ctx, task = self.ctx, self.ctx.runtime.task
+        tools = ctx.runtime.tools.only(node.tools) if node.tools else ToolRegistry()
+        deps = "\n\n".join(f"### Output of `{k}`\n{v}" for k, v in inputs.items())
+        values = {"goal": node.goal, "tools": ", ".join(node.tools) or "none",
+                  "expected": f"Expected output: {node.expected_output}" if node.expected_output
+                  else "", "inputs": f"Results you build on:\n\n{deps}" if deps else ""}
+        agent = Agent(ctx.runtime, node.model or task.model_for("worker"), tools,
+                      system_prompt=ctx.prompts.render("worker.system", **values),
+                      node_id=node.id, max_steps=task.budget.max_steps, budget=budget,
+                      agent_id=node.id)
+        result = await agent.run(ctx.prompts.render("worker.user", **values))
+        if not result.ok:
+            ctx.add(result.usage, result.cost_usd)
+            raise RunFailed(f"node {node.id!r} gave no answer ({result.stop_reason})")
+        return NodeOutput(output=result.answer, usage=result.usage, cost_usd=result.cost_usd,
+                          sources=_tool_texts(result))
+
+
+def _tool_texts(result: AgentResult) -> list[str]:
+    return [p.content for m in result.messages if m.role == "tool" for p in m.parts
+            if isinstance(p, ToolResultPart) and not p.is_error]
+
+
+def agent_ask(ctx: SwarmContext) -> Callable[[str, str, str], Awaitable[str]]:
+    """The synthesizer's call: one tool-less agent run on the synthesizer model."""
+
+    async def ask(system: str, user: str, node_id: str) -> str:
+        budget = ctx.budget.child(node_id)
+        try:
+            agent = Agent(ctx.runtime, ctx.runtime.task.model_for("synthesizer"), ToolRegistry(),
+                          system_prompt=system, node_id=node_id, max_steps=2, budget=budget,
+                          agent_id=node_id)
+            result = await agent.run(user)
+        finally:
+            budget.close()
+        ctx.add(result.usage, result.cost_usd)
+        if not result.ok:
+            raise RunFailed(f"the synthesizer gave no answer ({result.stop_reason})")
+        return result.answer
+
+    return ask
