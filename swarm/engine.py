@@ -51,7 +51,7 @@ class SwarmContext:
                synthesis: Synthesis | None = None) -> RunResult:
         rt = self.runtime
         return RunResult(
-            run_id=rt.run_id, status=status,  # type: ignore[arg-type]
+            run_id=rt.run_id, status=status,
             answer=answer, nodes=dict(self.nodes),
             citations=synthesis.citations if synthesis else [],
             ungrounded=synthesis.ungrounded if synthesis else [],
