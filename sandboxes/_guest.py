@@ -1,0 +1,291 @@
+"""The in-container agent: runs inside the sandbox, talks JSON lines over its stdin/stdout.
+
+Why: `docker exec` through the API costs 30+ ms per call; a long-lived process reached over
+the container's attached stdin/stdout answers in a few ms. This file is sent as the
+container's command (``python3 -c <source>``), so any image with python3 works. It uses the
+standard library only and runs as the same unprivileged user as the code it starts: it is a
+convenience, not a boundary (the container is the boundary, and the host re-checks sizes).
+
+Requests: ``{"op": "exec", "lang", "code", "timeout", "cap", "persistent"}``,
+``{"op": "manifest"}``; every answer is one JSON line.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+WORKDIR = "/workspace"
+WORKER = r"""
+import json, os, sys, traceback
+cmd = os.fdopen(int(sys.argv[1]), "rb"); done = os.fdopen(int(sys.argv[2]), "wb")
+scope = {"__name__": "__main__", "__builtins__": __builtins__}
+for line in cmd:
+    code = json.loads(line)["code"]; rc = 0
+    try:
+        exec(compile(code, "<run_code>", "exec"), scope)
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))): print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc(); rc = 1
+    sys.stdout.flush(); sys.stderr.flush()
+    done.write((json.dumps({"rc": rc}) + "\n").encode()); done.flush()
+"""
+FORK_FAILURE = (b"Resource temporarily unavailable", b"fork: retry", b"can't start new thread")
+
+
+def counter(paths, key):
+    """A kernel event counter (cgroup v1 or v2), or None where the file is missing."""
+    for path in paths:
+        try:
+            with open(path) as fh:
+                for line in fh:
+                    name, _, value = line.partition(" ")
+                    if name == key:
+                        return int(value)
+        except OSError:
+            continue
+    return None
+
+
+def oom_count():
+    return counter(("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"),
+                   "oom_kill")
+
+
+def pids_max_count():
+    return counter(("/sys/fs/cgroup/pids/pids.events", "/sys/fs/cgroup/pids.events"), "max")
+
+
+def killpg(pid):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+class Collector:
+    """Reads a process's stdout/stderr with a byte cap per stream, never buffering more."""
+
+    def __init__(self, fds, cap):
+        self.sel = selectors.DefaultSelector()
+        self.buf = {}
+        self.truncated = {}
+        self.cap = cap
+        for name, fd in fds.items():
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ, name)
+            self.buf[name] = bytearray()
+            self.truncated[name] = False
+
+    def open(self):
+        return bool(self.sel.get_map())
+
+    def poll(self, timeout):
+        for key, _ in self.sel.select(max(timeout, 0)):
+            try:
+                chunk = os.read(key.fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                self.sel.unregister(key.fd)
+                continue
+            buf = self.buf[key.data]
+            room = self.cap - len(buf)
+            buf += chunk[:room]
+            if len(chunk) > room:
+                self.truncated[key.data] = True
+        return any(self.truncated.values())
+
+    def drain(self):
+        """Read whatever is already in the pipes (the writer has flushed)."""
+        while self.open() and not any(self.truncated.values()):
+            if not self.sel.select(0):
+                return
+            self.poll(0)
+
+    def close(self):
+        for key in list(self.sel.get_map().values()):
+            self.sel.unregister(key.fd)
+        self.sel.close()
+
+
+def argv_for(lang, code, timeout):
+    inner = ["python3", "-c", code] if lang == "python" else ["bash", "-c", code]
+    return ["timeout", "-s", "KILL", f"{timeout:.3f}"] + inner
+
+
+def run_once(req):
+    """One fresh process under `timeout -s KILL`, in its own process group."""
+    timeout, cap = float(req["timeout"]), int(req["cap"])
+    proc = subprocess.Popen(argv_for(req["lang"], req["code"], timeout), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=WORKDIR,
+                            start_new_session=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    col = Collector({"stdout": proc.stdout.fileno(), "stderr": proc.stderr.fileno()}, cap)
+    deadline = time.monotonic() + timeout + 1.0
+    timed_out = capped = False
+    exited_at = None
+    while col.open():
+        now = time.monotonic()
+        if now > deadline:
+            timed_out = True
+            break
+        if col.poll(min(0.05, deadline - now)):
+            capped = True
+            break
+        if exited_at is None and proc.poll() is not None:
+            exited_at = now
+        if exited_at is not None and now - exited_at > 0.2:
+            break  # a background child holds the pipes open; do not wait for it
+    killpg(proc.pid)
+    rc = proc.wait()
+    col.close()
+    proc.stdout.close()
+    proc.stderr.close()
+    if rc == 137 and not capped and time.monotonic() >= deadline - 1.0:
+        timed_out = True
+    return rc, col, timed_out, False
+
+
+class Worker:
+    """A persistent python interpreter: variables survive between calls."""
+
+    def __init__(self):
+        cmd_r, self.cmd_w = os.pipe()
+        self.done_r, done_w = os.pipe()
+        self.proc = subprocess.Popen(
+            ["python3", "-c", WORKER, str(cmd_r), str(done_w)], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=WORKDIR, start_new_session=True,
+            pass_fds=(cmd_r, done_w))
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        os.close(cmd_r)
+        os.close(done_w)
+
+    def run(self, req):
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        timeout, cap = float(req["timeout"]), int(req["cap"])
+        col = Collector({"stdout": self.proc.stdout.fileno(), "stderr": self.proc.stderr.fileno(),
+                         "done": self.done_r}, cap)
+        os.write(self.cmd_w, (json.dumps({"code": req["code"]}) + "\n").encode())
+        deadline = time.monotonic() + timeout
+        timed_out = capped = alive = False
+        rc = -1
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                timed_out = True
+                break
+            if col.poll(min(0.05, deadline - now)):
+                capped = True
+                break
+            if b"\n" in col.buf["done"]:
+                col.drain()
+                rc, alive = int(json.loads(bytes(col.buf["done"]).split(b"\n")[0])["rc"]), True
+                break
+            if self.proc.poll() is not None:
+                col.drain()
+                rc = self.proc.returncode
+                rc = 128 - rc if rc < 0 else rc
+                break
+        col.close()
+        if not alive or capped:
+            self.kill()
+            alive = False
+        return rc, col, timed_out, not alive
+
+    def kill(self):
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        killpg(self.proc.pid)
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        for fd in (self.cmd_w, self.done_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def do_exec(req, state):
+    oom0, pids0 = oom_count(), pids_max_count()
+    start = time.monotonic()
+    if req.get("persistent") and req["lang"] == "python":
+        died = state.get("worker") is not None and state["worker"].proc.poll() is not None
+        if died:
+            state["worker"].kill()
+        if state.get("worker") is None or died:
+            state["worker"] = Worker()
+        rc, col, timed_out, reset = state["worker"].run(req)
+        reset = reset or died
+        if reset:
+            state["worker"] = None
+    else:
+        rc, col, timed_out, reset = run_once(req)
+    duration = time.monotonic() - start
+    oom1, pids1 = oom_count(), pids_max_count()
+    err = bytes(col.buf["stderr"])
+    pids_hit = (pids1 or 0) > (pids0 or 0) if pids1 is not None else any(m in err for m in FORK_FAILURE)
+    return {"ok": True, "exit_code": rc, "duration_s": duration,
+            "stdout": base64.b64encode(bytes(col.buf["stdout"])).decode(),
+            "stderr": base64.b64encode(err).decode(),
+            "stdout_truncated": col.truncated["stdout"], "stderr_truncated": col.truncated["stderr"],
+            "timed_out": timed_out, "oom": (oom1 or 0) > (oom0 or 0), "pids_exhausted": pids_hit,
+            "state_reset": reset}
+
+
+def manifest(req):
+    """Regular files under /workspace with size and sha256; other kinds listed as skipped."""
+    files: dict = {}
+    skipped: dict = {}
+    limit = int(req.get("max_files", 2000))
+    for root, _dirs, names in os.walk(WORKDIR):
+        for name in names:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, WORKDIR)
+            if len(files) >= limit:
+                skipped[rel] = "too many files"
+                continue
+            st = os.lstat(path)
+            if not os.path.isfile(path) or os.path.islink(path):
+                skipped[rel] = "not a regular file"
+                continue
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            files[rel] = [st.st_size, digest.hexdigest()]
+    return {"ok": True, "files": files, "skipped": skipped}
+
+
+def main():
+    out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    state: dict = {}
+    out.write(b'{"ok": true, "ready": true}\n')
+    out.flush()
+    for line in sys.stdin.buffer:
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+            if op == "exec":
+                answer = do_exec(req, state)
+            elif op == "manifest":
+                answer = manifest(req)
+            else:
+                answer = {"ok": True, "pong": True}
+        except Exception as exc:
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        out.write((json.dumps(answer) + "\n").encode())
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,465 @@
+"""The Docker sandbox backend: hardened containers driven through the docker SDK.
+
+Every blocking SDK call runs in a worker thread (`asyncio.to_thread`), never on the event
+loop. A container's main process is the small in-container agent (`_guest.py`) reached over
+the container's attached stdin/stdout, so one exec costs a few milliseconds instead of a
+`docker exec` round trip. Files cross only as tar archives through `put_archive` /
+`get_archive`, and what comes out is checked by `safe_extract`.
+
+Hardened defaults (§1 of reference/security-and-reliability.md), relaxed only by
+`SandboxSettings` (network, read_only_root, env), each relaxation emitted as
+``sandbox.relaxed``: no network; read-only root; tmpfs ``/tmp`` (noexec, nosuid, nodev);
+``/workspace`` a size-capped tmpfs-backed volume (nosuid, nodev; the archive API cannot reach
+plain tmpfs mounts); memory = memory+swap; CPU and pids limits; all capabilities dropped;
+no-new-privileges; user 65534; default seccomp/AppArmor; ulimits nofile/fsize/core=0; an
+env allow-list; no docker socket, host namespaces or host bind mounts; never privileged.
+
+Orphan sweep rule: every container carries ``agentkit.run=<run id>`` and
+``agentkit.owner=<host>:<pid>:<process start time>``. At start-up a client removes labelled
+containers whose owner is on this host and no longer alive (pid gone, or reused by another
+process), and any labelled container older than `ORPHAN_MAX_AGE_S` whatever its owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from agentkit.sandboxes.base import ExecResult, Language, build_tar, check_relative_path, safe_extract
+
+from agentkit.errors import SandboxError
+from agentkit.task import SandboxSettings
+
+__all__ = ["DockerSandboxClient", "DockerSession", "container_kwargs", "sweep_orphans"]
+
+Emit = Callable[[str, dict[str, Any]], Any]
+RUN_LABEL, OWNER_LABEL, CREATED_LABEL = "agentkit.run", "agentkit.owner", "agentkit.created"
+ORPHAN_MAX_AGE_S = 24 * 3600.0
+SANDBOX_USER = "65534:65534"
+BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8",
+            "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "MPLCONFIGDIR": "/tmp"}
+WORKSPACE_MB, TMP_MB, FSIZE_BYTES, NOFILE = 256, 64, 128 * 1024 * 1024, 1024
+#: seconds the host waits past the in-container deadline before it kills the container
+HOST_GRACE_S = 5.0
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _docker() -> Any:
+    import docker
+
+    return docker
+
+
+def owner_label() -> str:
+    """``host:pid:starttime``: identifies this process even after its pid is reused."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "?"
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """True/False for an owner on this host, None if it lives elsewhere (cannot tell)."""
+    host, _, rest = owner.partition(":")
+    pid_s, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid_s.isdigit():
+        return None
+    return _start_time(int(pid_s)) == started
+
+
+def sweep_orphans(client: Any, *, now: float | None = None,
+                  max_age_s: float = ORPHAN_MAX_AGE_S) -> list[str]:
+    """Remove labelled containers whose run is not live (see the module docstring). Blocking."""
+    now = time.time() if now is None else now
+    removed = []
+    for c in client.containers.list(all=True, filters={"label": RUN_LABEL}):
+        labels = c.labels or {}
+        alive = _owner_alive(labels.get(OWNER_LABEL, ""))
+        try:
+            age = now - float(labels.get(CREATED_LABEL, "0"))
+        except ValueError:
+            age = float("inf")
+        if alive is False or age > max_age_s:
+            with contextlib.suppress(Exception):
+                c.remove(force=True, v=True)
+                removed.append(c.id)
+    return removed
+
+
+def relaxations(settings: SandboxSettings) -> list[dict[str, Any]]:
+    """Every way `settings` loosens the hardened defaults (each one goes to the ledger)."""
+    out: list[dict[str, Any]] = []
+    if settings.network != "none":
+        out.append({"setting": "network", "value": settings.network})
+    if not settings.read_only_root:
+        out.append({"setting": "read_only_root", "value": False})
+    if settings.env:
+        out.append({"setting": "env", "names": sorted(settings.env)})
+    return out
+
+
+def container_kwargs(settings: SandboxSettings, *, image: str, run_id: str, command: list[str],
+                     owner: str) -> dict[str, Any]:
+    """The `containers.create` arguments: the hardening checklist as data."""
+    types = _docker().types
+    mb = settings.memory_mb
+    workspace = types.Mount(
+        "/workspace", None, type="volume", driver_config=types.DriverConfig("local", {
+            "type": "tmpfs", "device": "tmpfs",
+            "o": f"size={WORKSPACE_MB}m,uid=65534,gid=65534,mode=0755,nosuid,nodev"}))
+    return {
+        "image": image, "command": command, "name": f"agentkit-{run_id[:16]}-{uuid.uuid4().hex[:8]}",
+        "detach": True, "stdin_open": True, "tty": False, "init": True,
+        "network_mode": settings.network, "read_only": settings.read_only_root,
+        "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={TMP_MB}m"}, "mounts": [workspace],
+        "mem_limit": f"{mb}m", "memswap_limit": f"{mb}m", "nano_cpus": int(settings.cpus * 1e9),
+        "pids_limit": settings.pids, "cap_drop": ["ALL"], "security_opt": ["no-new-privileges"],
+        "user": SANDBOX_USER, "privileged": False, "ipc_mode": "private",
+        "ulimits": [types.Ulimit(name="nofile", soft=NOFILE, hard=NOFILE),
+                    types.Ulimit(name="fsize", soft=FSIZE_BYTES, hard=FSIZE_BYTES),
+                    types.Ulimit(name="core", soft=0, hard=0)],
+        "environment": {**BASE_ENV, **settings.env}, "working_dir": "/workspace",
+        "hostname": "sandbox",
+        "labels": {RUN_LABEL: run_id, OWNER_LABEL: owner, CREATED_LABEL: f"{time.time():.0f}"},
+    }
+
+
+class DockerSandboxClient:
+    """Creates and destroys hardened containers for one run. Use ``async with``.
+
+    `start` (called by ``__aenter__``) connects, resolves the image, sweeps orphans and
+    records relaxations; the constructor only stores its arguments.
+    """
+
+    def __init__(self, settings: SandboxSettings, *, run_id: str, emit: Emit | None = None,
+                 image: str | None = None, docker_client: Any = None) -> None:
+        self.settings, self.run_id, self.image = settings, run_id, image
+        self._emit = emit
+        self._docker = docker_client
+        self._owns_docker = docker_client is None
+        self._sessions: dict[str, DockerSession] = {}
+        self._guest_source: str | None = None
+        self._owner = ""
+        self.started = False
+
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        if self._emit is not None:
+            self._emit(kind, data)
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        from agentkit.sandboxes.image import resolve_image
+
+        if self._docker is None:
+            self._docker = await asyncio.to_thread(_connect)
+        self.image = await asyncio.to_thread(resolve_image, self._docker, self.image or self.settings.image)
+        self._guest_source = (Path(__file__).parent / "_guest.py").read_text()
+        self._owner = owner_label()
+        swept = await asyncio.to_thread(sweep_orphans, self._docker)
+        if swept:
+            self.emit("sandbox.removed", {"reason": "orphan", "containers": swept})
+        for relaxed in relaxations(self.settings):
+            self.emit("sandbox.relaxed", relaxed)
+        self.started = True
+
+    async def create(self, *, persistent: bool | None = None) -> DockerSession:
+        """Start one hardened container and connect to its agent."""
+        await self.start()
+        assert self.image is not None and self._guest_source is not None
+        kwargs = container_kwargs(self.settings, image=self.image, run_id=self.run_id,
+                                  command=["python3", "-u", "-c", self._guest_source], owner=self._owner)
+        started = time.monotonic()
+        cid = await asyncio.to_thread(self._create_blocking, kwargs)
+        session = DockerSession(self, cid, self.settings.persistent if persistent is None else persistent)
+        self._sessions[cid] = session
+        try:
+            await session.connect(start=True)
+        except BaseException:
+            await asyncio.shield(self.destroy(cid))
+            raise
+        self.emit("sandbox.created", {"container": cid[:12], "image": self.image,
+                                      "startup_s": round(time.monotonic() - started, 4)})
+        return session
+
+    def _create_blocking(self, kwargs: dict[str, Any]) -> str:
+        try:
+            return str(self._docker.containers.create(**kwargs).id)
+        except _docker().errors.ImageNotFound:
+            raise SandboxError("image_missing", f"sandbox image {self.image!r} is not present; run "
+                               "`agentkit sandbox build`") from None
+        except _docker().errors.DockerException as exc:
+            raise SandboxError("engine_error", f"docker refused to create the sandbox: {exc}") from None
+
+    async def resume(self, sandbox_id: str) -> DockerSession:
+        """Reconnect to a container of this run (its agent keeps waiting on stdin)."""
+        await self.start()
+        session = self._sessions.get(sandbox_id)
+        if session is None:
+            labels = await asyncio.to_thread(lambda: self._docker.containers.get(sandbox_id).labels)
+            if labels.get(RUN_LABEL) != self.run_id:
+                raise SandboxError("not_found", f"container {sandbox_id!r} is not part of run "
+                                   f"{self.run_id}")
+            session = self._sessions[sandbox_id] = DockerSession(self, sandbox_id, self.settings.persistent)
+        await session.connect(start=False)
+        return session
+
+    async def destroy(self, sandbox_id: str) -> None:
+        session = self._sessions.pop(sandbox_id, None)
+        if session is not None:
+            session.disconnect()
+        await asyncio.to_thread(self._remove_blocking, sandbox_id)
+        self.emit("sandbox.removed", {"container": sandbox_id[:12]})
+
+    def _remove_blocking(self, sandbox_id: str) -> None:
+        with contextlib.suppress(_docker().errors.NotFound):
+            self._docker.api.remove_container(sandbox_id, force=True, v=True)
+
+    async def kill(self, sandbox_id: str) -> None:
+        """Stop a runaway container now (the host deadline); removal follows in `destroy`."""
+        def kill() -> None:
+            with contextlib.suppress(_docker().errors.APIError):
+                self._docker.api.kill(sandbox_id)
+        await asyncio.to_thread(kill)
+
+    async def inspect_state(self, sandbox_id: str) -> dict[str, Any]:
+        def state() -> dict[str, Any]:
+            try:
+                return dict(self._docker.api.inspect_container(sandbox_id)["State"])
+            except _docker().errors.NotFound:
+                return {}
+        return await asyncio.to_thread(state)
+
+    @property
+    def docker(self) -> Any:
+        return self._docker
+
+    async def aclose(self) -> None:
+        """Remove every container of this run, including any this client lost track of."""
+        for cid in list(self._sessions):
+            await self.destroy(cid)
+        if self._docker is not None:
+            def sweep_run() -> None:
+                mine = {"label": f"{RUN_LABEL}={self.run_id}"}
+                for c in self._docker.containers.list(all=True, filters=mine):
+                    with contextlib.suppress(Exception):
+                        c.remove(force=True, v=True)
+            await asyncio.to_thread(sweep_run)
+            if self._owns_docker:
+                await asyncio.to_thread(self._docker.close)
+                self._docker = None
+        self.started = False
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.aclose())
+
+
+def _connect() -> Any:
+    docker = _docker()
+    try:
+        client = docker.from_env(timeout=60, max_pool_size=64)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise SandboxError("engine_unavailable", f"cannot reach the Docker engine: {exc}",
+                           retry_hint="start Docker or set DOCKER_HOST") from None
+    return client
+
+
+class DockerSession:
+    """One container and the connection to its agent. Calls are serialised by a lock."""
+
+    def __init__(self, client: DockerSandboxClient, container_id: str, persistent: bool) -> None:
+        self.client, self.id, self.persistent = client, container_id, persistent
+        self.settings = client.settings
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._raw: Any = None
+        self._pending = bytearray()
+        self._guest_stderr = bytearray()
+        self.broken: str | None = None
+        #: contents last seen per /workspace path (for diffs), kept by the run_code tool
+        self.files_seen: dict[str, bytes] = {}
+
+    async def connect(self, *, start: bool) -> None:
+        """Attach to the container's stdin/stdout (before starting it) and wait for 'ready'."""
+        api = self.client.docker.api
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        raw = await asyncio.to_thread(api.attach_socket, self.id, params)
+        self._raw = raw
+        sock = socket.socket(fileno=os.dup(raw._sock.fileno()))
+        self._reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+        if start:
+            await asyncio.to_thread(api.start, self.id)
+            await self._read_answer(30.0, limit=4096)
+        else:
+            await self._request({"op": "ping"}, 10.0, 4096)
+
+    def disconnect(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._raw is not None:
+            with contextlib.suppress(Exception):
+                self._raw.close()
+            self._raw = None
+
+    async def exec(self, code: str, *, language: Language = "python",
+                   timeout_s: float | None = None) -> ExecResult:
+        timeout = min(timeout_s or self.settings.timeout_s, self.settings.timeout_s)
+        cap = self.settings.output_bytes
+        req = {"op": "exec", "lang": language, "code": code, "timeout": timeout, "cap": cap,
+               "persistent": self.persistent}
+        answer = await self._request(req, timeout + HOST_GRACE_S, limit=3 * cap + 65536)
+        return _result(answer, cap)
+
+    async def manifest(self) -> dict[str, Any]:
+        """Regular files in /workspace: ``{"files": {path: [size, sha256]}, "skipped": {...}}``."""
+        return await self._request({"op": "manifest"}, 30.0, limit=8 << 20)
+
+    async def write_files(self, files: Mapping[str, bytes]) -> None:
+        data = build_tar(files)
+        api = self.client.docker.api
+
+        def put() -> bool:
+            return bool(api.put_archive(self.id, "/workspace", data))
+        try:
+            ok = await asyncio.to_thread(put)
+        except _docker().errors.APIError as exc:
+            raise SandboxError("write_failed", f"could not write files: {exc.explanation}") from None
+        if not ok:
+            raise SandboxError("write_failed", "docker did not accept the files")
+
+    async def read_files(self, paths: list[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for path in paths:
+            rel = check_relative_path(path)
+            tar = await asyncio.to_thread(self._get_archive, rel)
+            files = safe_extract(tar, max_total=MAX_FILE_BYTES)
+            name = rel.rsplit("/", 1)[-1]
+            if name not in files:
+                raise SandboxError("not_found", f"{path!r} is not a regular file in /workspace")
+            out[rel] = files[name]
+        return out
+
+    def _get_archive(self, rel: str) -> bytes:
+        api = self.client.docker.api
+        try:
+            stream, stat = api.get_archive(self.id, f"/workspace/{rel}")
+        except _docker().errors.NotFound:
+            raise SandboxError("not_found", f"{rel!r} does not exist in /workspace") from None
+        if stat.get("size", 0) > MAX_FILE_BYTES:
+            raise SandboxError("too_large", f"{rel!r} is larger than {MAX_FILE_BYTES} bytes")
+        buf = bytearray()
+        for chunk in stream:
+            buf += chunk
+            if len(buf) > MAX_FILE_BYTES + 65536:
+                raise SandboxError("too_large", f"{rel!r} is larger than {MAX_FILE_BYTES} bytes")
+        return bytes(buf)
+
+    async def _request(self, req: dict[str, Any], deadline_s: float, limit: int) -> dict[str, Any]:
+        if self.broken:
+            raise SandboxError("crashed", f"this sandbox is unusable ({self.broken}); a new one is "
+                               "needed")
+        async with self._lock:
+            assert self._writer is not None
+            try:
+                self._writer.write(json.dumps(req).encode() + b"\n")
+                await self._writer.drain()
+                return await self._read_answer(deadline_s, limit)
+            except (ConnectionError, OSError) as exc:
+                raise await self._fail("crashed", f"lost the sandbox connection: {exc}") from None
+            except BaseException:
+                # cancelled mid-call: the protocol is out of step, so the container is done for
+                self.broken = self.broken or "interrupted"
+                raise
+
+    async def _read_answer(self, deadline_s: float, limit: int) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(deadline_s):
+                while b"\n" not in self._pending:
+                    await self._read_frame(limit)
+        except TimeoutError:
+            await self.client.kill(self.id)
+            raise await self._fail("timeout", f"no answer within {deadline_s:g} s; the container "
+                                   "was killed") from None
+        line, _, rest = bytes(self._pending).partition(b"\n")
+        self._pending = bytearray(rest)
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.get("ok"):
+            raise SandboxError("sandbox_error", str(answer.get("error", "unknown error")))
+        return answer
+
+    async def _read_frame(self, limit: int) -> None:
+        assert self._reader is not None
+        try:
+            header = await self._reader.readexactly(8)
+            size = int.from_bytes(header[4:8], "big")
+            if len(self._pending) + size > limit:
+                await self.client.kill(self.id)
+                raise await self._fail("output_limit", f"the sandbox sent more than {limit} bytes")
+            payload = await self._reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            raise await self._died() from None
+        if header[0] == 1:
+            self._pending += payload
+        else:
+            self._guest_stderr = (self._guest_stderr + payload)[-4096:]
+
+    async def _died(self) -> SandboxError:
+        state = await self.client.inspect_state(self.id)
+        if state.get("OOMKilled"):
+            return await self._fail("oom", f"the sandbox ran out of memory ({self.settings.memory_mb} "
+                                    "MiB) and was killed")
+        detail = self._guest_stderr.decode(errors="replace")[-500:]
+        return await self._fail("crashed", f"the sandbox stopped (exit {state.get('ExitCode')}); "
+                                f"{detail}".strip())
+
+    async def _fail(self, code: str, message: str) -> SandboxError:
+        self.broken = code
+        return SandboxError(code, message, retry_hint="the next call gets a fresh sandbox")
+
+    async def close(self) -> None:
+        await self.client.destroy(self.id)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await asyncio.shield(self.close())
+
+
+def _result(answer: dict[str, Any], cap: int) -> ExecResult:
+    def text(key: str, truncated: bool) -> str:
+        out = base64.b64decode(answer[key]).decode("utf-8", errors="replace")
+        if truncated:
+            out += f"\n[agentkit: {key} truncated at {cap} bytes; the process was stopped]"
+        return out
+
+    rc = int(answer["exit_code"])
+    out_t, err_t = bool(answer["stdout_truncated"]), bool(answer["stderr_truncated"])
+    return ExecResult(
+        exit_code=rc, stdout=text("stdout", out_t), stderr=text("stderr", err_t),
+        duration_s=round(max(float(answer["duration_s"]), 0.0), 4), stdout_truncated=out_t,
+        stderr_truncated=err_t, timed_out=bool(answer["timed_out"]), oom=bool(answer["oom"]),
+        pids_exhausted=bool(answer["pids_exhausted"]), state_reset=bool(answer["state_reset"]))

@@ -1,0 +1,171 @@
+"""A warm pool of started sandboxes, handed out per agent, run-scoped.
+
+Why: a cold container costs ~0.3-1 s; a code call should not. The pool keeps `pool_size`
+containers started ahead. The first call of an agent (a key such as the node or agent id)
+takes one and keeps it bound, so that agent's later calls reuse it: its ``/workspace`` files
+persist, and with ``SandboxSettings.persistent`` so do its Python variables. Containers are
+never shared between keys; a container whose call ended in ``timeout``, ``oom``,
+``resource_limit``, ``output_limit`` or a crash is destroyed and the key gets a fresh one next
+time. Refills run as tasks the pool owns and cancels and awaits in `aclose`, never
+fire-and-forget. `sandbox_pool(runtime)` makes the pool a run resource, so closing the runtime
+removes every container of the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from agentkit.sandboxes.docker import DockerSandboxClient, DockerSession
+
+from agentkit.task import SandboxSettings
+
+if TYPE_CHECKING:
+    from agentkit.runtime import Runtime
+
+__all__ = ["SandboxPool", "sandbox_pool"]
+
+#: bound containers kept per pool, as a multiple of max(pool_size, max_concurrency)
+BOUND_FACTOR = 4
+
+
+class SandboxPool:
+    """Warm containers for one run. The constructor stores; `start` begins warming."""
+
+    def __init__(self, client: DockerSandboxClient, settings: SandboxSettings, *,
+                 size: int | None = None) -> None:
+        self.client, self.settings = client, settings
+        self.size = settings.pool_size if size is None else size
+        self._idle: list[DockerSession] = []
+        self._bound: OrderedDict[str, DockerSession] = OrderedDict()
+        self._in_use: dict[str, int] = {}
+        self._key_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.last_error: BaseException | None = None
+        self.closed = False
+
+    async def start(self) -> None:
+        await self.client.start()
+        self._fill()
+
+    # -- warming ------------------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        """Start enough owned creation tasks to bring idle + creating up to `size`."""
+        if self.closed or self.last_error is not None:
+            return
+        for _ in range(self.size - len(self._idle) - len(self._tasks)):
+            task = asyncio.get_running_loop().create_task(self._warm_one())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _warm_one(self) -> None:
+        try:
+            session = await self.client.create()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # remembered; the next lease creates directly and raises it
+            self.last_error = exc
+            return
+        if self.closed:
+            await self.client.destroy(session.id)
+            return
+        self._idle.append(session)
+
+    async def _take_idle(self) -> DockerSession:
+        """A warm container if one is ready, else a new one made now."""
+        session = self._idle.pop() if self._idle else None
+        self.last_error = None
+        if session is None:
+            session = await self.client.create()
+        self._fill()
+        return session
+
+    # -- leasing ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lease(self, key: str) -> AsyncIterator[DockerSession]:
+        """The container bound to `key` (binding a warm one on first use)."""
+        lock = self._key_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            session = self._bound.get(key)
+            if session is None or session.broken:
+                if session is not None:
+                    await self.discard(key)
+                session = await self._take_idle()
+                self._bound[key] = session
+                await self._evict()
+            self._bound.move_to_end(key)
+            self._in_use[key] = self._in_use.get(key, 0) + 1
+        try:
+            yield session
+        finally:
+            self._in_use[key] -= 1
+            if session.broken:
+                await asyncio.shield(self.discard(key, session))
+
+    async def discard(self, key: str, session: DockerSession | None = None) -> None:
+        """Destroy the container bound to `key` (only if it is still `session`, when given)."""
+        current = self._bound.get(key)
+        if current is None or (session is not None and current is not session):
+            return
+        del self._bound[key]
+        await self.client.destroy(current.id)
+
+    async def release(self, key: str) -> None:
+        """The agent is done: destroy its container (its files and state go with it)."""
+        await self.discard(key)
+
+    async def _evict(self) -> None:
+        limit = max(self.size, self.settings.max_concurrency, 1) * BOUND_FACTOR
+        for key in list(self._bound):
+            if len(self._bound) <= limit:
+                return
+            if not self._in_use.get(key):
+                await self.discard(key)
+
+    def stats(self) -> dict[str, Any]:
+        return {"idle": len(self._idle), "bound": len(self._bound), "warming": len(self._tasks)}
+
+    # -- closing ------------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Cancel refills, then remove every container of the run."""
+        self.closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._idle.clear()
+        self._bound.clear()
+        await self.client.aclose()
+
+    async def __aenter__(self) -> SandboxPool:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.shield(self.aclose())
+
+
+async def sandbox_pool(runtime: Runtime) -> SandboxPool:
+    """The run's pool, made once via ``runtime.resource`` and closed with the runtime."""
+
+    async def make() -> SandboxPool:
+        settings = runtime.task.sandbox
+        client = DockerSandboxClient(settings, run_id=runtime.run_id, emit=runtime.emit)
+        pool = SandboxPool(client, settings)
+        try:
+            await pool.start()
+        except BaseException:
+            await asyncio.shield(pool.aclose())
+            raise
+        return pool
+
+    async def close(pool: SandboxPool) -> None:
+        await pool.aclose()
+
+    return await runtime.resource("sandbox_pool", make, close)

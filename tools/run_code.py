@@ -1,0 +1,154 @@
+"""The `run_code` tool: Python or bash in a hardened Docker sandbox from the run's warm pool.
+
+Returns exit code, capped stdout/stderr, duration and the files the code created, changed or
+deleted in ``/workspace`` (path, size, sha256 and, for text, a unified diff). Each exec is a
+``sandbox.exec`` event and each file change a ``file.diff`` event in the ledger. A timeout,
+out-of-memory kill, pids exhaustion or output flood is a typed `SandboxError` the model can
+read (``timeout``, ``oom``, ``resource_limit``, ``output_limit``); the sandbox is replaced,
+so the next call works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+from typing import Any, Literal
+
+from agentkit.sandboxes.base import REPLACE_CODES, ExecResult, check_relative_path, classify
+from agentkit.sandboxes.docker import DockerSession
+from agentkit.sandboxes.pool import sandbox_pool
+from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
+from pydantic import Field
+
+from agentkit.errors import SandboxError
+
+__all__ = ["RunCode", "RunCodeArgs"]
+
+MAX_CHANGED_FILES = 50
+MAX_READ_BYTES = 1_000_000
+MAX_DIFF_SOURCE = 256_000
+MAX_DIFF_CHARS = 64_000
+
+
+class RunCodeArgs(ToolArgs):
+    language: Literal["python", "bash"] = Field(default="python", description="python or bash")
+    code: str = Field(min_length=1, max_length=200_000, description="the program to run")
+    files: dict[str, str] = Field(default_factory=dict, max_length=100,
+                                  description="text files to create in /workspace first: {path: content}")
+    timeout_s: float | None = Field(default=None, gt=0, le=3600,
+                                    description="seconds before the program is killed")
+
+
+class RunCode(Tool):
+    name = "run_code"
+    description = ("Run Python 3 or bash code in an isolated sandbox (no network, 512 MiB, "
+                   "/workspace is the writable working directory). Returns exit code, stdout, "
+                   "stderr and the files created or changed in /workspace.")
+    args_model = RunCodeArgs
+    timeout_s = 3660.0
+    concurrency_class = "sandbox"
+    side_effects = False
+
+    def timeout_for(self, args: Any) -> float:
+        # the sandbox enforces its own (shorter) deadline; this only backs it up
+        return float(args.timeout_s or 3600.0) + 60.0
+
+    async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
+        pool = await sandbox_pool(ctx.runtime)
+        key = ctx.agent_id or ctx.node_id or "main"
+        async with pool.lease(key) as session:
+            try:
+                return await self._run(session, args, ctx)
+            except SandboxError as err:
+                if err.code in REPLACE_CODES:
+                    await asyncio.shield(pool.discard(key, session))
+                raise
+
+    async def _run(self, session: DockerSession, args: RunCodeArgs, ctx: ToolContext) -> ToolOutput:
+        settings = ctx.runtime.task.sandbox
+        if args.files:
+            inputs = {check_relative_path(p): c.encode() for p, c in args.files.items()}
+            await session.write_files(inputs)
+            session.files_seen.update(inputs)
+        before = (await session.manifest())["files"]
+        timeout = min(args.timeout_s or settings.timeout_s, settings.timeout_s)
+        result = await session.exec(args.code, language=args.language, timeout_s=timeout)
+        error = classify(result, timeout_s=timeout, memory_mb=settings.memory_mb, pids=settings.pids)
+        ctx.emit("sandbox.exec", {
+            "container": session.id[:12], "language": args.language, "code": args.code,
+            "exit_code": result.exit_code, "duration_s": result.duration_s,
+            "timed_out": result.timed_out, "oom": result.oom, "pids_exhausted": result.pids_exhausted,
+            "stdout_truncated": result.stdout_truncated, "stderr_truncated": result.stderr_truncated,
+            "error": error.code if error else None})
+        if error is not None:
+            raise error
+        files = await _changed_files(session, before, ctx)
+        data = {**_result_data(result), "files": files}
+        return ToolOutput(content=_render(result, files), data=data)
+
+
+def _result_data(result: ExecResult) -> dict[str, Any]:
+    keys = ("exit_code", "stdout", "stderr", "duration_s", "stdout_truncated", "stderr_truncated",
+            "state_reset")
+    return {k: getattr(result, k) for k in keys}
+
+
+async def _changed_files(session: DockerSession, before: dict[str, list[Any]],
+                         ctx: ToolContext) -> list[dict[str, Any]]:
+    """Files created, changed or deleted by the exec, each recorded as a ``file.diff`` event."""
+    after = (await session.manifest())["files"]
+    changed = sorted(p for p in after if before.get(p) != after[p])[:MAX_CHANGED_FILES]
+    deleted = sorted(p for p in before if p not in after)
+    readable = [p for p in changed if after[p][0] <= MAX_READ_BYTES]
+    contents = await session.read_files(readable) if readable else {}
+    out: list[dict[str, Any]] = []
+    for path in changed:
+        size, sha = after[path]
+        status = "changed" if path in before else "created"
+        entry: dict[str, Any] = {"path": path, "status": status, "size": size, "sha256": sha}
+        new = contents.get(path)
+        if new is not None and (diff := _text_diff(path, session.files_seen.get(path), new)) is not None:
+            entry["diff"] = diff
+        if new is not None:
+            session.files_seen[path] = new if len(new) <= MAX_DIFF_SOURCE else b""
+        out.append(entry)
+    for path in deleted:
+        old = session.files_seen.pop(path, None)
+        entry = {"path": path, "status": "deleted", "size": 0, "sha256": None}
+        if old is not None and (diff := _text_diff(path, old, b"")) is not None:
+            entry["diff"] = diff
+        out.append(entry)
+    for entry in out:
+        ctx.emit("file.diff", {"path": f"/workspace/{entry['path']}", "where": "sandbox",
+                               "container": session.id[:12], "status": entry["status"],
+                               "before_sha256": before.get(entry["path"], [None, None])[1],
+                               "after_sha256": entry["sha256"], "diff": entry.get("diff")})
+    return out
+
+
+def _text_diff(path: str, old: bytes | None, new: bytes) -> str | None:
+    """A unified diff for text files (None for binary or very large ones)."""
+    if len(new) > MAX_DIFF_SOURCE or b"\x00" in new or (old is not None and b"\x00" in old):
+        return None
+    try:
+        new_text, old_text = new.decode(), (old or b"").decode()
+    except UnicodeDecodeError:
+        return None
+    diff = "".join(difflib.unified_diff(
+        old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+        fromfile="/dev/null" if old is None else f"a/{path}", tofile=f"b/{path}"))
+    return diff[:MAX_DIFF_CHARS]
+
+
+def _render(result: ExecResult, files: list[dict[str, Any]]) -> str:
+    """The text the model reads."""
+    lines = [f"exit code {result.exit_code} ({result.duration_s:.2f} s)"]
+    if result.state_reset:
+        lines.append("note: the Python interpreter was restarted; earlier variables are gone")
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+        if text:
+            lines += [f"--- {name} ---", text.rstrip("\n")]
+    if files:
+        lines.append("--- files in /workspace ---")
+        lines += [f"{f['status']} {f['path']} ({f['size']} bytes)" for f in files]
+    return "\n".join(lines)
