@@ -1,0 +1,251 @@
+"""Chat Completions wire format: neutral messages -> request body, chunks -> `Turn`.
+
+Streaming and non-streaming share one path: a non-streamed response is fed to `TurnBuilder`
+as a single chunk whose `delta` is the whole message. All provider differences come from the
+`Profile` (fields, tags, replay rule, refusals), never from the provider's name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from agentkit.messages import (
+    Message,
+    Part,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    ToolSpec,
+    Turn,
+    Usage,
+)
+from agentkit.models._parsing import ThinkSplitter, ToolCallAccumulator, extract_text_tool_calls
+from agentkit.models.base import Delta, DeltaCallback, ModelSettings
+from agentkit.models.profiles import Profile, reasoning_params, thinking_enabled
+from agentkit.task import ModelSpec
+
+__all__ = ["TurnBuilder", "build_body", "normalise_finish", "openai_usage"]
+
+_WIRE_FIELDS = ("reasoning_content", "reasoning")
+_FINISH = {"tool_calls": "tool_calls", "function_call": "tool_calls", "stop": "stop",
+           "eos": "stop", "end_turn": "stop", "length": "length", "max_tokens": "length",
+           "content_filter": "content_filter"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Request
+
+
+def build_body(profile: Profile, spec: ModelSpec, messages: Sequence[Message],
+               tools: Sequence[ToolSpec], settings: ModelSettings, *, stream: bool
+               ) -> dict[str, Any]:
+    """The request body: messages per the replay rule, settings minus refused parameters,
+    reasoning parameters per the profile, then `extra_body` passed through unchanged."""
+    model = spec.model
+    body: dict[str, Any] = {"model": model, "messages": wire_messages(profile, messages)}
+    if tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in tools]
+        choice = settings.tool_choice
+        allowed = profile.thinking_tool_choice
+        if choice and allowed and choice not in allowed and thinking_enabled(profile, spec.reasoning):
+            choice = "auto"  # thinking mode refuses forced tool use
+        if choice:
+            body["tool_choice"] = choice
+    max_tokens = settings.max_tokens if settings.max_tokens is not None else spec.max_tokens
+    temperature = settings.temperature if settings.temperature is not None else spec.temperature
+    optional = {profile.max_tokens_param: max_tokens, "temperature": temperature,
+                "top_p": settings.top_p, "seed": settings.seed, "stop": settings.stop}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    body.update(reasoning_params(profile, spec.reasoning, model=model, stream=stream))
+    if stream:
+        body["stream"] = True
+        if profile.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+    for key in [k for k in body if k not in ("model", "messages")]:
+        if profile.refuses(key, model):
+            del body[key]
+    body.update(spec.extra_body)
+    body.update(settings.extra_body)
+    return body
+
+
+def wire_messages(profile: Profile, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if m.role == "assistant":
+            out.append(_assistant(profile, m, in_tool_loop=i > last_user))
+        elif m.role == "tool":
+            out.extend({"role": "tool", "tool_call_id": p.call_id, "content": p.content}
+                       for p in m.parts if isinstance(p, ToolResultPart))
+        else:
+            out.append({"role": m.role, "content": m.text})
+    return out
+
+
+def _assistant(profile: Profile, m: Message, *, in_tool_loop: bool) -> dict[str, Any]:
+    rule = profile.replay
+    calls = m.tool_calls
+    out: dict[str, Any] = {"role": "assistant", "content": m.text}
+    mine = [p for p in m.parts if isinstance(p, ReasoningPart) and p.provider in (None, profile.name)]
+    text = "".join(p.text for p in mine)
+    if rule.scope == "all" or (rule.scope == "tool_loop" and in_tool_loop):
+        if text or (rule.placeholder and calls):
+            came_in = next((p.field for p in mine if p.field in _WIRE_FIELDS), None)
+            out[rule.field or came_in or "reasoning_content"] = text
+        if rule.details:
+            details = [d for p in mine if isinstance(p.opaque, list) for d in p.opaque]
+            if details:
+                out["reasoning_details"] = details
+    if calls:
+        out["tool_calls"] = [_wire_call(profile, c) for c in calls]
+    if rule.extra_content and m.extra and profile.name in m.extra:
+        out["extra_content"] = m.extra[profile.name]
+    return out
+
+
+def _wire_call(profile: Profile, c: ToolCallPart) -> dict[str, Any]:
+    wire: dict[str, Any] = {"id": c.id, "type": "function", "function": {
+        "name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+    extra = c.extra or {}
+    if profile.replay.extra_content and extra.get("provider") == profile.name \
+            and "extra_content" in extra:
+        wire["extra_content"] = extra["extra_content"]
+    return wire
+
+
+# ---------------------------------------------------------------------------------------------
+# Response
+
+
+def openai_usage(u: dict[str, Any] | None) -> Usage:
+    if not isinstance(u, dict):
+        return Usage()
+    details = u.get("completion_tokens_details") or {}
+    prompt_details = u.get("prompt_tokens_details") or {}
+    cached = prompt_details.get("cached_tokens") or u.get("prompt_cache_hit_tokens") or 0
+    return Usage(input_tokens=u.get("prompt_tokens") or 0,
+                 output_tokens=u.get("completion_tokens") or 0,
+                 reasoning_tokens=details.get("reasoning_tokens") or 0, cached_tokens=cached)
+
+
+def normalise_finish(raw: str | None, has_calls: bool) -> str | None:
+    """Normalised finish reason; a turn with tool calls reports ``tool_calls`` even when the
+    provider said ``stop`` (Gemini streaming, Ollama)."""
+    fr = _FINISH.get(raw, raw) if raw else None
+    return "tool_calls" if has_calls and fr in (None, "stop") else fr
+
+
+class TurnBuilder:
+    """Assembles chunks (or one whole message) into a `Turn`, reporting deltas as they come."""
+
+    def __init__(self, profile: Profile, *, tool_names: Sequence[str],
+                 on_delta: DeltaCallback | None = None) -> None:
+        self._p = profile
+        self._tool_names = tuple(tool_names)
+        self._on_delta = on_delta
+        self._reasoning: list[str] = []
+        self._field: str | None = None
+        self._text: list[str] = []
+        self._details: list[dict[str, Any]] = []
+        self._calls = ToolCallAccumulator()
+        self._split = (ThinkSplitter(profile.think_tags, implicit_open=profile.implicit_think_open)
+                       if profile.think_tags else None)
+        self._msg_extra: Any = None
+        self.finish: str | None = None
+        self.usage: dict[str, Any] | None = None
+        self.model: str | None = None
+        self.response_id: str | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> None:
+        self.response_id = chunk.get("id") or self.response_id
+        self.model = chunk.get("model") or self.model
+        if isinstance(chunk.get("usage"), dict):
+            self.usage = chunk["usage"]  # Gemini repeats it on every chunk: keep the last
+        for choice in chunk.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            self._delta(choice.get("delta") or choice.get("message") or {})
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+
+    def _emit(self, kind: str, text: str, index: int | None = None) -> None:
+        if kind == "reasoning":
+            self._reasoning.append(text)
+        elif kind == "text":
+            self._text.append(text)
+        if self._on_delta is not None and (text or kind == "tool_call"):
+            self._on_delta(Delta(kind=kind, text=text, tool_call_index=index))  # type: ignore[arg-type]
+
+    def _delta(self, d: dict[str, Any]) -> None:
+        took_field = False
+        for name in self._p.reasoning_fields:
+            value = d.get(name)
+            if isinstance(value, str) and value:
+                self._field = self._field or name
+                self._emit("reasoning", value)
+                took_field = True
+                break
+        for item in d.get("reasoning_details") or []:
+            if isinstance(item, dict):
+                self._add_detail(item, emit_text=not took_field)
+        content = d.get("content")
+        if isinstance(content, str) and content:
+            for kind, piece in (self._split.feed(content) if self._split else [("text", content)]):
+                self._emit(kind, piece)
+        for frag in d.get("tool_calls") or []:
+            if isinstance(frag, dict):
+                index = self._calls.add(frag)
+                args = (frag.get("function") or {}).get("arguments")
+                self._emit("tool_call", args if isinstance(args, str) else "", index)
+        extra = d.get("extra_content")
+        if isinstance(extra, dict) and not (extra.get("google") or {}).get("thought"):
+            self._msg_extra = extra
+
+    def _add_detail(self, item: dict[str, Any], *, emit_text: bool) -> None:
+        """OpenRouter reasoning_details: stream fragments with the same `index` and type are
+        concatenated; everything else is kept in order, unmodified."""
+        text = item.get("text") or item.get("summary") or ""
+        if emit_text and isinstance(text, str) and text:
+            self._field = self._field or "reasoning_details"
+            self._emit("reasoning", text)
+        prev = self._details[-1] if self._details else None
+        if (prev is not None and item.get("index") is not None
+                and prev.get("index") == item.get("index") and prev.get("type") == item.get("type")):
+            for key, value in item.items():
+                if key in ("text", "summary", "data") and isinstance(value, str):
+                    prev[key] = (prev.get(key) or "") + value
+                elif value is not None:
+                    prev[key] = value
+        else:
+            self._details.append(dict(item))
+
+    def build(self, provider: str) -> Turn:
+        if self._split is not None:
+            cut_short = self.finish in ("length", "max_tokens") and self._field is None
+            for kind, piece in self._split.finish(truncated=cut_short):
+                self._emit(kind, piece)
+        text = "".join(self._text)
+        reasoning = "".join(self._reasoning)
+        calls = self._calls.calls(provider)
+        if not calls and self._p.text_tool_calls:
+            text, calls = extract_text_tool_calls(text, self._tool_names)
+            if not calls and "<tool_call>" in reasoning:  # a call emitted inside <think>
+                reasoning, calls = extract_text_tool_calls(reasoning, self._tool_names)
+        parts: list[Part] = []
+        if reasoning or self._details:
+            parts.append(ReasoningPart(text=reasoning, provider=provider,
+                                       field=self._field or "think_tag",
+                                       opaque=self._details or None))
+        if text:
+            parts.append(TextPart(text=text))
+        parts.extend(calls)
+        extra = {provider: self._msg_extra} if self._msg_extra else None
+        return Turn(message=Message(role="assistant", parts=tuple(parts), extra=extra),
+                    usage=openai_usage(self.usage), finish_reason=normalise_finish(self.finish, bool(calls)),
+                    model=self.model, provider=provider, response_id=self.response_id)

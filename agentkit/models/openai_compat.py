@@ -1,0 +1,124 @@
+"""`OpenAICompatModel`: any Chat Completions endpoint (DeepSeek, Kimi, Qwen/DashScope,
+OpenRouter, OpenAI, Gemini compat, xAI, vLLM, SGLang, llama.cpp, Ollama ...) over httpx.
+
+One adapter, many providers: every difference comes from the `Profile`. JSON and SSE responses
+go through the same `TurnBuilder`, so a streamed turn equals a non-streamed one. The adapter
+never retries: failures leave as `ProviderError` with status/retryable/retry_after, and a
+connection reset mid-stream is raised, so the retry owner re-issues the whole call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from agentkit.clock import Clock
+from agentkit.errors import ConfigError, ProviderResponseError
+from agentkit.messages import Message, ToolSpec, Turn
+from agentkit.models._http import Endpoint, iter_sse, loads, post, stream_error
+from agentkit.models._openai_wire import TurnBuilder, build_body
+from agentkit.models.base import DeltaCallback, ModelSettings
+from agentkit.models.profiles import Profile, thinking_enabled
+from agentkit.task import ModelSpec
+
+__all__ = ["OpenAICompatModel"]
+
+
+def _status_of(kind: str) -> int:
+    k = kind.lower()
+    if "rate" in k or "resource_exhausted" in k:
+        return 429
+    if "overload" in k or "unavailable" in k:
+        return 503
+    if "invalid" in k:
+        return 400
+    return 500
+
+
+class OpenAICompatModel:
+    """A Chat Completions endpoint. Construction does no I/O; the HTTP client is created on
+    the first call unless one is given (then the caller owns and closes it)."""
+
+    def __init__(self, spec: ModelSpec, *, name: str, api_key: str | None,
+                 base_url: str | None, profile: Profile, http: httpx.AsyncClient | None = None,
+                 clock: Clock | None = None) -> None:
+        url = base_url or spec.base_url or profile.base_url
+        if not url:
+            raise ConfigError(f"model {name!r}: profile {profile.name!r} has no default "
+                              "base_url; set base_url in the model's settings")
+        self.name = name
+        self.spec = spec
+        self.profile = profile
+        self._url = url.rstrip("/") + "/chat/completions"
+        self._ep = Endpoint(provider=profile.name, model=spec.model, api_key=api_key)
+        self._http = http
+        self._owns_http = http is None
+        self._clock = clock
+
+    def wants_stream(self, on_delta: DeltaCallback | None) -> bool:
+        """`stream: auto` streams when the profile needs it (DashScope thinking) or a live
+        delta callback is attached; true/false force the transport."""
+        if isinstance(self.spec.stream, bool):
+            return self.spec.stream
+        if self.profile.stream_when_thinking and thinking_enabled(self.profile, self.spec.reasoning):
+            return True
+        return on_delta is not None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.spec.timeout_s, connect=15.0))
+        return self._http
+
+    def _headers(self, stream: bool) -> dict[str, str]:
+        headers = {"Content-Type": "application/json",
+                   "Accept": "text/event-stream" if stream else "application/json"}
+        if self._ep.api_key:
+            headers["Authorization"] = f"Bearer {self._ep.api_key}"
+        headers.update(self.spec.headers)
+        return headers
+
+    async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
+                   settings: ModelSettings | None = None, *,
+                   on_delta: DeltaCallback | None = None) -> Turn:
+        stream = self.wants_stream(on_delta)
+        body = build_body(self.profile, self.spec, messages, tools, settings or ModelSettings(),
+                          stream=stream)
+        builder = TurnBuilder(self.profile, tool_names=[t.name for t in tools], on_delta=on_delta)
+        async with post(self._client(), self._url, body=body, headers=self._headers(stream),
+                        ep=self._ep, clock=self._clock) as resp:
+            if stream:
+                await self._read_stream(resp, builder)
+            else:
+                self._read_json(loads((await resp.aread()).decode("utf-8", "replace"),
+                                      self._ep, "response"), builder)
+        return builder.build(self.profile.name)
+
+    def _read_json(self, data: Any, builder: TurnBuilder) -> None:
+        if isinstance(data, list) or not isinstance(data, dict) or "error" in data:
+            raise stream_error(data if data else {}, self._ep, _status_of)
+        if not data.get("choices"):
+            raise ProviderResponseError(f"response has no choices: {str(data)[:200]}",
+                                        provider=self._ep.provider, model=self._ep.model)
+        builder.feed(data)
+
+    async def _read_stream(self, resp: httpx.Response, builder: TurnBuilder) -> None:
+        done = False
+        async for event in iter_sse(resp):
+            if event.data.strip() == "[DONE]":
+                done = True
+                break
+            chunk = loads(event.data, self._ep, "stream chunk")
+            if isinstance(chunk, list) or not isinstance(chunk, dict) or "error" in chunk:
+                raise stream_error(chunk, self._ep, _status_of)
+            builder.feed(chunk)
+        if not done and builder.finish is None:
+            raise ProviderResponseError("the stream ended before the turn finished (no "
+                                        "finish_reason, no [DONE])", provider=self._ep.provider,
+                                        model=self._ep.model, retryable=True)
+
+    async def aclose(self) -> None:
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None

@@ -1,0 +1,116 @@
+"""What a `ScriptedModelServer` answers: replies, errors, resets, delays (plain values).
+
+Build them with the helpers: ``reply(reasoning=..., content=..., tool_calls=[call(...)])``,
+``error(429, retry_after=7)``, ``reset()``. A callable ``request -> item`` is also accepted in a
+script, for answers that depend on the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ErrorReply", "RecordedRequest", "Reply", "Reset", "ScriptItem", "ScriptedCall",
+           "call", "error", "reply", "reset"]
+
+
+@dataclass(frozen=True)
+class ScriptedCall:
+    """A tool call the scripted model makes. `id` defaults to the dialect's own id style
+    (``call_01``, Kimi ``functions.get_weather:0``, Anthropic ``toolu_01`` ...)."""
+
+    name: str
+    arguments: Mapping[str, Any] | str = field(default_factory=dict)
+    id: str | int | None = None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One assistant turn, rendered in the server's dialect (JSON or SSE as requested).
+
+    `reset_after`: cut the connection (TCP reset) after that many SSE events, or that many
+    body bytes for JSON. `keepalives`: `: keep-alive` comments before the first event.
+    `delay`: seconds before answering. `signature`: the thinking signature to issue
+    (Anthropic/OpenRouter); `redacted`: an extra Anthropic ``redacted_thinking`` block.
+    `raw_arguments` on calls can carry invalid JSON on purpose.
+    """
+
+    content: str | None = None
+    reasoning: str | None = None
+    tool_calls: tuple[ScriptedCall, ...] = ()
+    usage: Mapping[str, int] | None = None
+    finish_reason: str | None = None
+    reset_after: int | None = None
+    keepalives: int = 0
+    delay: float = 0.0
+    signature: str | None = None
+    redacted: str | None = None
+    #: extra keys merged into the rendered message (non-stream) / first delta (stream)
+    extra: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    status: int
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Reset the connection after `after_bytes` bytes of the response (0: before any)."""
+
+    after_bytes: int = 0
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """A request the server received; `body` is the parsed JSON (None if not JSON)."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+    status: int = 0
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list((self.body or {}).get("messages") or [])
+
+
+ScriptItem = Reply | ErrorReply | Reset | Callable[[RecordedRequest], "Reply | ErrorReply | Reset"]
+
+
+def call(name: str, arguments: Mapping[str, Any] | str | None = None, *,
+         id: str | int | None = None) -> ScriptedCall:
+    return ScriptedCall(name=name, arguments=arguments if arguments is not None else {}, id=id)
+
+
+def reply(content: str | None = None, *, reasoning: str | None = None,
+          tool_calls: Sequence[ScriptedCall] = (), usage: Mapping[str, int] | None = None,
+          finish_reason: str | None = None, reset_after: int | None = None, keepalives: int = 0,
+          delay: float = 0.0, signature: str | None = None, redacted: str | None = None,
+          extra: Mapping[str, Any] | None = None) -> Reply:
+    return Reply(content=content, reasoning=reasoning, tool_calls=tuple(tool_calls), usage=usage,
+                 finish_reason=finish_reason, reset_after=reset_after, keepalives=keepalives,
+                 delay=delay, signature=signature, redacted=redacted, extra=extra)
+
+
+def error(status: int, message: str | None = None, *, body: Any = None,
+          retry_after: float | None = None, headers: Mapping[str, str] | None = None,
+          delay: float = 0.0) -> ErrorReply:
+    """An HTTP error. Without `body`, an OpenAI-style ``{"error": {"message": ...}}``."""
+    hdrs = dict(headers or {})
+    if retry_after is not None:
+        hdrs["Retry-After"] = f"{retry_after:g}"
+    if body is None:
+        body = {"error": {"message": message or f"scripted error {status}", "type": "error",
+                          "code": status}}
+    return ErrorReply(status=status, body=body, headers=hdrs, delay=delay)
+
+
+def reset(after_bytes: int = 0, *, delay: float = 0.0) -> Reset:
+    return Reset(after_bytes=after_bytes, delay=delay)
