@@ -12,7 +12,7 @@ an answer: the loop asks once for a brief reply, then gives up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel
@@ -63,6 +63,10 @@ class AgentBudget(Protocol):
 
     def reserve_tool(self) -> None: ...
 
+    def release_model(self) -> None:
+        """The model call failed: give back what `reserve_model` held."""
+        ...
+
 
 class TaskBudget:
     """The default budget for ``mode: agent``: the task's tokens, cost, wall time, tool calls.
@@ -71,8 +75,9 @@ class TaskBudget:
     at most one call (the swarm's hierarchical budget reserves ``max_tokens`` up front instead).
     """
 
-    def __init__(self, spec: BudgetSpec, clock: Clock) -> None:
-        self.spec, self.clock = spec, clock
+    def __init__(self, spec: BudgetSpec, clock: Clock,
+                 emit: Callable[[str, dict[str, Any]], Any] | None = None) -> None:
+        self.spec, self.clock, self.emit = spec, clock, emit
         self.tokens, self.cost_usd, self.tool_calls = 0, 0.0, 0
         self._started: float | None = None
 
@@ -80,11 +85,14 @@ class TaskBudget:
         now = self.clock.monotonic()
         self._started = now if self._started is None else self._started
         if self.spec.wall_seconds is not None and now - self._started >= self.spec.wall_seconds:
-            raise BudgetExceeded("wall_seconds", self.spec.wall_seconds, now - self._started)
+            self._refuse("wall_seconds", self.spec.wall_seconds, now - self._started)
         if self.spec.tokens is not None and self.tokens >= self.spec.tokens:
-            raise BudgetExceeded("tokens", self.spec.tokens, self.tokens + max_tokens)
+            self._refuse("tokens", self.spec.tokens, self.tokens + max_tokens)
         if self.spec.cost_usd is not None and self.cost_usd >= self.spec.cost_usd:
-            raise BudgetExceeded("cost_usd", self.spec.cost_usd, self.cost_usd)
+            self._refuse("cost_usd", self.spec.cost_usd, self.cost_usd)
+
+    def release_model(self) -> None:
+        pass  # nothing is held: spend is counted when the call commits
 
     def commit_model(self, usage: Usage, cost_usd: float) -> None:
         self.tokens += usage.total_tokens
@@ -92,8 +100,14 @@ class TaskBudget:
 
     def reserve_tool(self) -> None:
         if self.spec.tool_calls is not None and self.tool_calls >= self.spec.tool_calls:
-            raise BudgetExceeded("tool_calls", self.spec.tool_calls, self.tool_calls + 1)
+            self._refuse("tool_calls", self.spec.tool_calls, self.tool_calls + 1)
         self.tool_calls += 1
+
+    def _refuse(self, budget: str, limit: float, requested: float) -> None:
+        err = BudgetExceeded(budget, limit, requested)
+        if self.emit is not None:
+            self.emit("budget.exceeded", err.to_dict())
+        raise err
 
 
 class Agent:
@@ -135,10 +149,15 @@ class Agent:
     async def _model_turn(self, model: ChatModel, messages: list[Message], step: int) -> Turn:
         max_tokens = self.settings.max_tokens or self._spec_max_tokens()
         with call_scope(self.node_id, agent_id=self.agent_id, step=step):
-            self._check(lambda b: b.reserve_model(max_tokens))
-            turn = await model.turn(messages, self.tools.specs(), self.settings)
-        if self.budget is not None:
-            self.budget.commit_model(turn.usage, getattr(turn, "cost_usd", 0.0))
+            if self.budget is None:
+                return await model.turn(messages, self.tools.specs(), self.settings)
+            self.budget.reserve_model(max_tokens)
+            try:
+                turn = await model.turn(messages, self.tools.specs(), self.settings)
+            except BaseException:
+                self.budget.release_model()
+                raise
+        self.budget.commit_model(turn.usage, getattr(turn, "cost_usd", 0.0))
         return turn
 
     async def _run_tools(self, calls: list[ToolCallPart], step: int) -> list[ToolResultPart]:
@@ -176,7 +195,6 @@ class Agent:
             try:
                 self.budget.reserve_tool()
             except BudgetExceeded as err:
-                self.runtime.emit("budget.exceeded", err.to_dict(), node_id=self.node_id)
                 raise ToolError("budget_exceeded", f"{err}; no more tool calls are allowed: "
                                 f"answer with what you have", tool=call.name) from None
         tool = self.tools.get(call.name)
@@ -199,15 +217,6 @@ class Agent:
         return ToolResultPart(call_id=call.id, name=call.name, is_error=True,
                               content=f"ERROR [{err.code}] {err.message}{hint}")
 
-    def _check(self, action: Any) -> None:
-        if self.budget is None:
-            return
-        try:
-            action(self.budget)
-        except BudgetExceeded as err:
-            self.runtime.emit("budget.exceeded", err.to_dict(), node_id=self.node_id)
-            raise
-
     def _spec_max_tokens(self) -> int:
         spec = self.runtime.task.models.get(self.model_name)
         return (spec.max_tokens if spec and spec.max_tokens else None) or 4096
@@ -224,7 +233,8 @@ async def run_agent_task(runtime: Runtime) -> AgentResult:
     agent = Agent(runtime, task.model_for("worker"), runtime.tools,
                   system_prompt=task.prompts.get("agent", DEFAULT_SYSTEM_PROMPT),
                   node_id="agent", max_steps=task.budget.max_steps,
-                  budget=TaskBudget(task.budget, runtime.clock))
+                  budget=TaskBudget(task.budget, runtime.clock,
+                                    emit=lambda k, d: runtime.emit(k, d, node_id="agent")))
     result = await agent.run(task.goal)
     if not result.ok:
         reason = {"max_steps": f"no final answer within {task.budget.max_steps} steps "

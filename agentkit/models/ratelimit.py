@@ -60,7 +60,8 @@ class _Bucket:
         """Seconds until `amount` is available (0 if it is now)."""
         self._refill()
         missing = min(amount, self.capacity) - self.level
-        return 0.0 if missing <= 0 else missing / self.rate
+        # a float residue (1e-14 tokens) must not turn into an endless series of tiny sleeps
+        return 0.0 if missing <= 1e-6 else missing / self.rate
 
     def take(self, amount: float) -> None:
         self._refill()

@@ -8,6 +8,33 @@
 
 from __future__ import annotations
 
+from agentkit.testing._script import (
+    ErrorReply,
+    RecordedRequest,
+    Reply,
+    Reset,
+    ScriptedCall,
+    call,
+    error,
+    reply,
+    reset,
+)
+from agentkit.testing.clock import FakeClock
 from agentkit.testing.events import EventCapture
+from agentkit.testing.server import ScriptedModelServer, ServerStats
 
-__all__: list[str] = ["EventCapture"]
+__all__: list[str] = [
+    "ErrorReply",
+    "EventCapture",
+    "FakeClock",
+    "RecordedRequest",
+    "Reply",
+    "Reset",
+    "ScriptedCall",
+    "ScriptedModelServer",
+    "ServerStats",
+    "call",
+    "error",
+    "reply",
+    "reset",
+]

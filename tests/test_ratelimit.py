@@ -1,0 +1,135 @@
+"""RPM/TPM/concurrency limits with a fake clock: tokens are reserved before the call (max_tokens
+plus the prompt estimate), the unused part is refunded, waiters are admitted in FIFO order,
+a 429's Retry-After pauses admission, and limits are shared per run (never per process unless
+an object is passed in explicitly)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agentkit.messages import Message
+from agentkit.models.ratelimit import RATE_LIMITS_KEY, RateLimiter, RateLimits, estimate_tokens
+from agentkit.runtime import Runtime
+from agentkit.task import ModelSpec, TaskSpec
+from agentkit.testing import FakeClock
+
+
+async def test_fake_clock_wakes_sleepers_in_deadline_order() -> None:
+    clock = FakeClock()
+    woke: list[tuple[str, float]] = []
+
+    async def sleeper(name: str, seconds: float) -> None:
+        await clock.sleep(seconds)
+        woke.append((name, clock.monotonic()))
+
+    async with asyncio.TaskGroup() as group:
+        for name, seconds in (("c", 3.0), ("a", 1.0), ("b", 2.0), ("a2", 1.0)):
+            group.create_task(sleeper(name, seconds))
+    assert woke == [("a", 1.0), ("a2", 1.0), ("b", 2.0), ("c", 3.0)]
+    assert clock.sleeps == [3.0, 1.0, 2.0, 1.0]
+
+
+async def test_tpm_reservation_waits_for_refill() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=6000, clock=clock)  # refills 100 tokens/s
+    for _ in range(2):
+        async with limiter.reserve(3000) as r:
+            r.settle(3000)
+    assert clock.monotonic() == 0.0
+    async with limiter.reserve(3000) as r:
+        r.settle(3000)
+    assert abs(clock.monotonic() - 30.0) < 1e-6
+
+
+async def test_unused_reservation_is_refunded() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=6000, clock=clock)
+    async with limiter.reserve(6000) as r:
+        r.settle(1000)  # the answer used far less than max_tokens
+    async with limiter.reserve(5000) as r:
+        r.settle(5000)
+    assert clock.monotonic() == 0.0  # the refund made room at once
+    async with limiter.reserve(1000) as r:
+        r.settle(1000)
+    assert abs(clock.monotonic() - 10.0) < 1e-6
+
+
+async def test_unsettled_reservation_stays_spent() -> None:
+    """A failed request was counted by the provider too: no refund."""
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=600, clock=clock)
+    try:
+        async with limiter.reserve(600):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    async with limiter.reserve(60) as r:
+        r.settle(60)
+    assert abs(clock.monotonic() - 6.0) < 1e-6
+
+
+async def test_rpm_and_pause() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rpm=2, clock=clock)
+    for _ in range(3):
+        async with limiter.reserve(1):
+            pass
+    assert abs(clock.monotonic() - 30.0) < 1e-6
+    limiter.pause(7)
+    async with limiter.reserve(1):
+        pass
+    assert clock.monotonic() >= 37.0
+
+
+async def test_concurrency_limit_and_fifo_admission() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=1000, max_concurrency=2, clock=clock)
+    inflight, peak, order = 0, 0, []
+
+    async def request(name: str, tokens: int) -> None:
+        nonlocal inflight, peak
+        async with limiter.reserve(tokens) as r:
+            order.append(name)
+            inflight += 1
+            peak = max(peak, inflight)
+            await clock.sleep(1)
+            inflight -= 1
+            r.settle(tokens)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(request("big", 900))
+        await asyncio.sleep(0)
+        group.create_task(request("huge", 1000))  # must wait for the bucket to refill
+        await asyncio.sleep(0)
+        for i in range(3):
+            group.create_task(request(f"small{i}", 10))
+    assert peak <= 2
+    assert order == ["big", "huge", "small0", "small1", "small2"]  # not overtaken
+
+
+def test_estimate_grows_with_prompt() -> None:
+    short = estimate_tokens([Message.user("hi")])
+    long = estimate_tokens([Message.user("word " * 400)])
+    assert long - short >= 400
+
+
+async def test_limits_are_run_scoped_unless_shared_explicitly() -> None:
+    task = TaskSpec(name="t", goal="g", model="m", models={"m": ModelSpec(model="x", tpm=100)})
+    clock = FakeClock()
+
+    async def limits_of(rt: Runtime) -> RateLimits:
+        async def make() -> RateLimits:
+            return RateLimits(rt.clock)
+        return await rt.resource(RATE_LIMITS_KEY, make)
+
+    a, b = Runtime(task, clock=clock), Runtime(task, clock=clock)
+    assert await limits_of(a) is not await limits_of(b)
+    shared = RateLimits(clock)
+    c, d = Runtime(task, clock=clock), Runtime(task, clock=clock)
+    for rt in (c, d):
+        async def give() -> RateLimits:
+            return shared
+        await rt.resource(RATE_LIMITS_KEY, give)
+    one = (await limits_of(c)).for_model("m", rpm=None, tpm=100, max_concurrency=None)
+    two = (await limits_of(d)).for_model("m", rpm=None, tpm=100, max_concurrency=None)
+    assert one is two
