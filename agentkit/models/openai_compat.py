@@ -53,6 +53,7 @@ class OpenAICompatModel:
         self.profile = profile
         self._url = url.rstrip("/") + "/chat/completions"
         self._ep = Endpoint(provider=profile.name, model=spec.model, api_key=api_key)
+        self.base_url = url
         self._http = http
         self._owns_http = http is None
         self._clock = clock

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -90,10 +91,10 @@ class Issued:
 def call_ids(d: Dialect, r: Reply, counter: int) -> list[str]:
     styles: dict[str, Callable[[int, ScriptedCall], str]] = {
         "call": lambda n, c: f"call_{counter:02d}" + (f"_{n}" if n else ""),
-        "kimi": lambda n, c: f"functions.{c.name}:{counter + n}",
-        "vllm": lambda n, c: f"chatcmpl-tool-{counter}{n}",
-        "gemini": lambda n, c: f"fc-{counter}{n}",
-        "anthropic": lambda n, c: f"toolu_{counter:02d}{n}",
+        "kimi": lambda n, c: f"functions.{c.name}:{counter + n - 1}",
+        "vllm": lambda n, c: f"chatcmpl-tool-{counter}" + (f"-{n}" if n else ""),
+        "gemini": lambda n, c: f"fc-{counter}" + (f"-{n}" if n else ""),
+        "anthropic": lambda n, c: f"toolu_{counter:02d}" + (f"_{n}" if n else ""),
     }
     return [str(c.id) if c.id is not None else styles[d.id_style](n, c)
             for n, c in enumerate(r.tool_calls)]
@@ -104,7 +105,7 @@ def _args(c: ScriptedCall) -> str:
 
 
 def signature_for(r: Reply, counter: int) -> str:
-    return r.signature or f"sig-{counter}-{abs(hash(r.reasoning)) % 10**8}"
+    return r.signature or f"sig-{counter}-{zlib.crc32((r.reasoning or '').encode()):08x}"
 
 
 def _tagged(d: Dialect, r: Reply) -> str:

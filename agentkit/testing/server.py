@@ -221,7 +221,7 @@ class ScriptedModelServer:
         self._writers.add(writer)
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
+            self._tasks.add(task)
         try:
             while True:
                 req = await _read_request(reader)
@@ -233,7 +233,7 @@ class ScriptedModelServer:
             pass  # stop(): the connection ends with the server
         finally:
             if task is not None:
-                self._tasks.discard(task)  # type: ignore[arg-type]
+                self._tasks.discard(task)
             self._writers.discard(writer)
             if not writer.is_closing():
                 writer.close()
