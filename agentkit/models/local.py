@@ -1,0 +1,271 @@
+"""`provider: local` — an in-process llama.cpp model (``pip install -e '.[local]'``).
+
+Every step is grammar-constrained: with `ModelSettings.response_schema` the output is JSON
+following that schema; with tools offered it is one action in the format of
+`agentkit.models._local_actions` (code as a raw fenced block, other tool arguments as schema-
+constrained JSON, or a final answer). The result is a standard `Turn`, so the agent loop and the
+ledger see the same parts as from any other provider.
+
+Reproducibility: llama.cpp reuses the KV cache of the previous prompt's common prefix, which
+changed a model's output between identical runs. Each request therefore starts from a reset
+state, and the sampling seed is `ModelSettings.seed` (0 when unset): the same request with the
+same seed gives the same output. To resample after a failed tool run, pass a different seed.
+
+Concurrency: generation runs on a single worker thread owned by the loaded model, so the event
+loop never blocks and one generation at a time runs per loaded model, process-wide (several
+agents, runtimes or event loops queue on that thread without occupying other threads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from agentkit.clock import Clock
+from agentkit.errors import ProviderResponseError, SetupError
+from agentkit.messages import Message, TextPart, ToolSpec, Turn, Usage
+from agentkit.models import _local_actions as actions
+from agentkit.models.base import Delta, DeltaCallback, ModelSettings
+from agentkit.models.weights import resolve_model_path
+from agentkit.task import ModelSpec
+
+__all__ = ["LOADED_MODELS", "LoadedModel", "LoadedModels", "LocalModel"]
+
+DEFAULT_CONTEXT = 8192
+DEFAULT_MAX_TOKENS = 1024
+DEFAULT_TEMPERATURE = 0.2
+
+
+@dataclass(frozen=True)
+class LoadKey:
+    path: str
+    context_tokens: int
+    threads: int
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+@dataclass
+class LoadedModel:
+    """One llama.cpp model in memory, with the single thread that runs its generations."""
+
+    key: LoadKey
+    llm: Any
+    formatter: Any
+    worker: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="agentkit-llama"))
+
+    def generate(self, chat: list[dict[str, str]], grammar_text: str, *, max_tokens: int,
+                 temperature: float, top_p: float | None, seed: int, stop: list[str],
+                 cancel: threading.Event) -> Generation:
+        """Blocking; runs on `worker`. Resets llama.cpp state first (see module docstring)."""
+        rendered = self.formatter(messages=chat)
+        grammar = llama_cpp.LlamaGrammar.from_string(grammar_text, verbose=False) \
+            if grammar_text else None
+        stops = [*(rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if
+                   rendered.stop else []), *stop]
+        self.llm.reset()
+        result = self.llm.create_completion(
+            rendered.prompt, max_tokens=max_tokens, temperature=temperature,
+            top_p=top_p if top_p is not None else 0.95, seed=seed, stop=stops, grammar=grammar,
+            stopping_criteria=llama_cpp.StoppingCriteriaList([lambda _ids, _logits: cancel.is_set()]))
+        choice, usage = result["choices"][0], result["usage"]
+        return Generation(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
+                          completion_tokens=usage["completion_tokens"],
+                          finish_reason=choice.get("finish_reason") or "stop")
+
+    def close(self) -> None:
+        self.worker.shutdown(wait=True)
+        self.llm.close()
+
+
+class LoadedModels:
+    """The process-wide registry of loaded models: the ONE justified process-level cache.
+
+    Why process-wide rather than per run: a GGUF model takes seconds to load and about 1 GB of
+    memory; every agent and every runtime in the process must share one copy, and one llama.cpp
+    context must not run two generations at once. Runs stay independent otherwise: the model
+    holds no per-run state (each request resets it). Keyed by (path, context size, threads).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[LoadKey, LoadedModel] = {}
+
+    def get(self, key: LoadKey) -> LoadedModel:
+        """The loaded model for `key`, loading it on first use (blocking: call off the loop)."""
+        with self._lock:
+            loaded = self._models.get(key)
+            if loaded is None:
+                loaded = self._models[key] = _load(key)
+            return loaded
+
+    def loaded(self) -> list[LoadKey]:
+        with self._lock:
+            return list(self._models)
+
+    def unload_all(self) -> None:
+        """Free every model (tests, long-lived services switching models)."""
+        with self._lock:
+            models, self._models = list(self._models.values()), {}
+        for m in models:
+            m.close()
+
+
+LOADED_MODELS = LoadedModels()
+
+
+def _load(key: LoadKey) -> LoadedModel:
+    try:
+        llm = llama_cpp.Llama(model_path=key.path, n_ctx=key.context_tokens, n_threads=key.threads,
+                              n_threads_batch=key.threads, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise SetupError(f"llama.cpp could not load {key.path!r}: {exc}") from exc
+    template = llm.metadata.get("tokenizer.chat_template")
+    eos = _token_text(llm, llm.token_eos())
+    bos = _token_text(llm, llm.token_bos())
+    formatter: Any
+    if template:
+        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+    else:
+        formatter = _chatml
+    return LoadedModel(key=key, llm=llm, formatter=formatter)
+
+
+def _token_text(llm: Any, token: int) -> str:
+    if token < 0:
+        return ""
+    return str(llm.detokenize([token], special=True).decode("utf-8", errors="ignore"))
+
+
+@dataclass
+class _Rendered:
+    prompt: str
+    stop: list[str]
+
+
+def _chatml(*, messages: list[dict[str, str]]) -> _Rendered:
+    """Fallback for a GGUF without a chat template: ChatML, which Qwen and many others use."""
+    body = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return _Rendered(prompt=body + "<|im_start|>assistant\n", stop=["<|im_end|>"])
+
+
+class LocalModel:
+    """A `ChatModel` running a GGUF in this process (see module docstring).
+
+    `think` asks the model to reason in ``<think>`` tags first (`TaskSpec.think`); `environ`
+    is where ``AGENTKIT_LOCAL_MODEL`` / ``AGENTKIT_CACHE`` are read. No I/O here: the weights
+    are resolved (assembled and verified on first use) and loaded on the first `turn`.
+    """
+
+    provider = "local"
+
+    def __init__(self, spec: ModelSpec, *, name: str | None = None, clock: Clock | None = None,
+                 think: bool = False, environ: dict[str, str] | None = None,
+                 registry: LoadedModels | None = None) -> None:
+        self.spec = spec
+        self.name = name or spec.model
+        self.think = think
+        self._environ = environ
+        self._registry = registry or LOADED_MODELS
+        self._key: LoadKey | None = None
+
+    async def load(self) -> LoadedModel:
+        """Resolve and load the weights (idempotent; the registry shares them process-wide)."""
+        if self._key is None:
+            path: Path = await asyncio.to_thread(resolve_model_path, self.spec.model, self._environ)
+            self._key = LoadKey(path=str(path),
+                                context_tokens=self.spec.context_tokens or DEFAULT_CONTEXT,
+                                threads=self.spec.threads or os.cpu_count() or 1)
+        return await asyncio.to_thread(self._registry.get, self._key)
+
+    async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
+                   settings: ModelSettings | None = None, *,
+                   on_delta: DeltaCallback | None = None) -> Turn:
+        settings = settings or ModelSettings()
+        loaded = await self.load()
+        chat, grammar = self._request(messages, tools, settings)
+        cancel = threading.Event()
+        job = loaded.worker.submit(
+            loaded.generate, chat, grammar,
+            max_tokens=settings.max_tokens or self.spec.max_tokens or DEFAULT_MAX_TOKENS,
+            temperature=_first(settings.temperature, self.spec.temperature, DEFAULT_TEMPERATURE),
+            top_p=settings.top_p, seed=settings.seed if settings.seed is not None else 0,
+            stop=settings.stop or [], cancel=cancel)
+        try:
+            gen = await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            cancel.set()  # stops a running generation at the next token; a queued one never runs
+            job.cancel()
+            raise
+        except ValueError as exc:  # llama-cpp-python: prompt longer than the context window
+            raise ProviderResponseError(
+                f"{exc}; raise models.<name>.context_tokens (now {loaded.key.context_tokens})",
+                provider="local", model=self.name, retryable=False) from exc
+        if on_delta is not None and gen.text:
+            on_delta(Delta(kind="text", text=gen.text))
+        return self._turn(gen, tools, settings)
+
+    def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
+                 settings: ModelSettings) -> tuple[list[dict[str, str]], str]:
+        """Chat messages for the template, and the grammar constraining the reply."""
+        chat = actions.render_history(messages, tools)
+        if settings.response_schema is not None:
+            grammar = actions.schema_grammar(settings.response_schema, think=self.think)
+            guide = ("First think step by step inside <think> ... </think>. Then reply with one "
+                     "JSON object." if self.think else "Reply with one JSON object only.")
+        elif tools and settings.tool_choice != "none":
+            allow_final = settings.tool_choice != "required"
+            grammar = actions.action_grammar(tools, think=self.think, allow_final=allow_final)
+            guide = actions.describe_actions(tools, think=self.think, allow_final=allow_final)
+        else:
+            grammar = actions.free_text_grammar(think=self.think)
+            guide = "First think step by step inside <think> ... </think>, then answer." \
+                if self.think else ""
+        if guide:
+            chat = _with_system_suffix(chat, guide)
+        return chat, grammar
+
+    def _turn(self, gen: Generation, tools: Sequence[ToolSpec], settings: ModelSettings) -> Turn:
+        call_id = f"call_{uuid.uuid4().hex[:12]}"
+        if settings.response_schema is not None or not tools:
+            reasoning, rest = actions.split_think(gen.text)
+            parts: list[Any] = [actions.reasoning_part(reasoning)] if reasoning else []
+            parts.append(TextPart(text=rest.strip()))
+        else:
+            parts = actions.parse_output(gen.text, tools, call_id=call_id)
+        message = Message(role="assistant", parts=tuple(parts) or (TextPart(text=""),))
+        finish = "length" if gen.finish_reason == "length" else (
+            "tool_calls" if message.tool_calls else "stop")
+        return Turn(message=message, finish_reason=finish, model=self.name, provider="local",
+                    usage=Usage(input_tokens=gen.prompt_tokens, output_tokens=gen.completion_tokens))
+
+    async def aclose(self) -> None:
+        """Nothing per instance: the loaded model is shared process-wide (`LOADED_MODELS`)."""
+
+
+def _with_system_suffix(chat: list[dict[str, str]], text: str) -> list[dict[str, str]]:
+    if chat and chat[0]["role"] == "system":
+        return [{"role": "system", "content": f"{chat[0]['content']}\n\n{text}"}, *chat[1:]]
+    return [{"role": "system", "content": text}, *chat]
+
+
+def _first(*values: float | None) -> float:
+    return next(v for v in values if v is not None)
