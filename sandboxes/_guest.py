@@ -144,14 +144,19 @@ def run_once(req):
             exited_at = now
         if exited_at is not None and now - exited_at > 0.2:
             break  # a background child holds the pipes open; do not wait for it
+    if not (timed_out or capped):
+        try:  # pipes closed: the process is exiting; let it finish before killing the rest
+            proc.wait(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            pass
     killpg(proc.pid)
     rc = proc.wait()
     col.close()
     proc.stdout.close()
     proc.stderr.close()
-    if rc == 137 and not capped and time.monotonic() >= deadline - 1.0:
-        timed_out = True
-    return rc, col, timed_out, False
+    if rc in (-9, 124, 137) and not capped and time.monotonic() >= deadline - 1.05:
+        timed_out = True  # `timeout -s KILL` kills its whole group, itself included
+    return (128 - rc if rc < 0 else rc), col, timed_out, False
 
 
 class Worker:
