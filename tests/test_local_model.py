@@ -180,10 +180,10 @@ def test_json_tool_final_answer_and_tool_call_tags() -> None:
 def test_grammars_compile_and_history_replays_in_the_same_format() -> None:
     """llama.cpp accepts every grammar we build; a past call is shown as the model wrote it."""
     import llama_cpp
+    from agentkit.swarm.plan import Plan
 
     from agentkit.messages import Message, ToolCallPart, ToolResultPart
     from agentkit.models._local_actions import action_grammar, render_history, schema_grammar
-    from agentkit.swarm.plan import Plan
 
     for think in (False, True):
         for g in (action_grammar(_tools(), think=think, allow_final=True),

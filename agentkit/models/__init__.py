@@ -124,7 +124,8 @@ def _adapter(name: str, spec: ModelSpec, runtime: Runtime, base_url: str | None,
         except ImportError as exc:
             raise SetupError(f"model {name!r} uses provider 'local', which needs the local "
                              f"extra: pip install -e '.[local]' ({exc})") from None
-        return local.LocalModel(spec, name=name, clock=runtime.clock)
+        return local.LocalModel(spec, name=name, clock=runtime.clock,
+                                think=runtime.task.think, environ=runtime.environ)
     from agentkit.models.profiles import get_profile
 
     profile: Any = get_profile(spec.profile)
