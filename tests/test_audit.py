@@ -123,8 +123,8 @@ def test_cut_tail_caught_with_exported_head(tmp_path: Path) -> None:
     assert verify_ledger(path).ok  # a chain alone cannot see a cut tail...
     result = verify_ledger(path, expected_head=head)  # ...the exported head can
     assert not result.ok and result.first_bad_seq == 5
-    code, output = runner.invoke(app, ["audit", "verify", str(path), "--expect-head", head]).exit_code, ""
-    assert code == 1
+    cli = runner.invoke(app, ["audit", "verify", str(path), "--expect-head", head])
+    assert cli.exit_code == 1 and "TAMPERED at seq 5" in cli.stdout
 
 
 def test_torn_last_line_is_reported_then_recovered_on_reopen(tmp_path: Path) -> None:
