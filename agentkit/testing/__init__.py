@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from agentkit.testing._script import (
     ErrorReply,
+    Raw,
     RecordedRequest,
     Reply,
     Reset,
     ScriptedCall,
     call,
     error,
+    raw,
     reply,
     reset,
 )
@@ -27,6 +29,7 @@ __all__: list[str] = [
     "ErrorReply",
     "EventCapture",
     "FakeClock",
+    "Raw",
     "RecordedRequest",
     "Reply",
     "Reset",
@@ -35,6 +38,7 @@ __all__: list[str] = [
     "ServerStats",
     "call",
     "error",
+    "raw",
     "reply",
     "reset",
 ]

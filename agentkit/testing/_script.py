@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ErrorReply", "RecordedRequest", "Reply", "Reset", "ScriptItem", "ScriptedCall",
-           "call", "error", "reply", "reset"]
+__all__ = ["ErrorReply", "Raw", "RecordedRequest", "Reply", "Reset", "ScriptItem", "ScriptedCall",
+           "call", "error", "raw", "reply", "reset"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,20 @@ class Reset:
 
 
 @dataclass(frozen=True)
+class Raw:
+    """Bytes on the wire exactly as given, for shapes no dialect renders (recorded traffic,
+    odd gateways). `events`: SSE frames, each a JSON-able value (sent as ``data: <json>``) or
+    a str sent verbatim (include the blank line yourself); `body`: a JSON body.
+    `content_type` overrides the media type (``application/x-ndjson``)."""
+
+    events: tuple[Any, ...] | None = None
+    body: Any = None
+    status: int = 200
+    content_type: str | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True)
 class RecordedRequest:
     """A request the server received; `body` is the parsed JSON (None if not JSON)."""
 
@@ -81,7 +95,8 @@ class RecordedRequest:
         return list((self.body or {}).get("messages") or [])
 
 
-ScriptItem = Reply | ErrorReply | Reset | Callable[[RecordedRequest], "Reply | ErrorReply | Reset"]
+ScriptItem = (Reply | ErrorReply | Reset | Raw
+              | Callable[[RecordedRequest], "Reply | ErrorReply | Reset | Raw"])
 
 
 def call(name: str, arguments: Mapping[str, Any] | str | None = None, *,
@@ -110,6 +125,12 @@ def error(status: int, message: str | None = None, *, body: Any = None,
         body = {"error": {"message": message or f"scripted error {status}", "type": "error",
                           "code": status}}
     return ErrorReply(status=status, body=body, headers=hdrs, delay=delay)
+
+
+def raw(events: Sequence[Any] | None = None, *, body: Any = None, status: int = 200,
+        content_type: str | None = None, delay: float = 0.0) -> Raw:
+    return Raw(events=tuple(events) if events is not None else None, body=body, status=status,
+               content_type=content_type, delay=delay)
 
 
 def reset(after_bytes: int = 0, *, delay: float = 0.0) -> Reset:

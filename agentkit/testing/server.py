@@ -44,7 +44,7 @@ from agentkit.testing._dialects import (
     render_chunks,
     render_json,
 )
-from agentkit.testing._script import ErrorReply, RecordedRequest, Reply, Reset, ScriptItem, error
+from agentkit.testing._script import ErrorReply, Raw, RecordedRequest, Reply, Reset, ScriptItem, error
 
 __all__ = ["ScriptedModelServer", "ServerStats"]
 
@@ -208,7 +208,7 @@ class ScriptedModelServer:
     def pending(self) -> int:
         return len(self._queue)
 
-    def _next_item(self, req: RecordedRequest) -> Reply | ErrorReply | Reset:
+    def _next_item(self, req: RecordedRequest) -> Reply | ErrorReply | Reset | Raw:
         item = self._queue.popleft() if self._queue else self.default
         if item is None:
             return error(500, "scripted model server: the script is exhausted "
@@ -275,13 +275,15 @@ class ScriptedModelServer:
             await _write_json(writer, refusal.status, refusal.body, refusal.headers)
             return True
         item = self._next_item(RecordedRequest("POST", path, headers, body))
-        status = item.status if isinstance(item, ErrorReply) else 200
+        status = item.status if isinstance(item, ErrorReply | Raw) else 200
         self._record(req, status)
         if item.delay:
             await asyncio.sleep(item.delay)
         if isinstance(item, ErrorReply):
             await _write_json(writer, item.status, item.body, item.headers)
             return True
+        if isinstance(item, Raw):
+            return await _write_raw_item(writer, item)
         if isinstance(item, Reset):
             await _write_raw(writer, _head(200, {"Content-Type": "application/json",
                                                  "Content-Length": "100000"}), item.after_bytes)
@@ -372,6 +374,22 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     except json.JSONDecodeError:
         body = raw.decode("utf-8", "replace")
     return method, path, headers, body
+
+
+async def _write_raw_item(writer: asyncio.StreamWriter, item: Raw) -> bool:
+    if item.events is None:
+        data = item.body if isinstance(item.body, bytes) else json.dumps(item.body).encode()
+        writer.write(_head(item.status, {"Content-Type": item.content_type or "application/json",
+                                         "Content-Length": str(len(data))}) + data)
+    else:
+        writer.write(_head(item.status, {"Content-Type": item.content_type or "text/event-stream",
+                                         "Transfer-Encoding": "chunked"}))
+        for ev in item.events:
+            frame = ev if isinstance(ev, str) else f"data: {json.dumps(ev)}\n\n"
+            writer.write(_chunk(frame.encode()))
+        writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    return True
 
 
 def _head(status: int, headers: Mapping[str, str]) -> bytes:
