@@ -31,14 +31,14 @@ async def test_fake_clock_wakes_sleepers_in_deadline_order() -> None:
 
 async def test_tpm_reservation_waits_for_refill() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(tpm=6000, clock=clock)  # refills 100 tokens/s
+    limiter = RateLimiter(tpm=6000, clock=clock)  # at most 6000 in any 60 s
     for _ in range(2):
         async with limiter.reserve(3000) as r:
             r.settle(3000)
     assert clock.monotonic() == 0.0
     async with limiter.reserve(3000) as r:
         r.settle(3000)
-    assert abs(clock.monotonic() - 30.0) < 1e-6
+    assert abs(clock.monotonic() - 60.0) < 1e-6  # until the first one leaves the window
 
 
 async def test_unused_reservation_is_refunded() -> None:
@@ -51,7 +51,7 @@ async def test_unused_reservation_is_refunded() -> None:
     assert clock.monotonic() == 0.0  # the refund made room at once
     async with limiter.reserve(1000) as r:
         r.settle(1000)
-    assert abs(clock.monotonic() - 10.0) < 1e-6
+    assert abs(clock.monotonic() - 60.0) < 1e-6
 
 
 async def test_unsettled_reservation_stays_spent() -> None:
@@ -65,7 +65,7 @@ async def test_unsettled_reservation_stays_spent() -> None:
         pass
     async with limiter.reserve(60) as r:
         r.settle(60)
-    assert abs(clock.monotonic() - 6.0) < 1e-6
+    assert abs(clock.monotonic() - 60.0) < 1e-6
 
 
 async def test_rpm_and_pause() -> None:
@@ -74,11 +74,11 @@ async def test_rpm_and_pause() -> None:
     for _ in range(3):
         async with limiter.reserve(1):
             pass
-    assert abs(clock.monotonic() - 30.0) < 1e-6
+    assert abs(clock.monotonic() - 60.0) < 1e-6
     limiter.pause(7)
     async with limiter.reserve(1):
         pass
-    assert clock.monotonic() >= 37.0
+    assert clock.monotonic() >= 67.0
 
 
 async def test_concurrency_limit_and_fifo_admission() -> None:
@@ -105,6 +105,16 @@ async def test_concurrency_limit_and_fifo_admission() -> None:
             group.create_task(request(f"small{i}", 10))
     assert peak <= 2
     assert order == ["big", "huge", "small0", "small1", "small2"]  # not overtaken
+    assert clock.monotonic() >= 120.0  # huge waited for big to leave the window, smalls for huge
+
+
+async def test_shorter_window_scales_the_per_minute_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=6000, window_s=1.0, clock=clock)  # 100 tokens in any second
+    for _ in range(3):
+        async with limiter.reserve(100) as r:
+            r.settle(100)
+    assert abs(clock.monotonic() - 2.0) < 1e-6
 
 
 def test_estimate_grows_with_prompt() -> None:

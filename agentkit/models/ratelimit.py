@@ -2,10 +2,11 @@
 
 Providers count a request against TPM when it arrives, using its ``max_tokens`` and prompt
 size, so a client that only counts tokens after the answer overshoots and gets a 429 storm.
-`RateLimiter.reserve` therefore takes ``max_tokens`` plus the estimated prompt tokens from a
-token bucket *before* sending, then gives back what the response did not use. Both buckets
-refill continuously (``limit / 60`` per second) up to one minute's worth; waiters are admitted
-in FIFO order so a large request is not starved by small ones.
+`RateLimiter.reserve` therefore takes ``max_tokens`` plus the estimated prompt tokens *before*
+sending, then gives back what the response did not use. A limit means what it says: at most N
+in any 60 s (a sliding window, so a client that keeps to it is never refused by a provider
+counting the same way or with a token bucket of that size). Waiters are admitted in FIFO
+order so a large request is not starved by small ones.
 
 Sharing: a Runtime keeps one `RateLimits` (run-scoped, `runtime.resource`). Several runtimes in
 one process share limits only when the caller passes the same `RateLimits` object explicitly
@@ -16,6 +17,7 @@ there is no module-global registry.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -40,62 +42,78 @@ def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec] = ())
     return chars // 4 + 4 * len(messages) + 8
 
 
-class _Bucket:
-    """A token bucket holding up to one minute of `per_minute`, refilled continuously."""
+class _Window:
+    """At most `limit` units in any `window_s` seconds (a sliding-window log).
 
-    def __init__(self, per_minute: float, clock: Clock) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.level = self.capacity
-        self.clock = clock
-        self._last: float | None = None
+    The literal meaning of "N per minute", and what a provider checks: a client that keeps to
+    it is never refused, whether the provider counts over a sliding window or a token bucket
+    of the same size. An entry can be lowered after the fact (a refund) or raised (debt).
+    """
 
-    def _refill(self) -> None:
+    def __init__(self, limit: float, window_s: float, clock: Clock) -> None:
+        self.limit, self.window, self.clock = float(limit), window_s, clock
+        self.log: collections.deque[list[float]] = collections.deque()  # [time, amount]
+
+    def _prune(self) -> float:
         now = self.clock.monotonic()
-        if self._last is not None:
-            self.level = min(self.capacity, self.level + (now - self._last) * self.rate)
-        self._last = now
+        while self.log and self.log[0][0] <= now - self.window:
+            self.log.popleft()
+        return now
+
+    def used(self) -> float:
+        self._prune()
+        return sum(amount for _, amount in self.log)
 
     def wait_for(self, amount: float) -> float:
-        """Seconds until `amount` is available (0 if it is now)."""
-        self._refill()
-        missing = min(amount, self.capacity) - self.level
-        # a float residue (1e-14 tokens) must not turn into an endless series of tiny sleeps
-        return 0.0 if missing <= 1e-6 else missing / self.rate
+        """Seconds until `amount` more fits in the window (0 if it fits now)."""
+        now = self._prune()
+        excess = self.used() + min(amount, self.limit) - self.limit
+        # a float residue (1e-12 tokens) must not turn into an endless series of tiny sleeps
+        if excess <= 1e-6:
+            return 0.0
+        for ts, held in self.log:
+            excess -= held
+            if excess <= 1e-6:
+                return max(ts + self.window - now, 1e-6)
+        return self.window  # unreachable: amount <= limit
 
-    def take(self, amount: float) -> None:
-        self._refill()
-        self.level -= amount
-
-    def give(self, amount: float) -> None:
-        self._refill()
-        self.level = min(self.capacity, self.level + amount)
+    def take(self, amount: float) -> list[float]:
+        entry = [self._prune(), min(amount, self.limit)]
+        self.log.append(entry)
+        return entry
 
 
 @dataclass
 class Reservation:
     """Capacity held for one request; `settle` with the real token count to refund the rest."""
 
-    limiter: RateLimiter
     tokens: int
+    entry: list[float] | None = None
     settled: bool = False
 
     def settle(self, used_tokens: int) -> None:
+        """Count what the request really used (less: refund; more: debt, taken back)."""
         if self.settled:
             return
         self.settled = True
-        if self.limiter.tpm is not None:
-            self.limiter.tpm.give(self.tokens - used_tokens)  # negative = debt, taken back
+        if self.entry is not None:
+            self.entry[1] = float(used_tokens)
 
 
 class RateLimiter:
-    """Concurrency + RPM + TPM for one model. All waiting goes through `clock`."""
+    """Concurrency + RPM + TPM for one model. All waiting goes through `clock`.
+
+    `window_s` is the period the limits are counted over (60 for per-minute limits; a test or
+    benchmark may shrink it together with the server's); the limits stay per-minute figures.
+    """
 
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None,
-                 max_concurrency: int | None = None, clock: Clock) -> None:
+                 max_concurrency: int | None = None, clock: Clock,
+                 window_s: float = 60.0) -> None:
         self.clock = clock
-        self.rpm = _Bucket(rpm, clock) if rpm else None
-        self.tpm = _Bucket(tpm, clock) if tpm else None
+        scale = window_s / 60.0
+        self.rpm = _Window(max(1.0, rpm * scale), window_s, clock) if rpm else None
+        self.tpm = _Window(tpm * scale, window_s, clock) if tpm else None
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._admission = asyncio.Lock()  # FIFO: first come, first admitted
         self._paused_until = 0.0
@@ -116,15 +134,12 @@ class RateLimiter:
         if self._slots is not None:
             await self._slots.acquire()
         try:
-            await self._admit(tokens)
-            reservation = Reservation(self, min(tokens, int(self.tpm.capacity)) if self.tpm
-                                      else tokens)
-            yield reservation
+            yield await self._admit(tokens)
         finally:
             if self._slots is not None:
                 self._slots.release()
 
-    async def _admit(self, tokens: int) -> None:
+    async def _admit(self, tokens: int) -> Reservation:
         async with self._admission:
             while True:
                 wait = self._paused_until - self.clock.monotonic()
@@ -138,15 +153,17 @@ class RateLimiter:
                 await self.clock.sleep(wait)
             if self.rpm is not None:
                 self.rpm.take(1)
-            if self.tpm is not None:
-                self.tpm.take(min(tokens, self.tpm.capacity))
+            if self.tpm is None:
+                return Reservation(tokens)
+            entry = self.tpm.take(tokens)
+            return Reservation(int(entry[1]), entry)
 
 
 class RateLimits:
     """The limiters of every model, by model name. One per run unless shared explicitly."""
 
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
+    def __init__(self, clock: Clock, *, window_s: float = 60.0) -> None:
+        self.clock, self.window_s = clock, window_s
         self._by_model: dict[str, RateLimiter] = {}
 
     def for_model(self, name: str, *, rpm: int | None, tpm: int | None,
@@ -154,6 +171,6 @@ class RateLimits:
         limiter = self._by_model.get(name)
         if limiter is None:
             limiter = RateLimiter(rpm=rpm, tpm=tpm, max_concurrency=max_concurrency,
-                                  clock=self.clock)
+                                  clock=self.clock, window_s=self.window_s)
             self._by_model[name] = limiter
         return limiter
