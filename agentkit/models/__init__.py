@@ -66,8 +66,8 @@ def build_model(name: str, runtime: Runtime, *, policy: RetryPolicy | None = Non
                           f"(defined: {sorted(runtime.task.models)})")
     spec = runtime.task.models[name]
     policy = policy or RetryPolicy.from_spec(runtime.task.retry)
-    channels = [_channel(name, spec, runtime, policy, i, ch_url, ch_env, ch_name)
-                for i, (ch_url, ch_env, ch_name) in enumerate(_channel_specs(spec))]
+    channels = [_channel(name, spec, runtime, policy, ch_url, ch_env, ch_name)
+                for ch_url, ch_env, ch_name in _channel_specs(spec)]
 
     async def limiter() -> RateLimiter | None:
         if not (spec.rpm or spec.tpm or spec.max_concurrency):
@@ -87,15 +87,24 @@ def build_model(name: str, runtime: Runtime, *, policy: RetryPolicy | None = Non
 
 
 def _channel_specs(spec: ModelSpec) -> list[tuple[str | None, str | None, str]]:
-    """(base_url, api_key_env, channel name) in priority order; one if no channels listed."""
+    """(base_url, api_key_env, channel name) in priority order; one if no channels listed.
+
+    A model on its profile's official endpoint (no base_url) uses the profile's key variable
+    (DEEPSEEK_API_KEY ...) when the spec names none; a custom base_url never borrows it.
+    """
     if not spec.channels:
-        return [(spec.base_url, spec.api_key_env, "default")]
+        key_env = spec.api_key_env
+        if key_env is None and spec.base_url is None and spec.provider != "local":
+            from agentkit.models.profiles import get_profile
+
+            key_env = get_profile(spec.profile).api_key_env
+        return [(spec.base_url, key_env, "default")]
     ordered = sorted(enumerate(spec.channels), key=lambda ic: (ic[1].priority, ic[0]))
     return [(ch.base_url, ch.api_key_env or spec.api_key_env, ch.name or f"channel{i}")
             for i, ch in ordered]
 
 
-def _channel(name: str, spec: ModelSpec, runtime: Runtime, policy: RetryPolicy, index: int,
+def _channel(name: str, spec: ModelSpec, runtime: Runtime, policy: RetryPolicy,
              base_url: str | None, key_env: str | None, channel_name: str) -> Channel:
     api_key = _api_key(name, key_env, runtime)
     adapter = _adapter(name, spec, runtime, base_url, api_key)
