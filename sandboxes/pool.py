@@ -36,8 +36,8 @@ class SandboxPool:
     """Warm containers for one run. The constructor stores; `start` begins warming."""
 
     def __init__(self, client: DockerSandboxClient, settings: SandboxSettings, *,
-                 size: int | None = None) -> None:
-        self.client, self.settings = client, settings
+                 size: int | None = None, close_client: bool = True) -> None:
+        self.client, self.settings, self.close_client = client, settings, close_client
         self.size = settings.pool_size if size is None else size
         self._idle: list[DockerSession] = []
         self._bound: OrderedDict[str, DockerSession] = OrderedDict()
@@ -64,7 +64,7 @@ class SandboxPool:
 
     async def _warm_one(self) -> None:
         try:
-            session = await self.client.create()
+            session = await self.client.create(persistent=self.settings.persistent)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # remembered; the next lease creates directly and raises it
@@ -80,7 +80,7 @@ class SandboxPool:
         session = self._idle.pop() if self._idle else None
         self.last_error = None
         if session is None:
-            session = await self.client.create()
+            session = await self.client.create(persistent=self.settings.persistent)
         self._fill()
         return session
 
@@ -133,15 +133,20 @@ class SandboxPool:
     # -- closing ------------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Cancel refills, then remove every container of the run."""
+        """Cancel refills, then remove every container of the pool (and of the run, when the
+        pool owns its client)."""
         self.closed = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        sessions = [*self._idle, *self._bound.values()]
         self._idle.clear()
         self._bound.clear()
-        await self.client.aclose()
+        for session in sessions:
+            await self.client.destroy(session.id)
+        if self.close_client:
+            await self.client.aclose()
 
     async def __aenter__(self) -> SandboxPool:
         await self.start()

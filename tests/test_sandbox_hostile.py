@@ -28,7 +28,6 @@ pytestmark = pytest.mark.docker
 async def rt() -> AsyncIterator[Runtime]:
     events: list[Event] = []
     runtime = make_runtime(events, timeout_s=8.0)
-    runtime.events = events  # type: ignore[attr-defined]
     yield runtime
     await runtime.aclose()
     assert containers_of(runtime.run_id) == [], "a container of the run was left behind"
