@@ -20,7 +20,7 @@ import re
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "AddressCheck",
@@ -107,6 +107,8 @@ class Blocked(Exception):
                  address: str | None = None) -> None:
         self.host, self.reason = host, reason
         self.address_class, self.address = address_class, address
+        #: the request chain up to the refused hop (filled in by the fetcher)
+        self.hops: list[Any] = []
         super().__init__(reason)
 
 

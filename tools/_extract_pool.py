@@ -1,0 +1,176 @@
+"""Main-text extraction off the event loop: a pool of extraction worker processes, or threads.
+
+Why our own worker processes instead of ``concurrent.futures.ProcessPoolExecutor``: the
+executor's spawn/forkserver start re-runs the user's ``__main__`` script in every worker (a
+script without an ``if __name__ == "__main__"`` guard breaks), and its feeder and manager
+threads pickle payloads in the main process, competing with the event loop for the GIL. Here
+each worker is ``python -m agentkit.tools._extract_pool`` talking length-prefixed frames over
+its stdin/stdout through asyncio pipes: nothing but the loop runs in the parent, a worker
+stuck on a hostile page is killed and replaced when its call is cancelled, and the parent's
+``__main__`` is never imported. The thread variant exists for comparison (``benchmarks/
+extraction.py --pool thread``): trafilatura is mostly Python-level tree walking that holds the
+GIL, so extraction threads add event-loop lag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import struct
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+__all__ = ["ExtractPool", "ProcessExtractPool", "ThreadExtractPool", "WorkerCrashed"]
+
+_HEADER = struct.Struct("!II")  # meta length, payload length
+_MAX_FRAME = 1 << 30
+
+Extractor = Callable[[bytes | str, str], tuple[str, str]]
+
+
+class WorkerCrashed(Exception):
+    """An extraction worker died or answered garbage."""
+
+
+class ExtractPool(Protocol):
+    """Runs ``extract_page(body, content_type) -> (title, text)`` off the event loop."""
+
+    async def extract(self, body: bytes | str, content_type: str) -> tuple[str, str]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ThreadExtractPool:
+    def __init__(self, extractor: Extractor, workers: int) -> None:
+        self._extractor = extractor
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="agentkit-extract")
+
+    async def extract(self, body: bytes | str, content_type: str) -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._extractor, body, content_type)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
+
+
+def _frame(meta: dict[str, Any], payload: bytes) -> bytes:
+    raw = json.dumps(meta).encode()
+    return _HEADER.pack(len(raw), len(payload)) + raw + payload
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
+    meta_len, payload_len = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    if meta_len > _MAX_FRAME or payload_len > _MAX_FRAME:
+        raise WorkerCrashed("oversized frame from an extraction worker")
+    meta = json.loads(await reader.readexactly(meta_len))
+    return meta, await reader.readexactly(payload_len)
+
+
+class _Worker:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    async def call(self, body: bytes | str, content_type: str) -> tuple[str, str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        is_text = isinstance(body, str)
+        payload = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+        self.proc.stdin.write(_frame({"content_type": content_type, "text": is_text}, payload))
+        await self.proc.stdin.drain()
+        meta, answer = await _read_frame(self.proc.stdout)
+        if "error" in meta:
+            raise RuntimeError(meta["error"])
+        return meta["title"], answer.decode("utf-8")
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
+class ProcessExtractPool:
+    """`workers` long-lived extraction processes, started on first use."""
+
+    def __init__(self, workers: int) -> None:
+        self._size = workers
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._all: set[_Worker] = set()
+
+    async def _spawn(self) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-P", "-m", "agentkit.tools._extract_pool",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        worker = _Worker(proc)
+        self._all.add(worker)
+        return worker
+
+    async def extract(self, body: bytes | str, content_type: str) -> tuple[str, str]:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+            for _ in range(self._size):
+                self._idle.put_nowait(await self._spawn())
+        worker = await self._idle.get()
+        healthy = False
+        try:
+            result = await worker.call(body, content_type)
+            healthy = True
+            return result
+        except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError,
+                struct.error, ValueError) as exc:
+            raise WorkerCrashed(f"extraction worker failed: {type(exc).__name__}: {exc}") from None
+        except RuntimeError:
+            healthy = True  # the worker reported an extraction error and is still in sync
+            raise
+        finally:
+            if not healthy:  # crashed, or cancelled mid-frame: its pipe state is unknown
+                worker.kill()
+                self._all.discard(worker)
+                with contextlib.suppress(Exception):
+                    worker = await asyncio.shield(self._spawn())
+            self._idle.put_nowait(worker)
+
+    async def aclose(self) -> None:
+        for worker in list(self._all):
+            if worker.proc.stdin is not None:
+                worker.proc.stdin.close()
+        for worker in list(self._all):
+            try:
+                await asyncio.wait_for(worker.proc.wait(), 5)
+            except TimeoutError:
+                worker.kill()
+                await worker.proc.wait()
+        self._all.clear()
+
+
+def _serve() -> None:
+    """Worker main loop: read a frame, extract, answer; exit on EOF."""
+    import os
+
+    import trafilatura  # noqa: F401  (imported before the first page, not during it)
+    from agentkit.tools.web_fetch import extract_page
+
+    # frames go to the original stdout; anything a library prints goes to stderr instead
+    stdout = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    stdin = sys.stdin.buffer
+    while True:
+        header = stdin.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            return
+        meta_len, payload_len = _HEADER.unpack(header)
+        meta = json.loads(stdin.read(meta_len))
+        payload = stdin.read(payload_len)
+        body: bytes | str = payload.decode("utf-8", "surrogatepass") if meta["text"] else payload
+        try:
+            title, text = extract_page(body, meta["content_type"])
+            out = _frame({"title": title}, text.encode("utf-8", "replace"))
+        except Exception as exc:  # reported to the parent as an extraction error
+            out = _frame({"error": f"{type(exc).__name__}: {exc}"}, b"")
+        stdout.write(out)
+        stdout.flush()
+
+
+if __name__ == "__main__":
+    _serve()
