@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+from _model_helpers import KEY, make_model
 
 from agentkit.errors import (
     ProviderConnectionError,
@@ -18,7 +19,6 @@ from agentkit.models.openai_compat import OpenAICompatModel
 from agentkit.models.profiles import get_profile
 from agentkit.task import ModelSpec
 from agentkit.testing import ScriptedModelServer, error, raw, reply, reset
-from tests.models_util import KEY, make_model
 
 Q = [Message.user("q")]
 

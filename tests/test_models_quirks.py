@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from _model_helpers import TOOLS, make_model, two_turns
 
 from agentkit.errors import ProviderHTTPError
 from agentkit.messages import Message, ReasoningPart, ToolCallPart, ToolResultPart
 from agentkit.models.base import Delta, ModelSettings
 from agentkit.task import ReasoningSpec
 from agentkit.testing import ScriptedModelServer, call, raw, reply
-from tests.models_util import TOOLS, make_model, two_turns
 
 
 def _history(first: Message) -> list[Message]:
