@@ -43,6 +43,8 @@ class SubmitPlan(Tool):
                    "expected_output?}. Returns the problems if the plan is invalid.")
     args_model = SubmitPlanArgs
     concurrency_class = "planner"
+    #: handing in the plan is engine control, not work: the tool_calls budget does not pay
+    counts_against_budget = False
 
     def __init__(self, check: Callable[[list[PlanNode]], PlanGraph], attempts: int) -> None:
         self.check, self.attempts = check, attempts

@@ -140,7 +140,9 @@ async def _swarm(ctx: SwarmContext, executor: NodeExecutor | None, replanner: Re
     if not done:
         raise RunFailed("no node of the plan succeeded; see nodes for each error")
     synthesis = await _synthesize(ctx, scheduler, done, synthesizer or agent_ask(ctx))
-    bad = {k: v.status for k, v in scheduler.results.items() if v.status != "succeeded"}
+    # nodes replaced by a re-plan stay in `nodes` (with their error) but do not fail the run
+    final = scheduler.results
+    bad = {k: final[k].status for k in scheduler.graph.order if final[k].status != "succeeded"}
     error = None
     if bad:
         error = {"type": "RunFailed", "message": f"{len(bad)} node(s) did not succeed; the "

@@ -55,6 +55,18 @@ class NodeResult(BaseModel):
     attempts: int = 0
 
 
+@dataclass
+class _NodeState:
+    """The scheduler's own mutable record of a node (plain attributes: cheap to update)."""
+
+    status: NodeStatus = "waiting"
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    started: float | None = None
+    finished: float | None = None
+    attempts: int = 0
+
+
 class NodeExecutor(Protocol):
     async def run_node(self, node: PlanNode, inputs: Mapping[str, str],
                        budget: Budget) -> NodeOutput:
@@ -92,7 +104,8 @@ class Scheduler:
         self._emit, self.clock, self.limits = emit, clock, limits or ResourceLimits()
         self.node_attempts, self.replans_left, self.replanner = node_attempts, replans, replanner
         self._validate_args = (known_tools, known_models, max_nodes)
-        self.results: dict[str, NodeResult] = {n: NodeResult() for n in graph.order}
+        self.state: dict[str, _NodeState] = {n: _NodeState() for n in graph.order}
+        self._agent_limited = self.limits.limit("agents") is not None
         self.outputs: dict[str, NodeOutput] = {}
         self._waiting: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -104,59 +117,69 @@ class Scheduler:
         self._tg = None
         return self.results
 
+    @property
+    def results(self) -> dict[str, NodeResult]:
+        """Every node's outcome so far (a snapshot)."""
+        return {k: NodeResult.model_construct(**vars(v)) for k, v in self.state.items()}
+
     # -- dispatch -----------------------------------------------------------------------------
 
     def _arm(self, node_ids: tuple[str, ...] | list[str]) -> None:
         """Count unfinished dependencies of `node_ids`; start those with none left."""
         for node_id in node_ids:
             deps = self.graph.nodes[node_id].depends_on
-            left = sum(1 for d in deps if self.results[d].status != "succeeded")
+            left = sum(1 for d in deps if self.state[d].status != "succeeded")
             self._waiting[node_id] = left
             if left == 0:
                 self._start(node_id)
 
     def _start(self, node_id: str) -> None:
         assert self._tg is not None
-        self.results[node_id].status = "running"
-        self._tg.create_task(self._run_node(node_id), name=f"node:{node_id}")
+        self.state[node_id].status = "running"
+        coro = self._limited(node_id) if self._agent_limited else self._node_attempts(node_id)
+        self._tg.create_task(coro, name=f"node:{node_id}")
 
     def _finished(self, node_id: str) -> None:
         for dep in self.graph.dependents(node_id):
             self._waiting[dep] -= 1
-            if self._waiting[dep] == 0 and self.results[dep].status == "waiting":
+            if self._waiting[dep] == 0 and self.state[dep].status == "waiting":
                 self._start(dep)
 
     # -- one node -----------------------------------------------------------------------------
 
-    async def _run_node(self, node_id: str) -> None:
-        node = self.graph.nodes[node_id]
-        result = self.results[node_id]
-        error: BaseException | None = None
+    async def _limited(self, node_id: str) -> None:
+        """Wait for one of the global `max_agents` slots, then run the node."""
         async with self.limits.slot("agents"):
-            for attempt in range(1, self.node_attempts + 1):
-                result.attempts += 1
-                try:
-                    out = await self._attempt(node, result, attempt)
-                except Exception as exc:
-                    error = exc
-                    final = attempt == self.node_attempts or isinstance(exc, BudgetExceeded)
-                    self._emit("node.failed", {"attempt": attempt, "error": _err(exc),
-                                               "will_retry": not final}, node_id=node_id)
-                    if final:
-                        break
-                    continue
-                self.outputs[node_id] = out
-                result.status, result.output, result.error = "succeeded", out.output, None
-                result.finished = self.clock.time()
-                self._emit("node.finished", {"attempt": attempt, "output_chars": len(out.output),
-                                             "duration_s": result.finished - (result.started or 0)},
-                           node_id=node_id)
-                self._finished(node_id)
-                return
+            await self._node_attempts(node_id)
+
+    async def _node_attempts(self, node_id: str) -> None:
+        node = self.graph.nodes[node_id]
+        result = self.state[node_id]
+        error: BaseException | None = None
+        for attempt in range(1, self.node_attempts + 1):
+            result.attempts += 1
+            try:
+                out = await self._attempt(node, result, attempt)
+            except Exception as exc:
+                error = exc
+                final = attempt == self.node_attempts or isinstance(exc, BudgetExceeded)
+                self._emit("node.failed", {"attempt": attempt, "error": _err(exc),
+                                           "will_retry": not final}, node_id=node_id)
+                if final:
+                    break
+                continue
+            self.outputs[node_id] = out
+            result.status, result.output, result.error = "succeeded", out.output, None
+            result.finished = self.clock.time()
+            self._emit("node.finished", {"attempt": attempt, "output_chars": len(out.output),
+                                         "duration_s": result.finished - (result.started or 0)},
+                       node_id=node_id)
+            self._finished(node_id)
+            return
         assert error is not None
         await self._fail(node, error)
 
-    async def _attempt(self, node: PlanNode, result: NodeResult, attempt: int) -> NodeOutput:
+    async def _attempt(self, node: PlanNode, result: _NodeState, attempt: int) -> NodeOutput:
         result.started = self.clock.time()
         inputs = {d: self.outputs[d].output for d in node.depends_on}
         self._emit("node.started", {"attempt": attempt, "depends_on": node.depends_on},
@@ -174,17 +197,17 @@ class Scheduler:
     # -- failure: re-plan the subtree or skip it ----------------------------------------------
 
     async def _fail(self, node: PlanNode, error: BaseException) -> None:
-        result = self.results[node.id]
+        result = self.state[node.id]
         result.status, result.error, result.finished = "failed", _err(error), self.clock.time()
         if self.replans_left > 0 and self.replanner is not None:
             self.replans_left -= 1
             if await self._replan(node, error):
                 return
         for dep in sorted(self.graph.descendants(node.id)):
-            if self.results[dep].status == "waiting":
-                self.results[dep].status = "skipped"
+            if self.state[dep].status == "waiting":
+                self.state[dep].status = "skipped"
                 reason = f"depends on {node.id!r}, which failed: {error}"
-                self.results[dep].error = {"type": "Skipped", "message": reason}
+                self.state[dep].error = {"type": "Skipped", "message": reason}
                 self._emit("node.skipped", {"reason": reason, "failed": node.id}, node_id=dep)
 
     async def _replan(self, node: PlanNode, error: BaseException) -> bool:
@@ -198,17 +221,18 @@ class Scheduler:
         except (AgentkitError, PlanError) as exc:
             self._emit("plan.rejected", {"replan_of": node.id, "error": _err(exc)}, node_id=node.id)
             return False
+        self.state[node.id].error = {**_err(error), "replaced_by_replan": True}
         old = set(self.graph.nodes)
         added = [n for n in new_graph.order if n not in old or n in removed]
         for node_id in removed[1:]:
             if node_id not in new_graph.nodes:
                 reason = f"replaced by the re-plan of {node.id!r}"
-                self.results[node_id].status = "skipped"
-                self.results[node_id].error = {"type": "Skipped", "message": reason}
+                self.state[node_id].status = "skipped"
+                self.state[node_id].error = {"type": "Skipped", "message": reason}
                 self._emit("node.skipped", {"reason": reason, "failed": node.id}, node_id=node_id)
         self.graph = new_graph
         for node_id in added:
-            self.results[node_id] = NodeResult()
+            self.state[node_id] = _NodeState()
         self._emit("plan.replanned", {"failed": node.id, "removed": removed, "added": added,
                                       **new_graph.summary()}, node_id=node.id)
         self._arm(added)
