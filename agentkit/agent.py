@@ -191,13 +191,14 @@ class Agent:
 
     def _prepare(self, call: ToolCallPart) -> Tool:
         """The tool to call, or a ToolError: over budget, unknown tool, unparsable arguments."""
-        if self.budget is not None:
+        tool = self.tools.get(call.name)
+        # control tools of the engine itself (the planner's submit_plan) are not "tool calls"
+        if self.budget is not None and getattr(tool, "counts_against_budget", True):
             try:
                 self.budget.reserve_tool()
             except BudgetExceeded as err:
                 raise ToolError("budget_exceeded", f"{err}; no more tool calls are allowed: "
                                 f"answer with what you have", tool=call.name) from None
-        tool = self.tools.get(call.name)
         if call.parse_error is not None:
             raise ToolError("invalid_arguments", f"the arguments are not valid JSON "
                             f"({call.parse_error}); received {(call.raw_arguments or '')[:500]!r}. "
