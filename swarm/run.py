@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentkit.swarm.scheduler import NodeResult
 from agentkit.swarm.synthesize import Citation
@@ -23,8 +23,10 @@ from pydantic import BaseModel, Field
 from agentkit.clock import Clock
 from agentkit.errors import ConfigError
 from agentkit.events import Event, EventSink
-from agentkit.runtime import Runtime
-from agentkit.task import TaskSpec, load_task
+
+if TYPE_CHECKING:  # agentkit.task imports this package (Plan): import these lazily
+    from agentkit.runtime import Runtime
+    from agentkit.task import TaskSpec
 
 __all__ = ["Run", "RunResult", "UsageTotals", "arun", "run_sync", "start"]
 
@@ -114,6 +116,8 @@ class Run:
 
 
 def _task_of(task: TaskSpec | str | Path) -> TaskSpec:
+    from agentkit.task import TaskSpec, load_task
+
     if isinstance(task, TaskSpec):
         return task
     if isinstance(task, str | Path):
@@ -134,6 +138,8 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
     except RuntimeError:
         raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
                           "in async code or `run_sync(...)` in a script") from None
+    from agentkit.runtime import Runtime
+
     runtime = Runtime(_task_of(task), run_id=run_id, clock=clock, sinks=sinks,
                       ledger_dir=ledger_dir, workspace=workspace, environ=environ)
     return Run(runtime, overrides)
