@@ -28,7 +28,7 @@ __all__ = ["ExtractPool", "ProcessExtractPool", "ThreadExtractPool", "WorkerCras
 _HEADER = struct.Struct("!II")  # meta length, payload length
 _MAX_FRAME = 1 << 30
 
-Extractor = Callable[[bytes | str, str], tuple[str, str]]
+Extractor = Callable[[bytes, str, str | None], tuple[str, str]]
 
 
 class WorkerCrashed(Exception):
@@ -36,9 +36,10 @@ class WorkerCrashed(Exception):
 
 
 class ExtractPool(Protocol):
-    """Runs ``extract_page(body, content_type) -> (title, text)`` off the event loop."""
+    """Runs ``extract_page(body, content_type, charset) -> (title, text)`` off the loop."""
 
-    async def extract(self, body: bytes | str, content_type: str) -> tuple[str, str]: ...
+    async def extract(self, body: bytes, content_type: str,
+                      charset: str | None) -> tuple[str, str]: ...
 
     async def aclose(self) -> None: ...
 
@@ -48,9 +49,11 @@ class ThreadExtractPool:
         self._extractor = extractor
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="agentkit-extract")
 
-    async def extract(self, body: bytes | str, content_type: str) -> tuple[str, str]:
+    async def extract(self, body: bytes, content_type: str,
+                      charset: str | None) -> tuple[str, str]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._extractor, body, content_type)
+        return await loop.run_in_executor(self._pool, self._extractor, body, content_type,
+                                          charset)
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
@@ -73,11 +76,9 @@ class _Worker:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
 
-    async def call(self, body: bytes | str, content_type: str) -> tuple[str, str]:
+    async def call(self, body: bytes, content_type: str, charset: str | None) -> tuple[str, str]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        is_text = isinstance(body, str)
-        payload = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
-        self.proc.stdin.write(_frame({"content_type": content_type, "text": is_text}, payload))
+        self.proc.stdin.write(_frame({"content_type": content_type, "charset": charset}, body))
         await self.proc.stdin.drain()
         meta, answer = await _read_frame(self.proc.stdout)
         if "error" in meta:
@@ -105,7 +106,8 @@ class ProcessExtractPool:
         self._all.add(worker)
         return worker
 
-    async def extract(self, body: bytes | str, content_type: str) -> tuple[str, str]:
+    async def extract(self, body: bytes, content_type: str,
+                      charset: str | None) -> tuple[str, str]:
         if self._idle is None:
             self._idle = asyncio.Queue()
             for _ in range(self._size):
@@ -113,7 +115,7 @@ class ProcessExtractPool:
         worker = await self._idle.get()
         healthy = False
         try:
-            result = await worker.call(body, content_type)
+            result = await worker.call(body, content_type, charset)
             healthy = True
             return result
         except (asyncio.IncompleteReadError, ConnectionError, BrokenPipeError,
@@ -162,9 +164,8 @@ def _serve() -> None:
         meta_len, payload_len = _HEADER.unpack(header)
         meta = json.loads(stdin.read(meta_len))
         payload = stdin.read(payload_len)
-        body: bytes | str = payload.decode("utf-8", "surrogatepass") if meta["text"] else payload
         try:
-            title, text = extract_page(body, meta["content_type"])
+            title, text = extract_page(payload, meta["content_type"], meta["charset"])
             out = _frame({"title": title}, text.encode("utf-8", "replace"))
         except Exception as exc:  # reported to the parent as an extraction error
             out = _frame({"error": f"{type(exc).__name__}: {exc}"}, b"")

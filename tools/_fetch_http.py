@@ -15,6 +15,7 @@ so a gzip bomb is stopped at the cap without ever holding more than the cap in m
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -138,6 +139,8 @@ class FetchedBody:
     charset: str | None
     body: bytes
     raw_bytes: int
+    #: hex sha256 of `body`, computed while streaming (no multi-ms hash on the loop at the end)
+    sha256: str
     hops: list[Hop] = field(default_factory=list)
 
 
@@ -283,12 +286,12 @@ class SafeFetcher:
             raise _error("bad_content_type", f"{final_url} is {mime}, not HTML or plain text",
                          hops, retry_hint="only HTML, XHTML and plain-text pages can be read",
                          content_type=mime)
-        body, raw_bytes = await self._read_body(response, final_url, hops)
+        body, raw_bytes, digest = await self._read_body(response, final_url, hops)
         return FetchedBody(raw_url, final_url, status, mime or "text/html", charset, body,
-                           raw_bytes, hops)
+                           raw_bytes, digest, hops)
 
     async def _read_body(self, response: httpx.Response, url: str,
-                         hops: list[Hop]) -> tuple[bytes, int]:
+                         hops: list[Hop]) -> tuple[bytes, int, str]:
         cap = self.settings.max_bytes
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
@@ -297,13 +300,15 @@ class SafeFetcher:
         encoding = response.headers.get("content-encoding", "identity").strip().lower() or "identity"
         if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
             raise _error("bad_content_type", f"{url} uses content-encoding {encoding!r}", hops)
-        decoder, body, raw = _Decoder(encoding), bytearray(), 0
+        decoder, body, raw, digest = _Decoder(encoding), bytearray(), 0, hashlib.sha256()
         try:
             async for chunk in response.aiter_raw():
                 raw += len(chunk)
                 if raw > cap:
                     raise OverflowError
-                body += decoder.feed(chunk, cap - len(body))
+                data = decoder.feed(chunk, cap - len(body))
+                digest.update(data)
+                body += data
         except OverflowError:
             raise _error("too_large", f"{url} is over the cap of {cap:,} bytes (stopped after "
                          f"{raw:,} bytes on the wire)", hops, bytes=raw) from None
@@ -316,4 +321,4 @@ class SafeFetcher:
         except httpx.HTTPError as exc:
             raise _error("unavailable", f"{url}: connection failed while reading ({exc})", hops,
                          retry_hint="retry later") from None
-        return bytes(body), raw
+        return bytes(body), raw, digest.hexdigest()

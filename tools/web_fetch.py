@@ -19,7 +19,6 @@ scores F1 0.961 against 0.953 for plain defaults.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import html as html_lib
 import os
 import re
@@ -73,25 +72,22 @@ def page_title(page: str) -> str:
     return " ".join(html_lib.unescape(title).split())[:500]
 
 
-def extract_page(body: bytes | str, content_type: str = "text/html") -> tuple[str, str]:
-    """(title, main text) of a page. Runs in a worker: keep it a picklable top-level function."""
-    if content_type == "text/plain":
-        text = body if isinstance(body, str) else body.decode("utf-8", "replace")
-        return "", text
-    import trafilatura
-
-    head = body if isinstance(body, str) else body[:300_000].decode("utf-8", "replace")
-    return page_title(head), trafilatura.extract(body, **EXTRACT_OPTIONS) or ""
-
-
-def _decode(page: FetchedBody) -> bytes | str:
-    """Honour an HTTP charset; without one trafilatura detects the encoding from the bytes."""
-    if page.charset:
+def extract_page(body: bytes, content_type: str = "text/html",
+                 charset: str | None = None) -> tuple[str, str]:
+    """(title, main text) of a page. Runs in an extraction worker, so decoding happens there
+    too. An HTTP charset is honoured; without one trafilatura detects it from the bytes."""
+    page: bytes | str = body
+    if charset:
         try:
-            return page.body.decode(page.charset, "replace")
+            page = body.decode(charset, "replace")
         except LookupError:
             pass
-    return page.body
+    if content_type == "text/plain":
+        return "", page if isinstance(page, str) else page.decode("utf-8", "replace")
+    import trafilatura
+
+    head = page[:300_000] if isinstance(page, str) else page[:300_000].decode("utf-8", "replace")
+    return page_title(head), trafilatura.extract(page, **EXTRACT_OPTIONS) or ""
 
 
 class WebFetch(Tool):
@@ -133,7 +129,7 @@ class WebFetch(Tool):
         limit = args.max_chars or settings.max_text_chars
         truncated = len(text) > limit
         data = {"url": args.url, "final_url": page.final_url, "title": title,
-                "text": text[:limit], "content_hash": hashlib.sha256(page.body).hexdigest(),
+                "text": text[:limit], "content_hash": page.sha256,
                 "truncated": truncated, "status": page.status, "content_type": page.content_type,
                 "bytes": len(page.body), "raw_bytes": page.raw_bytes,
                 "hops": [h.as_dict() for h in page.hops]}
@@ -192,7 +188,7 @@ class WebFetch(Tool):
     async def _extract(self, ctx: ToolContext, page: FetchedBody) -> tuple[str, str]:
         pool = await self._pool(ctx)
         try:
-            return await pool.extract(_decode(page), page.content_type)
+            return await pool.extract(page.body, page.content_type, page.charset)
         except WorkerCrashed:
             raise ToolError("extract_failed", f"the extraction worker crashed on "
                             f"{page.final_url}", retry_hint="try another source") from None
