@@ -25,7 +25,8 @@ def make_model(srv: ScriptedModelServer, profile: str, model: str = "test-model"
     ms = ModelSpec(model=model, profile=profile,
                    provider="anthropic" if profile == "anthropic" else "openai", **spec)
     cls = AnthropicModel if profile == "anthropic" else OpenAICompatModel
-    return cls(ms, name="m", api_key=KEY, base_url=srv.base_url, profile=get_profile(profile))
+    base = srv.root_url if profile == "ollama-native" else srv.base_url
+    return cls(ms, name="m", api_key=KEY, base_url=base, profile=get_profile(profile))
 
 
 async def two_turns(model: ChatModel, srv: ScriptedModelServer, *,

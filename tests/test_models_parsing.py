@@ -6,12 +6,15 @@ from __future__ import annotations
 import pytest
 
 from agentkit.errors import ConfigError
+from agentkit.messages import Message, ReasoningPart
+from agentkit.models._openai_wire import TurnBuilder, wire_messages
 from agentkit.models._parsing import (
     ThinkSplitter,
     ToolCallAccumulator,
     extract_text_tool_calls,
     parse_arguments,
 )
+from agentkit.models.base import Delta
 from agentkit.models.profiles import PROFILES, get_profile, reasoning_params
 from agentkit.task import ReasoningSpec
 
@@ -164,3 +167,44 @@ def test_refusals_depend_on_model() -> None:
     assert openai.refuses("max_tokens", "gpt-4o")
     assert xai.refuses("stop", "grok-4") and not xai.refuses("stop", "grok-2")
     assert xai.refuses("reasoning_effort", "grok-4") and not xai.refuses("reasoning_effort", "grok-3-mini")
+
+
+def _chunk(delta: dict[str, object], fr: str | None = None) -> dict[str, object]:
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": fr}]}
+
+
+def test_content_is_not_held_once_a_reasoning_field_shows_a_parser() -> None:
+    seen: list[Delta] = []
+    b = TurnBuilder(get_profile("vllm"), tool_names=[], on_delta=seen.append)
+    b.feed(_chunk({"reasoning": "think"}))
+    b.feed(_chunk({"content": "Hel"}))
+    assert [(d.kind, d.text) for d in seen] == [("reasoning", "think"), ("text", "Hel")]
+    b.feed(_chunk({"content": "lo"}, "stop"))
+    assert b.build("vllm").message.text == "Hello"
+
+
+def test_openrouter_details_merged_per_index_and_kept_in_order() -> None:
+    b = TurnBuilder(get_profile("openrouter"), tool_names=[])
+    fmt = "openai-responses-v1"
+    b.feed(_chunk({"reasoning": "**Plan", "reasoning_details": [
+        {"type": "reasoning.summary", "summary": "**Plan", "format": fmt, "index": 0}]}))
+    b.feed(_chunk({"reasoning": "**", "reasoning_details": [
+        {"type": "reasoning.summary", "summary": "**", "format": fmt, "index": 0}]}))
+    b.feed(_chunk({"reasoning_details": [
+        {"type": "reasoning.encrypted", "data": "b64", "format": fmt, "index": 1}]}, "stop"))
+    part = b.build("openrouter").message.parts[0]
+    assert isinstance(part, ReasoningPart) and part.text == "**Plan**"
+    assert part.opaque == [{"type": "reasoning.summary", "summary": "**Plan**", "format": fmt, "index": 0},
+                           {"type": "reasoning.encrypted", "data": "b64", "format": fmt, "index": 1}]
+    wire = wire_messages(get_profile("openrouter"), [Message(role="assistant", parts=(part,))])
+    assert wire[0]["reasoning_details"] == part.opaque  # replayed unchanged
+
+
+def test_gemini_message_level_signature_echoed() -> None:
+    b = TurnBuilder(get_profile("gemini"), tool_names=[])
+    b.feed(_chunk({"content": "Hi", "extra_content": {"google": {"thought_signature": "M"}}}, "stop"))
+    turn = b.build("gemini")
+    assert turn.message.extra == {"gemini": {"google": {"thought_signature": "M"}}}
+    wire = wire_messages(get_profile("gemini"), [turn.message])
+    assert wire[0]["extra_content"] == {"google": {"thought_signature": "M"}}
+    assert "extra_content" not in wire_messages(get_profile("deepseek"), [turn.message])[0]

@@ -124,3 +124,27 @@ async def test_anthropic_tool_loop_replays_signed_blocks_first(stream: bool) -> 
     assert srv.requests[0].headers["x-api-key"] and "authorization" not in srv.requests[0].headers
     assert second.message.text == "Sunny in Oslo." and second.finish_reason == "stop"
     assert [r.status for r in srv.requests] == [200, 200]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "ndjson"])
+async def test_ollama_native_api_chat(stream: bool) -> None:
+    """NDJSON lines, `thinking`, object arguments, no ids, done_reason "stop" after a call."""
+    async with ScriptedModelServer("ollama") as srv:
+        from agentkit.task import ReasoningSpec
+
+        llm = make_model(srv, "ollama-native", "qwen3", stream=stream,
+                         reasoning=ReasoningSpec(effort="low"), max_tokens=300)
+        first, second, _ = await two_turns(llm, srv)
+        await llm.aclose()
+    assert first.message.reasoning == REASONING and first.finish_reason == "tool_calls"
+    [tool_call] = first.message.tool_calls
+    assert (tool_call.name, tool_call.arguments) == ("get_weather", {"city": "Oslo"})
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (40, 31)
+    req = srv.requests[1]
+    assert req.path == "/api/chat" and req.body["stream"] is stream
+    assert req.body["think"] == "low" and req.body["options"] == {"num_predict": 300}
+    assistant, tool = req.body["messages"][2:]
+    assert assistant["thinking"] == REASONING
+    assert assistant["tool_calls"] == [{"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]
+    assert tool == {"role": "tool", "content": "12C, sunny", "tool_name": "get_weather"}
+    assert second.message.text == "Sunny in Oslo." and [r.status for r in srv.requests] == [200, 200]

@@ -176,6 +176,8 @@ def stream_error(data: Any, ep: Endpoint, status_of: Callable[[str], int]) -> Pr
     """An error object delivered inside a 200 stream (Anthropic `error` event, OpenAI-style
     `{"error": ...}` chunk)."""
     err = data[0].get("error", data[0]) if isinstance(data, list) and data else data.get("error", data)
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
     kind = str(err.get("type") or err.get("status") or err.get("code") or "error")
     status = status_of(kind)
     msg = redact(str(err.get("message", kind)), ep.api_key)

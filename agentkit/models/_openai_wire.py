@@ -190,6 +190,8 @@ class TurnBuilder:
                 self._field = self._field or name
                 self._emit("reasoning", value)
                 took_field = True
+                for kind, piece in (self._split.assume_text() if self._split else []):
+                    self._emit(kind, piece)
                 break
         for item in d.get("reasoning_details") or []:
             if isinstance(item, dict):

@@ -50,6 +50,14 @@ class ThinkSplitter:
             pass
         return out
 
+    def assume_text(self) -> list[Piece]:
+        """Stop waiting for a lone close tag (the server has a reasoning parser: reasoning
+        arrives in its own field), so held content flows out now."""
+        if self._mode != "undecided":
+            return []
+        self._mode = "text"
+        return self.feed("")
+
     def finish(self, *, truncated: bool = False) -> list[Piece]:
         """Flush the rest. Undecided text is content, unless the model never writes an opening
         tag and was cut off by the length limit (then it was still thinking)."""

@@ -1,5 +1,7 @@
 """`OpenAICompatModel`: any Chat Completions endpoint (DeepSeek, Kimi, Qwen/DashScope,
-OpenRouter, OpenAI, Gemini compat, xAI, vLLM, SGLang, llama.cpp, Ollama ...) over httpx.
+OpenRouter, OpenAI, Gemini compat, xAI, vLLM, SGLang, llama.cpp, Ollama ...) over httpx, and
+Ollama's native NDJSON `/api/chat` (profile `ollama-native`), whose lines are translated to
+the same chunks.
 
 One adapter, many providers: every difference comes from the `Profile`. JSON and SSE responses
 go through the same `TurnBuilder`, so a streamed turn equals a non-streamed one. The adapter
@@ -18,6 +20,7 @@ from agentkit.clock import Clock
 from agentkit.errors import ConfigError, ProviderResponseError
 from agentkit.messages import Message, ToolSpec, Turn
 from agentkit.models._http import Endpoint, iter_sse, loads, post, stream_error
+from agentkit.models._ollama_wire import NdjsonTranslator, build_ollama_body
 from agentkit.models._openai_wire import TurnBuilder, build_body
 from agentkit.models.base import DeltaCallback, ModelSettings
 from agentkit.models.profiles import Profile, thinking_enabled
@@ -51,7 +54,8 @@ class OpenAICompatModel:
         self.name = name
         self.spec = spec
         self.profile = profile
-        self._url = url.rstrip("/") + "/chat/completions"
+        self._native = profile.wire == "ollama"
+        self._url = url.rstrip("/") + ("/api/chat" if self._native else "/chat/completions")
         self._ep = Endpoint(provider=profile.name, model=spec.model, api_key=api_key)
         self.base_url = url
         self._http = http
@@ -84,17 +88,35 @@ class OpenAICompatModel:
                    settings: ModelSettings | None = None, *,
                    on_delta: DeltaCallback | None = None) -> Turn:
         stream = self.wants_stream(on_delta)
-        body = build_body(self.profile, self.spec, messages, tools, settings or ModelSettings(),
-                          stream=stream)
+        build = build_ollama_body if self._native else build_body
+        body = build(self.profile, self.spec, messages, tools, settings or ModelSettings(),
+                     stream=stream)
         builder = TurnBuilder(self.profile, tool_names=[t.name for t in tools], on_delta=on_delta)
         async with post(self._client(), self._url, body=body, headers=self._headers(stream),
                         ep=self._ep, clock=self._clock) as resp:
-            if stream:
+            if self._native:
+                await self._read_ndjson(resp, builder)
+            elif stream:
                 await self._read_stream(resp, builder)
             else:
                 self._read_json(loads((await resp.aread()).decode("utf-8", "replace"),
                                       self._ep, "response"), builder)
         return builder.build(self.profile.name)
+
+    async def _read_ndjson(self, resp: httpx.Response, builder: TurnBuilder) -> None:
+        """Ollama native: one JSON object per line (one in all when not streaming)."""
+        translate = NdjsonTranslator()
+        async for line in resp.aiter_lines():
+            if not line.strip():
+                continue
+            data = loads(line, self._ep, "NDJSON line")
+            if not isinstance(data, dict) or "error" in data:
+                raise stream_error(data if data else {}, self._ep, _status_of)
+            builder.feed(translate.chunk(data))
+        if builder.finish is None:
+            raise ProviderResponseError("the NDJSON stream ended before done:true",
+                                        provider=self._ep.provider, model=self._ep.model,
+                                        retryable=True)
 
     def _read_json(self, data: Any, builder: TurnBuilder) -> None:
         if isinstance(data, list) or not isinstance(data, dict) or "error" in data:

@@ -67,7 +67,8 @@ class Profile:
     """The quirks of one provider family (see module docstring)."""
 
     name: str
-    wire: Literal["openai", "anthropic", "local"] = "openai"
+    #: openai: Chat Completions; ollama: Ollama native /api/chat (NDJSON); anthropic: Messages
+    wire: Literal["openai", "ollama", "anthropic", "local"] = "openai"
     base_url: str | None = None
     api_key_env: str | None = None
     #: message/delta fields holding reasoning text, read in this order (first non-empty wins)
@@ -137,6 +138,9 @@ PROFILES: Mapping[str, Profile] = {p.name: p for p in (
             reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
             reasoning_params=("effort_or_none",),
             replay=ReplayRule(scope="tool_loop", field="reasoning"), text_tool_calls=True),
+    Profile("ollama-native", wire="ollama", base_url="http://127.0.0.1:11434",
+            reasoning_fields=("thinking",), think_tags=(THINK,), reasoning_params=("ollama_think",),
+            replay=ReplayRule(scope="tool_loop", field="thinking"), text_tool_calls=True),
     Profile("openai", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY",
             reasoning_params=("effort",), max_tokens_param="max_completion_tokens",
             refused=(Refusal("temperature", models=r"^(o\d|gpt-5)"),
@@ -239,6 +243,12 @@ def _openrouter(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     return {"reasoning": obj}
 
 
+def _ollama_think(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
+    if not on:
+        return {"think": False}
+    return {"think": r.effort if r.effort in ("low", "medium", "high") else True}
+
+
 def _anthropic(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     if not on:
         return {}
@@ -254,7 +264,7 @@ _MAPPERS: Mapping[str, _Mapper] = {
     "effort": _effort, "effort_or_none": _effort_or_none, "thinking_object": _thinking_object,
     "template_thinking": _template_thinking, "template_enable_thinking": _template_enable_thinking,
     "separate_reasoning": _separate_reasoning, "dashscope": _dashscope,
-    "openrouter": _openrouter, "anthropic": _anthropic,
+    "openrouter": _openrouter, "anthropic": _anthropic, "ollama_think": _ollama_think,
 }
 
 

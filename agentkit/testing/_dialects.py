@@ -42,6 +42,8 @@ class Dialect:
     #: which tool-call turns must come back with their reasoning, and in which field
     replay_scope: Literal["all", "tool_loop", "never"] | None = None
     replay_field: str = "reasoning_content"
+    #: a second, native route (Ollama `/api/chat`, NDJSON)
+    native_path: str | None = None
 
 
 DIALECTS: Mapping[str, Dialect] = {d.name: d for d in (
@@ -64,7 +66,7 @@ DIALECTS: Mapping[str, Dialect] = {d.name: d for d in (
     Dialect("raw", reasoning_fields=(), open_tag=False, text_tools=True),
     Dialect("raw-tagged", reasoning_fields=(), text_tools=True),
     Dialect("ollama", reasoning_fields=("reasoning",), reuse_index=True,
-            replay_scope="tool_loop", replay_field="reasoning"),
+            replay_scope="tool_loop", replay_field="reasoning", native_path="/api/chat"),
     Dialect("openai", reasoning_fields=(), checks=("openai",)),
     Dialect("gemini", reasoning_fields=(), think_tag=("<thought>", "</thought>"), gemini=True,
             id_style="gemini", empty_content=None, checks=("gemini",)),

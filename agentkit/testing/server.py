@@ -35,6 +35,7 @@ from agentkit.testing._dialect_anthropic import (
     render_anthropic_events,
     render_anthropic_json,
 )
+from agentkit.testing._dialect_ollama import check_ollama_native, render_ndjson
 from agentkit.testing._dialects import (
     DIALECTS,
     Dialect,
@@ -143,6 +144,11 @@ class ScriptedModelServer:
         return self._port
 
     @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (Ollama native clients append ``/api/chat``)."""
+        return f"http://{self.host}:{self._port}"
+
+    @property
     def base_url(self) -> str:
         """What a client's `base_url` should be (``/v1`` included for OpenAI-style dialects)."""
         root = f"http://{self.host}:{self._port}"
@@ -245,9 +251,13 @@ class ScriptedModelServer:
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         return rec
 
+    def _native(self, path: str) -> bool:
+        native = self.dialect.native_path
+        return native is not None and path.split("?")[0].endswith(native)
+
     def _precheck(self, path: str, headers: Mapping[str, str], body: Any) -> ErrorReply | None:
         want = "/v1/messages" if self.dialect.wire == "anthropic" else "/chat/completions"
-        if not path.split("?")[0].endswith(want):
+        if not path.split("?")[0].endswith(want) and not self._native(path):
             return error(404, f"no route for {path} (dialect {self.dialect.name} serves *{want})")
         if not isinstance(body, dict):
             return error(400, "We could not parse the JSON body of your request.")
@@ -264,6 +274,8 @@ class ScriptedModelServer:
             return None
         if self.dialect.wire == "anthropic":
             return check_anthropic(body, headers, self.issued)
+        if self._native(path):
+            return check_ollama_native(body, self.issued)
         return check_request(self.dialect, body, self.issued)
 
     async def _respond(self, req: tuple[str, str, dict[str, str], Any],
@@ -288,7 +300,30 @@ class ScriptedModelServer:
             await _write_raw(writer, _head(200, {"Content-Type": "application/json",
                                                  "Content-Length": "100000"}), item.after_bytes)
             return False
+        if self._native(path):
+            return await self._write_ndjson(item, body, writer)
         return await self._write_reply(item, body, writer)
+
+    async def _write_ndjson(self, r: Reply, body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        stream = body.get("stream", True) is not False  # Ollama streams unless told not to
+        lines, issued, keys = render_ndjson(r, str(body.get("model", "scripted")), self.chunk_chars,
+                                            stream=stream)
+        for key in keys:
+            self.issued[key] = issued
+        if not stream:
+            await _write_json(writer, 200, lines[0], {})
+            return True
+        frames = [json.dumps(line).encode() + b"\n" for line in lines]
+        writer.write(_head(200, {"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"}))
+        for i, frame in enumerate(frames):
+            if r.reset_after is not None and i >= r.reset_after:
+                await writer.drain()
+                _abort(writer)
+                return False
+            writer.write(_chunk(frame))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
 
     async def _write_reply(self, r: Reply, body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
         self._turns += 1
