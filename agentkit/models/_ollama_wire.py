@@ -82,8 +82,9 @@ class NdjsonTranslator:
         if fragments:
             delta["tool_calls"] = fragments
         done = bool(line.get("done"))
+        finish = (line.get("done_reason") or "stop") if done else None
         chunk: dict[str, Any] = {"model": line.get("model"), "choices": [
-            {"index": 0, "delta": delta, "finish_reason": (line.get("done_reason") or "stop") if done else None}]}
+            {"index": 0, "delta": delta, "finish_reason": finish}]}
         if done:
             chunk["usage"] = {"prompt_tokens": line.get("prompt_eval_count") or 0,
                               "completion_tokens": line.get("eval_count") or 0}
