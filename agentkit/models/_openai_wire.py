@@ -22,7 +22,12 @@ from agentkit.messages import (
     Turn,
     Usage,
 )
-from agentkit.models._parsing import ThinkSplitter, ToolCallAccumulator, extract_text_tool_calls
+from agentkit.models._parsing import (
+    Piece,
+    ThinkSplitter,
+    ToolCallAccumulator,
+    extract_text_tool_calls,
+)
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
 from agentkit.models.profiles import Profile, reasoning_params, thinking_enabled
 from agentkit.task import ModelSpec
@@ -198,7 +203,8 @@ class TurnBuilder:
                 self._add_detail(item, emit_text=not took_field)
         content = d.get("content")
         if isinstance(content, str) and content:
-            for kind, piece in (self._split.feed(content) if self._split else [("text", content)]):
+            pieces: list[Piece] = self._split.feed(content) if self._split else [("text", content)]
+            for kind, piece in pieces:
                 self._emit(kind, piece)
         for frag in d.get("tool_calls") or []:
             if isinstance(frag, dict):
