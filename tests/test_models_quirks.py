@@ -352,3 +352,26 @@ async def test_gemini_usage_on_every_chunk_is_not_summed() -> None:
     assert json.dumps(srv.requests[0].body["stream_options"]) == '{"include_usage": true}'
     assert (turn.usage.input_tokens, turn.usage.output_tokens) == (9, 4)
     assert turn.message.reasoning == "think" and turn.message.text == "hello there"
+
+
+async def test_anthropic_opus_47_gets_adaptive_instead_of_a_budget() -> None:
+    async with ScriptedModelServer("anthropic") as srv:
+        srv.script(reply(content="ok"))
+        llm = make_model(srv, "anthropic", "claude-opus-4-7", reasoning=ReasoningSpec(budget_tokens=4000))
+        assert (await llm.turn([Message.user("q")])).message.text == "ok"
+        await llm.aclose()
+    body = srv.requests[0].body
+    assert body["thinking"] == {"type": "adaptive"} and "anthropic-beta" not in srv.requests[0].headers
+
+
+async def test_non_streamed_calls_without_ids_or_indexes_stay_separate() -> None:
+    message = {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
+        {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Bergen"}'}}]}
+    async with ScriptedModelServer("llamacpp") as srv:
+        srv.script(raw(body={"choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]}))
+        llm = make_model(srv, "llamacpp")
+        turn = await llm.turn([Message.user("q")], TOOLS)
+        await llm.aclose()
+    calls = turn.message.tool_calls
+    assert [c.arguments["city"] for c in calls] == ["Oslo", "Bergen"] and calls[0].id != calls[1].id

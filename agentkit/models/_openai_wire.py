@@ -175,7 +175,13 @@ class TurnBuilder:
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
                 continue
-            self._delta(choice.get("delta") or choice.get("message") or {})
+            whole = choice.get("message")
+            if isinstance(whole, dict):  # a non-streamed message: each call is complete
+                calls = [{"index": n, **c} if isinstance(c, dict) and "index" not in c else c
+                         for n, c in enumerate(whole.get("tool_calls") or [])]
+                self._delta({**whole, "tool_calls": calls})
+            else:
+                self._delta(choice.get("delta") or {})
             if choice.get("finish_reason"):
                 self.finish = choice["finish_reason"]
 

@@ -88,6 +88,8 @@ class AnthropicModel:
             body["system"] = system
         body["max_tokens"] = settings.max_tokens or spec.max_tokens or _DEFAULT_MAX_TOKENS
         body.update(reasoning_params(self.profile, spec.reasoning, model=spec.model, stream=stream))
+        if "budget_tokens" in body.get("thinking", {}) and self.profile.refuses("budget_tokens", spec.model):
+            body["thinking"] = {"type": "adaptive"}
         budget = (body.get("thinking") or {}).get("budget_tokens")
         if budget is not None and body["max_tokens"] <= budget:
             body["max_tokens"] += budget  # budget_tokens must stay below max_tokens

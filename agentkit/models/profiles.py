@@ -160,6 +160,8 @@ PROFILES: Mapping[str, Profile] = {p.name: p for p in (
             replay=_NEVER),
     Profile("anthropic", wire="anthropic", base_url="https://api.anthropic.com",
             api_key_env="ANTHROPIC_API_KEY", reasoning_params=("anthropic",),
+            # Opus 4.7+ answers 400 to manual budgets: adaptive thinking is used instead
+            refused=(Refusal("budget_tokens", models=r"claude-opus-(4-[7-9]|[5-9])"),),
             thinking_tool_choice=("auto", "none"),
             replay=ReplayRule(scope="all", field=None)),
     Profile("generic", reasoning_fields=("reasoning_content", "reasoning"),

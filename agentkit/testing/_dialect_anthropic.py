@@ -4,6 +4,7 @@ SSE events, and the rules the real API enforces on thinking replay and parameter
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,7 +111,11 @@ def check_anthropic(body: dict[str, Any], headers: Mapping[str, str],
         return _bad("anthropic-version: header is required")
     thinking = body.get("thinking") or {}
     on = thinking.get("type") in ("enabled", "adaptive")
-    if thinking.get("type") == "enabled" and thinking.get("budget_tokens", 0) >= body.get("max_tokens", 0):
+    manual = thinking.get("type") == "enabled"
+    if manual and re.search(r"claude-opus-(4-[7-9]|[5-9])", str(body.get("model"))):
+        return _bad("thinking.type.enabled is not supported for this model. Use thinking.type."
+                    "adaptive and output_config.effort to control thinking behavior.")
+    if manual and thinking.get("budget_tokens", 0) >= body.get("max_tokens", 0):
         return _bad("`max_tokens` must be greater than `thinking.budget_tokens`")
     choice = body.get("tool_choice") or {}
     if on and choice.get("type") in ("any", "tool"):
