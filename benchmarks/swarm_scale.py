@@ -1,0 +1,104 @@
+"""100 sub-agents making 1,500 tool calls: scheduler efficiency, peak memory, ledger rate.
+
+    python benchmarks/swarm_scale.py                       # ~10 s
+    python benchmarks/swarm_scale.py --agents 100 --calls 15 --latency 0.5
+
+The whole stack runs for real: a hand-written 100-node plan (planner skipped, so the figure is
+the engine's), the real agent loop, the DeepSeek wire adapter and resilience layer over HTTP to
+a `ScriptedModelServer` on 127.0.0.1 (it answers every model turn after `--latency` seconds: the
+simulated model), the real `list_files` tool (fast), the hash-chained ledger. Each agent makes
+`--calls` tool calls, 5 per model turn, then answers; the synthesizer answers last.
+
+Physical limit: T_phys = (turns per agent + 1 synthesizer turn) × latency (tools are ~0);
+η = T_phys / makespan. Baseline in the same run: the same workload with the ledger off, so the
+ledger's cost shows as a makespan ratio. Peak RSS is the whole process (server included).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _swarm_sim import role_of, sub_task, tool_results
+from agentkit.swarm import RunResult, arun
+
+from agentkit.task import TaskSpec
+from agentkit.testing import RecordedRequest, ScriptedModelServer, call, reply
+
+PER_TURN = 5
+
+
+def route(latency: float, calls: int) -> Any:
+    def answer(req: RecordedRequest) -> Any:
+        if role_of(req) == "synthesizer":
+            return reply("All agents finished.", reasoning="Summarise.", delay=latency)
+        done = tool_results(req)
+        if done < calls:
+            n = min(PER_TURN, calls - done)
+            return reply(reasoning=f"List again ({done} done).", delay=latency,
+                         tool_calls=[call("list_files", {}) for _ in range(n)])
+        return reply(f"{sub_task(req)}: listed {done} times.", reasoning="Done.", delay=latency)
+    return answer
+
+
+def task(base_url: str, agents: int, workspace: Path) -> TaskSpec:
+    return TaskSpec.model_validate({
+        "name": "scale", "goal": "List the workspace many times.", "model": "sim",
+        "models": {"sim": {"profile": "deepseek", "model": "deepseek-chat", "base_url": base_url,
+                           "api_key_env": "SIM_KEY", "max_tokens": 256, "stream": False}},
+        "tools": ["list_files"], "workspace": str(workspace),
+        "budget": {"max_agents": agents, "max_nodes": agents, "max_steps": 50},
+        "plan": {"nodes": [{"id": f"a{i}", "goal": f"agent {i}", "tools": ["list_files"]}
+                           for i in range(agents)]},
+    })
+
+
+async def one_run(srv: ScriptedModelServer, args: argparse.Namespace, tmp: Path,
+                  ledger: bool) -> tuple[RunResult, float]:
+    spec = task(srv.base_url, args.agents, tmp)
+    start = time.perf_counter()
+    result = await arun(spec, ledger_dir=tmp / "ledger" if ledger else None,
+                        environ={"SIM_KEY": "sk-sim"})
+    return result, time.perf_counter() - start
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", type=int, default=100)
+    parser.add_argument("--calls", type=int, default=15, help="tool calls per agent")
+    parser.add_argument("--latency", type=float, default=0.5, help="seconds per model turn")
+    args = parser.parse_args()
+    turns = math.ceil(args.calls / PER_TURN) + 1
+    t_phys = (turns + 1) * args.latency
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        (tmp / "data.txt").write_text("x\n")
+        async with ScriptedModelServer("deepseek") as srv:
+            srv.default = route(args.latency, args.calls)
+            await one_run(srv, args, tmp, ledger=False)  # warm-up (imports, first connections)
+            base, base_t = await one_run(srv, args, tmp, ledger=False)
+            result, took = await one_run(srv, args, tmp, ledger=True)
+        assert result.status == base.status == "succeeded", (result.error, base.error)
+        lines = Path(result.ledger or "").read_text().splitlines()
+        kinds = [json.loads(x)["kind"] for x in lines]
+    tool_calls = sum(1 for k in kinds if k == "tool.result")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{args.agents} agents, {tool_calls} tool calls, {kinds.count('model.request')} model "
+          f"calls, model latency {args.latency} s/turn, {turns} turns per agent")
+    print(f"T_phys {t_phys:.2f} s (({turns} agent turns + 1 synthesizer turn) × latency)")
+    print(f"ledger off: makespan {base_t:.2f} s  η {t_phys / base_t:.3f}")
+    print(f"ledger on : makespan {took:.2f} s  η {t_phys / took:.3f}  "
+          f"(ledger on / off makespan {took / base_t:.3f}×)")
+    print(f"ledger: {len(lines)} events, {len(lines) / took:.0f} events/s over the run")
+    print(f"peak RSS {peak:.0f} MB (whole process, scripted server included; goal ≤ 300 MB)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
