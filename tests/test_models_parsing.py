@@ -208,3 +208,18 @@ def test_gemini_message_level_signature_echoed() -> None:
     wire = wire_messages(get_profile("gemini"), [turn.message])
     assert wire[0]["extra_content"] == {"google": {"thought_signature": "M"}}
     assert "extra_content" not in wire_messages(get_profile("deepseek"), [turn.message])[0]
+
+
+def test_text_tool_calls_in_other_model_formats() -> None:
+    kimi = ("Checking.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+            '<|tool_call_argument_begin|>{"city": "Oslo"}<|tool_call_end|><|tool_calls_section_end|>')
+    rest, [c] = extract_text_tool_calls(kimi, [])
+    assert (rest, c.id, c.name, c.arguments) == ("Checking.", "functions.get_weather:0", "get_weather",
+                                                 {"city": "Oslo"})
+    llama = 'Sure. <function=get_weather>{"city": "Oslo"}</function>'
+    rest, [c] = extract_text_tool_calls(llama, [])
+    assert (rest, c.name, c.arguments) == ("Sure.", "get_weather", {"city": "Oslo"})
+    coder = ("<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n</parameter>\n"
+             "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>")
+    rest, [c] = extract_text_tool_calls(coder, [])
+    assert (rest, c.arguments) == ("", {"city": "Oslo", "days": 3})

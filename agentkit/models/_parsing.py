@@ -267,26 +267,59 @@ def _new_id(n: int) -> str:
 
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _FENCED = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.S)
+#: Llama 3.x ``<function=name>{json}</function>`` and Qwen3-Coder ``<parameter=k>v</parameter>``
+_FUNCTION = re.compile(r"<function=([\w.\-]+)>\s*(.*?)\s*</function>", re.S)
+_PARAMETER = re.compile(r"<parameter=([\w.\-]+)>\s*(.*?)\s*</parameter>", re.S)
+#: Kimi K2 special tokens; the id ``functions.name:idx`` is kept exactly
+_KIMI = re.compile(r"<\|tool_call_begin\|>\s*((?:functions\.)?([\w\-]+)(?::\d+)?)\s*"
+                   r"<\|tool_call_argument_begin\|>\s*(.*?)\s*<\|tool_call_end\|>", re.S)
+_LEFTOVERS = re.compile(r"<\|tool_calls_section_(?:begin|end)\|>|<tool_call>\s*</tool_call>")
 
 
 def extract_text_tool_calls(text: str, tool_names: Iterable[str]) -> tuple[str, list[ToolCallPart]]:
-    """(remaining text, calls). `<tool_call>` blocks are always calls; a fenced JSON block is
-    one only if it names an offered tool, so ordinary JSON in an answer stays text."""
+    """(remaining text, calls) for servers without a tool-call parser. Kimi tokens,
+    ``<function=...>`` and ``<tool_call>`` blocks are always calls; a fenced JSON block is one
+    only if it names an offered tool, so ordinary JSON in an answer stays text."""
     names = set(tool_names)
     calls: list[ToolCallPart] = []
 
-    def take(match: re.Match[str], require_known: bool) -> str:
-        call = _call_from_json(match.group(1), len(calls))
+    def kimi(m: re.Match[str]) -> str:
+        calls.append(make_tool_call(m.group(1), m.group(2), m.group(3)))
+        return ""
+
+    def function(m: re.Match[str]) -> str:
+        body = m.group(2)
+        params = {k: _scalar(v) for k, v in _PARAMETER.findall(body)}
+        raw: Any = params if params or not body else body
+        calls.append(make_tool_call(_new_id(len(calls)), m.group(1), raw))
+        return ""
+
+    def tagged(m: re.Match[str], require_known: bool) -> str:
+        call = _call_from_json(m.group(1), len(calls))
         if call is None or (require_known and call.name not in names):
-            return match.group(0)
+            return m.group(0)
         calls.append(call)
         return ""
 
+    if "<|tool_call_begin|>" in text:
+        text = _KIMI.sub(kimi, text)
+    if "<function=" in text:
+        text = _FUNCTION.sub(function, text)
     if "<tool_call>" in text:
-        text = _TAGGED.sub(lambda m: take(m, False), text)
+        text = _TAGGED.sub(lambda m: tagged(m, False) if m.group(1) else "", text)
     if "```" in text and names:
-        text = _FENCED.sub(lambda m: take(m, True), text)
-    return (text.strip() if calls else text), calls
+        text = _FENCED.sub(lambda m: tagged(m, True), text)
+    if calls:
+        text = _LEFTOVERS.sub("", text).strip()
+    return text, calls
+
+
+def _scalar(value: str) -> Any:
+    """A `<parameter>` value: JSON when it parses (numbers, lists), else the text."""
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
 
 
 def _call_from_json(body: str, n: int) -> ToolCallPart | None:
