@@ -96,3 +96,39 @@ def test_unknown_dialect_is_a_clear_error() -> None:
 def test_error_helper_shapes() -> None:
     e = error(429, "slow", retry_after=7)
     assert e.headers == {"Retry-After": "7"} and e.body["error"]["message"] == "slow"
+
+
+@pytest.mark.parametrize(("dialect", "extra", "words"), [
+    ("openai", {"max_tokens": 10}, "Use 'max_completion_tokens' instead"),
+    ("openai", {"temperature": 0.2}, "Only the default (1) value is supported"),
+    ("xai", {"model": "grok-4", "reasoning_effort": "high"}, "does not support parameter reasoningEffort"),
+    ("xai", {"model": "grok-3-mini", "stop": ["x"]}, "does not support parameter stop"),
+    ("dashscope", {"enable_thinking": True}, "must be set to false for non-streaming calls"),
+    ("dashscope", {"enable_thinking": True, "stream": True, "tool_choice": "required"},
+     "does not support being set to required"),
+    ("kimi", {"thinking": True}, "thinking must be an object"),
+    ("deepseek", {"messages": [{"role": "tool", "tool_call_id": "nope", "content": "x"}]},
+     "must be a response to a preceding message with 'tool_calls'"),
+])
+def test_server_refuses_what_the_provider_refuses(dialect: str, extra: dict[str, object],
+                                                  words: str) -> None:
+    with ScriptedModelServer(dialect, script=(reply(content="ok"),)) as srv, httpx.Client() as client:
+        resp = _post(client, srv, **extra)
+    assert resp.status_code == 400 and words in resp.text
+    assert srv.pending == 1 and srv.requests[0].status == 400  # a refusal consumes no script item
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ({"thinking": {"type": "enabled", "budget_tokens": 2000}, "max_tokens": 1000},
+     "`max_tokens` must be greater than `thinking.budget_tokens`"),
+    ({"thinking": {"type": "adaptive"}, "tool_choice": {"type": "any"}},
+     "Thinking may not be enabled when tool_choice forces tool use"),
+    ({"model": "claude-opus-4-7", "thinking": {"type": "enabled", "budget_tokens": 1024}},
+     "thinking.type.enabled is not supported for this model"),
+])
+def test_anthropic_server_refusals(extra: dict[str, object], words: str) -> None:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 4096, "messages": [], **extra}
+    with ScriptedModelServer("anthropic") as srv, httpx.Client() as client:
+        resp = client.post(srv.base_url + "/v1/messages", json=body,
+                           headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
+    assert resp.status_code == 400 and words in resp.text
