@@ -28,6 +28,7 @@ from typing import Any
 
 from agentkit.sandboxes.docker import DockerSandboxClient, container_kwargs, owner_label
 from agentkit.sandboxes.pool import SandboxPool
+
 from agentkit.task import SandboxSettings
 
 RUN_ID = "bench-sandbox-latency"
@@ -117,7 +118,8 @@ async def wait_warm(pool: SandboxPool, size: int) -> None:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=200, help="snippets per mode and level")
     parser.add_argument("--parallel", default="1,4,16", help="concurrency levels")
     parser.add_argument("--skip-cold", action="store_true", help="skip the slow cold baseline")

@@ -274,9 +274,10 @@ def main():
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     state: dict = {}
-    out.write(b'{"ok": true, "ready": true}\n')
+    out.write(b'{"ok": true, "ready": true, "id": null}\n')
     out.flush()
     for line in sys.stdin.buffer:
+        req = None
         try:
             req = json.loads(line)
             op = req.get("op")
@@ -288,6 +289,7 @@ def main():
                 answer = {"ok": True, "pong": True}
         except Exception as exc:
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        answer["id"] = req.get("id") if isinstance(req, dict) else None
         out.write((json.dumps(answer) + "\n").encode())
         out.flush()
 

@@ -233,7 +233,9 @@ class DockerSandboxClient:
     async def kill(self, sandbox_id: str) -> None:
         """Stop a runaway container now (the host deadline); removal follows in `destroy`."""
         def kill() -> None:
-            with contextlib.suppress(_docker().errors.APIError):
+            # best effort: a gone container or a slow engine must not mask the real error;
+            # `destroy` removes it (force) afterwards either way
+            with contextlib.suppress(Exception):
                 self._docker.api.kill(sandbox_id)
         await asyncio.to_thread(kill)
 
@@ -295,6 +297,7 @@ class DockerSession:
         self._writer: asyncio.StreamWriter | None = None
         self._raw: Any = None
         self._pending = bytearray()
+        self._next_id = 0
         self._guest_stderr = bytearray()
         self.broken: str | None = None
         #: contents last seen per /workspace path (for diffs), kept by the run_code tool
@@ -310,7 +313,7 @@ class DockerSession:
         self._reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
         if start:
             await asyncio.to_thread(api.start, self.id)
-            await self._read_answer(30.0, limit=4096)
+            await self._read_answer(30.0, 4096, None)
         else:
             await self._request({"op": "ping"}, 10.0, 4096)
 
@@ -321,6 +324,7 @@ class DockerSession:
         if self._raw is not None:
             with contextlib.suppress(Exception):
                 self._raw.close()
+                self._raw._sock.close()
             self._raw = None
 
     async def exec(self, code: str, *, language: Language = "python",
@@ -382,10 +386,12 @@ class DockerSession:
                                "needed")
         async with self._lock:
             assert self._writer is not None
+            self._next_id += 1
+            req = {**req, "id": self._next_id}
             try:
                 self._writer.write(json.dumps(req).encode() + b"\n")
                 await self._writer.drain()
-                return await self._read_answer(deadline_s, limit)
+                return await self._read_answer(deadline_s, limit, req["id"])
             except (ConnectionError, OSError) as exc:
                 raise await self._fail("crashed", f"lost the sandbox connection: {exc}") from None
             except BaseException:
@@ -393,18 +399,23 @@ class DockerSession:
                 self.broken = self.broken or "interrupted"
                 raise
 
-    async def _read_answer(self, deadline_s: float, limit: int) -> dict[str, Any]:
+    async def _read_answer(self, deadline_s: float, limit: int, want_id: int | None) -> dict[str, Any]:
+        """The answer to request `want_id`; lines with another id (injected by code inside the
+        container, which runs as the same user as the agent) are skipped, within `limit`."""
         try:
             async with asyncio.timeout(deadline_s):
-                while b"\n" not in self._pending:
-                    await self._read_frame(limit)
+                while True:
+                    while b"\n" not in self._pending:
+                        await self._read_frame(limit)
+                    line, _, rest = bytes(self._pending).partition(b"\n")
+                    self._pending = bytearray(rest)
+                    answer = _parse_answer(line)
+                    if answer is not None and answer.get("id") == want_id:
+                        break
         except TimeoutError:
             await self.client.kill(self.id)
             raise await self._fail("timeout", f"no answer within {deadline_s:g} s; the container "
                                    "was killed") from None
-        line, _, rest = bytes(self._pending).partition(b"\n")
-        self._pending = bytearray(rest)
-        answer: dict[str, Any] = json.loads(line)
         if not answer.get("ok"):
             raise SandboxError("sandbox_error", str(answer.get("error", "unknown error")))
         return answer
@@ -447,6 +458,14 @@ class DockerSession:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await asyncio.shield(self.close())
+
+
+def _parse_answer(line: bytes) -> dict[str, Any] | None:
+    try:
+        answer = json.loads(line)
+    except ValueError:
+        return None
+    return answer if isinstance(answer, dict) else None
 
 
 def _result(answer: dict[str, Any], cap: int) -> ExecResult:

@@ -190,3 +190,34 @@ async def test_mount_and_unshare_are_refused(rt: Runtime) -> None:
     assert "mount=refused" in text and "unshare_user=refused" in text, text
     assert "unshare_mnt=refused" in text and "raw_unshare= -1" in text, text
     await assert_next_call_works(rt)
+
+
+# The in-container agent runs as the same user as the code, so code can attack it. The
+# container stays the boundary; the host notices and replaces the sandbox.
+GUEST_PID = "gp=$(cut -d' ' -f4 /proc/$PPID/stat)\n"  # bash <- timeout <- agent
+
+
+async def test_killing_the_in_container_agent_is_a_crash_and_the_run_goes_on(rt: Runtime) -> None:
+    with pytest.raises(SandboxError) as info:
+        await run_code(rt, language="bash", code=GUEST_PID + "kill -9 $gp; sleep 5")
+    assert info.value.code == "crashed"
+    await assert_next_call_works(rt)
+
+
+async def test_a_frozen_agent_hits_the_host_deadline(rt: Runtime) -> None:
+    with pytest.raises(SandboxError) as info:
+        await run_code(rt, language="bash", code=GUEST_PID + "kill -STOP $gp; sleep 60", timeout_s=1)
+    assert info.value.code == "timeout" and "container was killed" in info.value.message
+    await assert_next_call_works(rt)
+
+
+async def test_flooding_the_agent_channel_is_an_output_limit(rt: Runtime) -> None:
+    code = GUEST_PID + (
+        "for fd in /proc/$gp/fd/*; do\n"
+        "  case $(readlink $fd) in pipe:*) [ ${fd##*/} != 0 ] && "
+        "(head -c 300000000 /dev/zero | tr '\\0' x > $fd &) ;; esac\n"
+        "done\nsleep 5")
+    with pytest.raises(SandboxError) as info:
+        await run_code(rt, language="bash", code=code)
+    assert info.value.code == "output_limit"
+    await assert_next_call_works(rt)
