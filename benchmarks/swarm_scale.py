@@ -69,6 +69,10 @@ async def one_run(srv: ScriptedModelServer, args: argparse.Namespace, tmp: Path,
     return result, time.perf_counter() - start
 
 
+def read_lines(path: str | None) -> list[str]:
+    return Path(path or "").read_text().splitlines()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--agents", type=int, default=100)
@@ -86,7 +90,7 @@ async def main() -> None:
             base, base_t = await one_run(srv, args, tmp, ledger=False)
             result, took = await one_run(srv, args, tmp, ledger=True)
         assert result.status == base.status == "succeeded", (result.error, base.error)
-        lines = Path(result.ledger or "").read_text().splitlines()
+        lines = read_lines(result.ledger)
         kinds = [json.loads(x)["kind"] for x in lines]
     tool_calls = sum(1 for k in kinds if k == "tool.result")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
