@@ -146,6 +146,10 @@ def test_profiles_lookup_and_required_set() -> None:
      {"separate_reasoning": True, "chat_template_kwargs": {"enable_thinking": True}}),
     ("ollama", "x", ReasoningSpec(enabled=False), False, {"reasoning_effort": "none"}),
     ("gemini", "x", ReasoningSpec(effort="low"), False, {"reasoning_effort": "low"}),
+    ("gemini", "x", ReasoningSpec(budget_tokens=8000), False, {"extra_body": {"google": {
+        "thinking_config": {"thinking_budget": 8000, "include_thoughts": True}}}}),
+    ("gemini", "x", ReasoningSpec(enabled=False), False, {"reasoning_effort": "none"}),
+    ("xai", "grok-3-mini", ReasoningSpec(effort="medium"), False, {"reasoning_effort": "high"}),
     ("openai", "o3", ReasoningSpec(effort="medium"), False, {"reasoning_effort": "medium"}),
     ("xai", "grok-3-mini", ReasoningSpec(effort="high"), False, {"reasoning_effort": "high"}),
     ("xai", "grok-4", ReasoningSpec(effort="high"), False, {}),   # refused on grok-4

@@ -375,3 +375,15 @@ async def test_non_streamed_calls_without_ids_or_indexes_stay_separate() -> None
         await llm.aclose()
     calls = turn.message.tool_calls
     assert [c.arguments["city"] for c in calls] == ["Oslo", "Bergen"] and calls[0].id != calls[1].id
+
+
+async def test_gemini_budget_goes_to_thinking_config_not_with_effort() -> None:
+    async with ScriptedModelServer("gemini") as srv:
+        srv.script(reply(content="ok", reasoning="t"))
+        llm = make_model(srv, "gemini", reasoning=ReasoningSpec(budget_tokens=1024, effort="high"))
+        turn = await llm.turn([Message.user("q")])
+        await llm.aclose()
+    body = srv.requests[0].body
+    assert "reasoning_effort" not in body and turn.message.reasoning == "t"
+    assert body["extra_body"]["google"]["thinking_config"] == {"thinking_budget": 1024,
+                                                               "include_thoughts": True}

@@ -149,10 +149,10 @@ PROFILES: Mapping[str, Profile] = {p.name: p for p in (
             replay=_NEVER),
     Profile("gemini", base_url="https://generativelanguage.googleapis.com/v1beta/openai",
             api_key_env="GEMINI_API_KEY", think_tags=(THOUGHT,),
-            reasoning_params=("effort_or_none",), stream_usage=True,
+            reasoning_params=("gemini",), stream_usage=True,
             replay=ReplayRule(scope="never", field=None, extra_content=True)),
     Profile("xai", base_url="https://api.x.ai/v1", api_key_env="XAI_API_KEY",
-            reasoning_params=("effort",),
+            reasoning_params=("xai_effort",),
             refused=(Refusal("reasoning_effort", except_models=r"grok-3-mini|grok-4\.3"),
                      Refusal("stop", models=r"grok-3-mini|grok-4"),
                      Refusal("presence_penalty", models=r"grok-3-mini|grok-4"),
@@ -245,6 +245,26 @@ def _openrouter(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     return {"reasoning": obj}
 
 
+def _gemini(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
+    """A budget goes in Google's thinking_config (with include_thoughts, or no thought text
+    comes back); an effort in reasoning_effort. Never both: level + budget is a 400."""
+    if not on:
+        return {"reasoning_effort": "none"}
+    if r.budget_tokens:
+        return {"extra_body": {"google": {"thinking_config": {
+            "thinking_budget": r.budget_tokens, "include_thoughts": True}}}}
+    if r.effort:
+        return {"reasoning_effort": r.effort}
+    return {"extra_body": {"google": {"thinking_config": {"include_thoughts": True}}}}
+
+
+def _xai_effort(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
+    """grok-3-mini takes only low/high."""
+    if not r.effort or r.effort == "none":
+        return {}
+    return {"reasoning_effort": "low" if r.effort in ("minimal", "low") else "high"}
+
+
 def _ollama_think(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     if not on:
         return {"think": False}
@@ -267,6 +287,7 @@ _MAPPERS: Mapping[str, _Mapper] = {
     "template_thinking": _template_thinking, "template_enable_thinking": _template_enable_thinking,
     "separate_reasoning": _separate_reasoning, "dashscope": _dashscope,
     "openrouter": _openrouter, "anthropic": _anthropic, "ollama_think": _ollama_think,
+    "gemini": _gemini, "xai_effort": _xai_effort,
 }
 
 

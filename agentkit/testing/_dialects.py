@@ -302,6 +302,10 @@ def _check_openrouter(d: Dialect, body: dict[str, Any], issued: Mapping[str, Iss
 
 
 def _check_gemini(d: Dialect, body: dict[str, Any], issued: Mapping[str, Issued]) -> ErrorReply | None:
+    config = (((body.get("extra_body") or {}).get("google") or {}).get("thinking_config") or {})
+    if "thinking_budget" in config and ("thinking_level" in config or "reasoning_effort" in body):
+        return _bad("thinking_budget and thinking_level (reasoning_effort) cannot be combined",
+                    array=True)
     for i, m in _assistant_calls(body):
         for n, c in enumerate(m["tool_calls"]):
             sent = issued.get(str(c.get("id")))
