@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import threading
@@ -38,25 +39,46 @@ BLOB_THRESHOLD = 64 * 1024
 PREVIEW_CHARS = 512
 
 FsyncPolicy = Literal["close", "always", "never", "interval"]
-Redactor = Callable[[Any], Any]
+#: a redactor rewrites the canonical JSON text of an event's `data` (a JSON object)
+Redactor = Callable[[str], str]
 
-_SECRET_KEYS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key",
-                          "apikey", "cookie", "set-cookie", "password", "passwd", "secret",
-                          "token", "access-token", "refresh-token", "client-secret", "auth-token",
-                          "x-goog-api-key"})
+# A key names a credential if it is one of these, or ends in -token/-secret/-password/-api-key
+# (so "max_tokens" and "tokens" are kept: they are counts, not credentials).
+_KEY_NAMES = (r"(?:authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]?key|"
+              r"cookie|set-cookie|passwd|password|secret|token|"
+              r"[A-Za-z0-9_-]*[-_](?:token|secret|password|api[-_]?key))")
+_SECRET_KEY = re.compile(rf'"(?i:{_KEY_NAMES})":(?:"(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|true|false)')
+_SECRET_KEY_NESTED = re.compile(rf'"(?i:{_KEY_NAMES})":[\[{{]')
+_SECRET_KEY_EXACT = re.compile(rf"(?i:{_KEY_NAMES})\Z")
+# On JSON text: no pattern can cross a string boundary (none matches a bare '"').
+# Each alternative starts with a literal (the regex engine then skips ahead fast); the word
+# boundary is a lookbehind *after* the literal, which keeps that optimisation.
 _SECRET_PATTERN = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE)[A-Z ]*-----.*?-----END [A-Z0-9 ]*-----"
-    r"|\bsk-(?:ant-)?[A-Za-z0-9_\-]{8,}"
-    r"|\bBearer\s+[A-Za-z0-9._~+/=\-]{6,}"
-    r"|\bAKIA[0-9A-Z]{16}\b",
-    re.DOTALL)
+    r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE)[A-Z ]*-----[^\"]*?-----END [A-Z0-9 ]*-----"
+    r"|sk-(?<![A-Za-z0-9]sk-)(?:ant-)?[A-Za-z0-9_\-]{8,}"
+    r"|Bearer(?<![A-Za-z0-9]Bearer)(?:\s|\\[tnr])+[A-Za-z0-9._~+/=\-]{6,}"
+    r"|AKIA(?<![A-Za-z0-9]AKIA)[0-9A-Z]{16}(?![0-9A-Z])")
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\n\Z')
+
+
+_quote: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or \
+    json.encoder.py_encode_basestring  # what json.dumps(ensure_ascii=False) uses for a str
 
 
 def _dumps(obj: Any) -> str:
     """Canonical JSON: sorted keys, no whitespace, UTF-8 (what is hashed)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_json_default)
+    try:
+        return _ENCODER.encode(obj)
+    except TypeError:  # mixed key types cannot be sorted: make every key a string
+        return _ENCODER.encode(_str_keys(obj))
+
+
+def _str_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _str_keys(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_str_keys(v) for v in value]
+    return value
 
 
 def _json_default(obj: Any) -> Any:
@@ -70,68 +92,99 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
+# one encoder, made once: json.dumps with options builds a new one on every call
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            default=_json_default)
+
+
 # ---------------------------------------------------------------------------------------------
-# Redaction: one choke point, a list of plain callables
+# Redaction: one choke point, a list of plain callables over the canonical JSON text.
+# Working on the text (one C-speed regex pass) instead of walking the structure keeps the
+# audit cost per event close to the cost of serialising it at all.
 
 
-def _is_secret_key(key: str) -> bool:
-    norm = key.lower().replace("_", "-")
-    return norm in _SECRET_KEYS or norm.endswith(("-token", "-secret", "-password", "-api-key"))
-
-
-def redact_keys(value: Any) -> Any:
+def redact_keys(text: str) -> str:
     """Replace the value of any key that names a credential (Authorization, cookie, ...)."""
+    if not _may_hold_secret_key(text.lower()):  # fast path: most events
+        return text
+    if _SECRET_KEY_NESTED.search(text):  # rare: a credential key holding a list or mapping
+        return _dumps(_redact_keys_deep(json.loads(text)))
+    return _SECRET_KEY.sub(lambda m: m.group(0).split('":', 1)[0] + f'":"{REDACTED}"', text)
+
+
+def _may_hold_secret_key(lowered: str) -> bool:
+    """Cheap substring tests (C speed) that must hit before the key regex runs at all."""
+    return ('token":' in lowered or "authorization" in lowered or "secret" in lowered
+            or "passw" in lowered or "cookie" in lowered or "api-key" in lowered
+            or "api_key" in lowered or "apikey" in lowered)
+
+
+def _redact_keys_deep(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: (REDACTED if isinstance(k, str) and _is_secret_key(k) and v not in (None, "")
-                    else redact_keys(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_keys(v) for v in value]
+        return {k: (REDACTED if _SECRET_KEY_EXACT.match(k) and v not in (None, "")
+                    else _redact_keys_deep(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_keys_deep(v) for v in value]
     return value
-
-
-def map_strings(fn: Callable[[str], str]) -> Redactor:
-    """Lift a string rewrite to a redactor over any JSON-like value (keys included)."""
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return fn(value)
-        if isinstance(value, dict):
-            return {(fn(k) if isinstance(k, str) else k): walk(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [walk(v) for v in value]
-        return value
-
-    return walk
 
 
 def redact_patterns(text: str) -> str:
     """sk-..., sk-ant-..., Bearer ..., AKIA..., PEM blocks."""
-    if len(text) < 6:
-        return text
+    if not ("sk-" in text or "Bearer" in text or "AKIA" in text or "-----BEGIN" in text):
+        return text  # fast path: four substring scans in C
     return _SECRET_PATTERN.sub(REDACTED, text)
 
 
-def redact_values(secrets: Iterable[str]) -> Callable[[str], str]:
+def redact_values(secrets: Iterable[str]) -> Redactor:
     """Replace exact occurrences of configured secret values (API keys read from env vars)."""
     values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+    escaped = [json.dumps(s, ensure_ascii=False)[1:-1] for s in values]
 
     def rewrite(text: str) -> str:
-        for secret in values:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        return text
+        hits = [e for e in escaped if e in text]
+        if not hits:
+            return text
+        out = text
+        for secret in hits:
+            out = out.replace(secret, REDACTED)
+        try:
+            json.loads(out)
+            return out
+        except ValueError:  # a secret spanned JSON syntax: replace inside strings only
+            return _dumps(_map_strings(json.loads(text), values))
 
     return rewrite
 
 
+def _map_strings(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, dict):
+        return {_map_strings(k, secrets): _map_strings(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, secrets) for v in value]
+    return value
+
+
 def redaction_pipeline(secrets: Iterable[str] = ()) -> list[Redactor]:
-    """The default pipeline: credential keys, then secret patterns and exact secret values."""
-    by_value = redact_values(secrets)
-    return [redact_keys, map_strings(lambda s: by_value(redact_patterns(s)))]
+    """The default pipeline: credential keys, secret patterns, exact secret values."""
+    return [redact_keys, redact_patterns, redact_values(secrets)]
 
 
 # ---------------------------------------------------------------------------------------------
 # Large strings -> content-addressed blobs beside the ledger
+
+
+def _has_big_string(value: Any) -> bool:
+    if isinstance(value, str):
+        return len(value) > BLOB_THRESHOLD
+    if isinstance(value, dict):
+        return any(_has_big_string(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_big_string(v) for v in value)
+    return False
 
 
 def _offload(value: Any, store: Callable[[str], dict[str, Any]]) -> Any:
@@ -139,7 +192,7 @@ def _offload(value: Any, store: Callable[[str], dict[str, Any]]) -> Any:
         return store(value) if len(value) > BLOB_THRESHOLD else value
     if isinstance(value, dict):
         return {k: _offload(v, store) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_offload(v, store) for v in value]
     return value
 
@@ -210,11 +263,17 @@ class Ledger:
     def _add(self, kind: str, data: dict[str, Any], run_id: str, node_id: str | None,
              ts: float) -> None:
         """Redact, offload, chain, buffer (the caller holds the lock)."""
+        data_text = _dumps(data)
+        if len(data_text) > BLOB_THRESHOLD and _has_big_string(data):
+            data_text = _dumps(_offload(data, self._store_blob))
         for redact in self.redactors:
-            data = redact(data)
-        data = _offload(data, self._store_blob)
-        body = _dumps({"data": data, "kind": kind, "node_id": node_id, "prev": self.head,
-                       "run_id": run_id, "seq": self._seq, "ts": ts}).encode("utf-8")
+            data_text = redact(data_text)
+        # the canonical form of the record: keys in sorted order, as json.dumps would write them
+        node = "null" if node_id is None else _quote(node_id)
+        stamp = repr(ts) if type(ts) is float and math.isfinite(ts) else _dumps(ts)
+        body = (f'{{"data":{data_text},"kind":{_quote(kind)},"node_id":{node},'
+                f'"prev":"{self.head}","run_id":{_quote(run_id)},"seq":{self._seq},'
+                f'"ts":{stamp}}}').encode()
         self.head = hashlib.sha256(body).hexdigest()
         self._seq += 1
         line = body[:-1] + b',"hash":"' + self.head.encode() + b'"}\n'
@@ -299,6 +358,12 @@ class Ledger:
             self._flush(sync=self.fsync != "never")
 
     def _store_blob(self, text: str) -> dict[str, Any]:
+        """Redact the string with the same pipeline (as a JSON string literal), then store it
+        under its sha256; the record keeps a reference and a preview."""
+        literal = json.dumps(text, ensure_ascii=False)
+        for redact in self.redactors:
+            literal = redact(literal)
+        text = json.loads(literal)
         raw = text.encode("utf-8")
         sha = hashlib.sha256(raw).hexdigest()
         folder = _blob_dir(self.path)
