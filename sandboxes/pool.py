@@ -44,6 +44,9 @@ class SandboxPool:
         self._in_use: dict[str, int] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._creating = 0
+        self._waiting = 0
+        self._changed = asyncio.Event()
         self.last_error: BaseException | None = None
         self.closed = False
 
@@ -57,7 +60,8 @@ class SandboxPool:
         """Start enough owned creation tasks to bring idle + creating up to `size`."""
         if self.closed or self.last_error is not None:
             return
-        for _ in range(self.size - len(self._idle) - len(self._tasks)):
+        for _ in range(self.size - len(self._idle) - self._creating):
+            self._creating += 1
             task = asyncio.get_running_loop().create_task(self._warm_one())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -70,13 +74,25 @@ class SandboxPool:
         except Exception as exc:  # remembered; the next lease creates directly and raises it
             self.last_error = exc
             return
+        finally:
+            self._creating -= 1
+            self._changed.set()
         if self.closed:
             await self.client.destroy(session.id)
             return
         self._idle.append(session)
+        self._changed.set()
 
     async def _take_idle(self) -> DockerSession:
-        """A warm container if one is ready, else a new one made now."""
+        """A warm container: a ready one, else one already being warmed (when there are more
+        warming than waiting), else a new one made now."""
+        while not self._idle and self._waiting < self._creating and not self.closed:
+            self._waiting += 1
+            self._changed.clear()
+            try:
+                await self._changed.wait()
+            finally:
+                self._waiting -= 1
         session = self._idle.pop() if self._idle else None
         self.last_error = None
         if session is None:
