@@ -159,3 +159,14 @@ async def test_anthropic_overloaded_529_and_stream_error_event() -> None:
         await llm.aclose()
     assert first.value.status == 529 and first.value.retryable
     assert second.value.status == 529 and second.value.retryable
+
+
+async def test_json_answer_to_a_stream_request_is_still_read() -> None:
+    """Some servers ignore `stream: true` (or answer errors as JSON): the body decides."""
+    body = {"choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "plain json"}}]}
+    async with ScriptedModelServer("vllm") as srv:
+        srv.script(raw(body=body))
+        llm = make_model(srv, "vllm", stream=True)
+        assert (await llm.turn(Q)).message.text == "plain json"
+        await llm.aclose()

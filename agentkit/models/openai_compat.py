@@ -94,10 +94,11 @@ class OpenAICompatModel:
         builder = TurnBuilder(self.profile, tool_names=[t.name for t in tools], on_delta=on_delta)
         async with post(self._client(), self._url, body=body, headers=self._headers(stream),
                         ep=self._ep, clock=self._clock) as resp:
+            ctype = resp.headers.get("content-type", "")
             if self._native:
                 await self._read_ndjson(resp, builder)
-            elif stream:
-                await self._read_stream(resp, builder)
+            elif "event-stream" in ctype or (stream and "json" not in ctype):
+                await self._read_stream(resp, builder)  # by what came back, not what we asked
             else:
                 self._read_json(loads((await resp.aread()).decode("utf-8", "replace"),
                                       self._ep, "response"), builder)
