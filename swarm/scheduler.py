@@ -30,7 +30,7 @@ from agentkit.messages import Usage
 
 __all__ = ["NodeExecutor", "NodeOutput", "NodeResult", "ReplanRequest", "Replanner", "Scheduler"]
 
-NodeStatus = Literal["waiting", "running", "succeeded", "failed", "skipped"]
+NodeStatus = Literal["waiting", "running", "succeeded", "failed", "skipped", "cancelled"]
 
 
 @dataclass
@@ -160,6 +160,9 @@ class Scheduler:
             result.attempts += 1
             try:
                 out = await self._attempt(node, result, attempt)
+            except asyncio.CancelledError:
+                result.status, result.finished = "cancelled", self.clock.time()
+                raise
             except Exception as exc:
                 error = exc
                 final = attempt == self.node_attempts or isinstance(exc, BudgetExceeded)

@@ -224,6 +224,8 @@ async def test_cancel_mid_run_stops_every_node_and_leaves_a_verifiable_ledger(tm
     result = await run.result()
     assert result.status == "cancelled" and result.error["type"] == "RunCancelled"  # type: ignore[index]
     assert sorted(ex.cancelled) == [f"w{i}" for i in range(5)] and ex.running == 0
+    assert {result.nodes[f"w{i}"].status for i in range(5)} == {"cancelled"}
+    assert result.nodes["fast"].status == "succeeded"
     assert kinds[0] == "run.started" and kinds[-1] == "run.finished"
     check = verify_ledger(result.ledger)  # type: ignore[arg-type]
     assert check.ok and check.count == len(kinds)
