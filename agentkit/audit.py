@@ -38,6 +38,10 @@ REDACTED = "[REDACTED]"
 BLOB_THRESHOLD = 64 * 1024
 PREVIEW_CHARS = 512
 
+#: kinds written out at once (no fsync) so the file on disk keeps up with the run's milestones
+_FLUSH_KINDS = frozenset({"run.started", "run.finished", "plan.created", "plan.replanned",
+                          "node.finished", "node.failed", "budget.exceeded", "recovered"})
+
 FsyncPolicy = Literal["close", "always", "never", "interval"]
 #: a redactor rewrites the canonical JSON text of an event's `data` (a JSON object)
 Redactor = Callable[[str], str]
@@ -177,9 +181,15 @@ def redaction_pipeline(secrets: Iterable[str] = ()) -> list[Redactor]:
 # Large strings -> content-addressed blobs beside the ledger
 
 
+def _is_big(text: str) -> bool:
+    """Over the threshold in UTF-8 bytes (encoding only strings that could be)."""
+    return len(text) > BLOB_THRESHOLD or (
+        len(text) * 4 > BLOB_THRESHOLD and len(text.encode("utf-8", "surrogatepass")) > BLOB_THRESHOLD)
+
+
 def _has_big_string(value: Any) -> bool:
     if isinstance(value, str):
-        return len(value) > BLOB_THRESHOLD
+        return _is_big(value)
     if isinstance(value, dict):
         return any(_has_big_string(v) for v in value.values())
     if isinstance(value, list | tuple):
@@ -189,7 +199,7 @@ def _has_big_string(value: Any) -> bool:
 
 def _offload(value: Any, store: Callable[[str], dict[str, Any]]) -> Any:
     if isinstance(value, str):
-        return store(value) if len(value) > BLOB_THRESHOLD else value
+        return store(value) if _is_big(value) else value
     if isinstance(value, dict):
         return {k: _offload(v, store) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -264,7 +274,7 @@ class Ledger:
              ts: float) -> None:
         """Redact, offload, chain, buffer (the caller holds the lock)."""
         data_text = _dumps(data)
-        if len(data_text) > BLOB_THRESHOLD and _has_big_string(data):
+        if len(data_text) * 4 > BLOB_THRESHOLD and _has_big_string(data):  # maybe > 64 KB UTF-8
             data_text = _dumps(_offload(data, self._store_blob))
         for redact in self.redactors:
             data_text = redact(data_text)
@@ -273,13 +283,13 @@ class Ledger:
         stamp = repr(ts) if type(ts) is float and math.isfinite(ts) else _dumps(ts)
         body = (f'{{"data":{data_text},"kind":{_quote(kind)},"node_id":{node},'
                 f'"prev":"{self.head}","run_id":{_quote(run_id)},"seq":{self._seq},'
-                f'"ts":{stamp}}}').encode()
+                f'"ts":{stamp}}}').encode("utf-8", "replace")  # lone surrogates -> ?
         self.head = hashlib.sha256(body).hexdigest()
         self._seq += 1
         line = body[:-1] + b',"hash":"' + self.head.encode() + b'"}\n'
         self._buffer.append(line)
         self._buffered += len(line)
-        if self._buffered >= self.batch_bytes or kind == "run.finished":
+        if self._buffered >= self.batch_bytes or kind in _FLUSH_KINDS:
             self._flush(sync=self.fsync == "always")
         if self.fsync == "interval" and time.monotonic() - self._last_sync >= self.fsync_interval_s:
             self._flush(sync=True)
@@ -364,7 +374,7 @@ class Ledger:
         for redact in self.redactors:
             literal = redact(literal)
         text = json.loads(literal)
-        raw = text.encode("utf-8")
+        raw = text.encode("utf-8", "replace")
         sha = hashlib.sha256(raw).hexdigest()
         folder = _blob_dir(self.path)
         target = folder / sha

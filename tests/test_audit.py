@@ -274,3 +274,16 @@ def test_show_ledger_prints_a_timeline(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "run.finished" in result.stdout
     missing = runner.invoke(app, ["audit", "show", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "no such ledger" in missing.stderr
+
+
+def test_blob_threshold_counts_utf8_bytes_and_odd_text_never_crashes(tmp_path: Path) -> None:
+    """30,000 CJK characters are 90 KB of UTF-8: offloaded. A lone surrogate (from bytes
+    decoded with surrogateescape) is written as '?' rather than stopping the run."""
+    path = tmp_path / "run.jsonl"
+    with Ledger(path) as ledger:
+        ledger.record("x", {"cjk": "中" * 30_000, "odd": "a\udcffb", 7: "int key"},
+                      run_id="r", node_id=None, ts=1.0)
+    data = json.loads(path.read_text())["data"]
+    assert data["cjk"]["size"] == 90_000 and read_blob(path, data["cjk"]) == "中" * 30_000
+    assert data["odd"] == "a?b" and data["7"] == "int key"
+    assert verify_ledger(path).ok
