@@ -155,7 +155,8 @@ class ScriptedModelServer:
         return root if self.dialect.wire == "anthropic" else root + "/v1"
 
     async def start(self) -> ScriptedModelServer:
-        self._server = await asyncio.start_server(self._handle, self.host, 0, limit=2**22)
+        self._server = await asyncio.start_server(self._handle, self.host, 0, limit=2**22,
+                                                  backlog=1024)
         self._port = self._server.sockets[0].getsockname()[1]
         return self
 
