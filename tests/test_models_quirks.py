@@ -387,3 +387,23 @@ async def test_gemini_budget_goes_to_thinking_config_not_with_effort() -> None:
     assert "reasoning_effort" not in body and turn.message.reasoning == "t"
     assert body["extra_body"]["google"]["thinking_config"] == {"thinking_budget": 1024,
                                                                "include_thoughts": True}
+
+
+@pytest.mark.parametrize("profile", ["deepseek", "anthropic"])
+async def test_stream_auto_follows_the_delta_callback(profile: str) -> None:
+    dialect = "anthropic" if profile == "anthropic" else "deepseek"
+    async with ScriptedModelServer(dialect) as srv:
+        srv.script(reply(content="quiet"),
+                   reply(reasoning="Need weather.", content="Checking.",
+                         tool_calls=[call("get_weather", {"city": "Oslo"})]))
+        llm = make_model(srv, profile)  # stream: auto
+        await llm.turn([Message.user("q")], TOOLS)
+        deltas: list[Delta] = []
+        turn = await llm.turn([Message.user("q")], TOOLS, on_delta=deltas.append)
+        await llm.aclose()
+    assert not srv.requests[0].body.get("stream") and srv.requests[1].body["stream"] is True
+    by_kind = {k: "".join(d.text for d in deltas if d.kind == k) for k in ("reasoning", "text", "tool_call")}
+    assert by_kind["reasoning"] == turn.message.reasoning == "Need weather."
+    assert by_kind["text"] == turn.message.text == "Checking."
+    assert json.loads(by_kind["tool_call"]) == {"city": "Oslo"}
+    assert len([d for d in deltas if d.kind == "reasoning"]) > 1  # pieces, as they arrived
