@@ -29,8 +29,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -162,13 +160,6 @@ async def run_web_fetch(port: int, ids: list[str], pool: str, workers: int,
             "lags": ticker.lags}
 
 
-def _extract_with_options(html: bytes) -> str:
-    import trafilatura
-    from agentkit.tools.web_fetch import EXTRACT_OPTIONS
-
-    return trafilatura.extract(html, **EXTRACT_OPTIONS) or ""
-
-
 def run_plain_sequential(pages: dict[str, bytes]) -> tuple[dict[str, str], float]:
     """The README's reference: trafilatura.extract(html) with defaults, one page after another."""
     import trafilatura
@@ -179,28 +170,60 @@ def run_plain_sequential(pages: dict[str, bytes]) -> tuple[dict[str, str], float
     return texts, time.perf_counter() - started
 
 
-def run_pool_direct(pages: dict[str, bytes],
-                    make_pool: Callable[[], Executor]) -> tuple[dict[str, str], float]:
-    """The same extractor and options in the same kind of pool, without the framework."""
-    with make_pool() as pool:
-        list(pool.map(_extract_with_options, list(pages.values())[:4]))  # warm-up
+async def run_pool_direct(pages: dict[str, bytes], kind: str, workers: int,
+                          concurrency: int) -> tuple[dict[str, str], float]:
+    """web_fetch's extractor (same options, same pool class and size, same concurrency) called
+    directly on the page bytes: no HTTP, no guard, no tool protocol, no events."""
+    from agentkit.tools._extract_pool import ExtractPool, ProcessExtractPool, ThreadExtractPool
+    from agentkit.tools.web_fetch import extract_page
+
+    pool: ExtractPool = (ThreadExtractPool(extract_page, workers) if kind == "thread"
+                         else ProcessExtractPool(workers))
+    try:
+        await asyncio.gather(*(pool.extract(b, "text/html", None)
+                               for b in list(pages.values())[:workers]))  # warm-up
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(body: bytes) -> str:
+            async with limit:
+                return (await pool.extract(body, "text/html", None))[1]
+
         started = time.perf_counter()
-        texts = dict(zip(pages, pool.map(_extract_with_options, pages.values()), strict=True))
-        return texts, time.perf_counter() - started
+        texts = await asyncio.gather(*(one(b) for b in pages.values()))
+        return dict(zip(pages, texts, strict=True)), time.perf_counter() - started
+    finally:
+        await pool.aclose()
 
 
-def pool_factory(kind: str, workers: int) -> Callable[[], Executor]:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+async def run_plain_pipeline(port: int, ids: list[str], kind: str, workers: int,
+                             concurrency: int) -> tuple[dict[str, str], float]:
+    """The same job without agentkit: plain ``httpx.AsyncClient().get`` (no guard, no caps, no
+    pinning), then the same extractor in the same pool, at the same concurrency."""
+    import httpx
+    from agentkit.tools._extract_pool import ExtractPool, ProcessExtractPool, ThreadExtractPool
+    from agentkit.tools.web_fetch import extract_page
 
-    if kind == "thread":
-        return lambda: ThreadPoolExecutor(workers)
-    return lambda: ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool: ExtractPool = (ThreadExtractPool(extract_page, workers) if kind == "thread"
+                         else ProcessExtractPool(workers))
+    limit = asyncio.Semaphore(concurrency)
+    try:
+        async with httpx.AsyncClient() as client:
+            async def one(page_id: str) -> str:
+                async with limit:
+                    response = await client.get(f"http://127.0.0.1:{port}/{page_id}")
+                    return (await pool.extract(response.content, "text/html", None))[1]
+
+            await asyncio.gather(*(one(i) for i in ids[:workers]))  # warm-up
+            started = time.perf_counter()
+            texts = await asyncio.gather(*(one(i) for i in ids))
+            return dict(zip(ids, texts, strict=True)), time.perf_counter() - started
+    finally:
+        await pool.aclose()
 
 
 def report(label: str, texts: dict[str, str], truth: dict[str, str], elapsed: float) -> None:
     f1, p, r = score(texts, truth)
-    print(f"{label:44s} F1 {f1:.4f}  P {p:.4f}  R {r:.4f}  {len(texts) / elapsed:6.1f} pages/s "
+    print(f"{label:48s} F1 {f1:.4f}  P {p:.4f}  R {r:.4f}  {len(texts) / elapsed:6.1f} pages/s "
           f"({elapsed:.2f} s)")
 
 
@@ -209,6 +232,8 @@ def main() -> None:
     parser.add_argument("--pool", choices=["thread", "process"], default="process")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved rounds; times are medians (the machine is shared)")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -220,32 +245,52 @@ def main() -> None:
     pages = {k: gzip.decompress((folder / f"{k}.html.gz").read_bytes()) for k in ids}
     child = subprocess.Popen([sys.executable, __file__, "--serve", str(folder)], stdout=subprocess.PIPE,
                              text=True)
+    runs: list[dict[str, Any]] = []
+    plain_s: list[float] = []
+    direct_s: list[float] = []
+    pipeline_s: list[float] = []
     try:
         assert child.stdout is not None
         port = int(child.stdout.readline())
-        fw = asyncio.run(run_web_fetch(port, ids, args.pool, args.workers, args.concurrency))
+        for _ in range(args.repeat):  # interleaved, so load from other processes hits all three
+            runs.append(asyncio.run(run_web_fetch(port, ids, args.pool, args.workers,
+                                                  args.concurrency)))
+            direct, seconds = asyncio.run(run_pool_direct(pages, args.pool, args.workers,
+                                                          args.concurrency))
+            direct_s.append(seconds)
+            pipeline, seconds = asyncio.run(run_plain_pipeline(port, ids, args.pool, args.workers,
+                                                               args.concurrency))
+            pipeline_s.append(seconds)
+            plain, seconds = run_plain_sequential(pages)
+            plain_s.append(seconds)
     finally:
         child.terminate()
         child.wait()
-    plain, plain_s = run_plain_sequential(pages)
-    direct, direct_s = run_pool_direct(pages, pool_factory(args.pool, args.workers))
-    lat_ms = [x * 1000 for x in fw["latencies"]]
-    lags_ms = [x * 1000 for x in fw["lags"]]
+    fw_s = statistics.median(r["elapsed"] for r in runs)
+    lat_ms = [x * 1000 for r in runs for x in r["latencies"]]
+    lags_ms = [x * 1000 for r in runs for x in r["lags"]]
+    cpu = statistics.median(r["cpu"] for r in runs)
     print(f"article-extraction benchmark: {len(ids)} pages, pool={args.pool} x{args.workers}, "
-          f"concurrency {args.concurrency}")
-    report("baseline: plain trafilatura.extract, sequential", plain, truth, plain_s)
-    report(f"baseline: same options, {args.pool} pool, no framework", direct, truth, direct_s)
-    report("agentkit web_fetch (HTTP + guard + extract)", fw["texts"], truth, fw["elapsed"])
+          f"concurrency {args.concurrency}, median of {args.repeat} interleaved rounds")
+    report("baseline: plain trafilatura.extract, sequential", plain, truth,
+           statistics.median(plain_s))
+    report(f"baseline: same extractor+options, {args.pool} pool", direct, truth,
+           statistics.median(direct_s))
+    report("baseline: plain httpx GET + same extractor/pool", pipeline, truth,
+           statistics.median(pipeline_s))
+    report("agentkit web_fetch (HTTP + guard + extract)", runs[-1]["texts"], truth, fw_s)
     print(f"per page: p50 {pct(lat_ms, 0.5):.1f} ms  p99 {pct(lat_ms, 0.99):.1f} ms "
           f"(with {args.concurrency} in flight)")
-    print(f"main-process CPU during the web_fetch run: {fw['cpu']:.2f} s "
-          f"({fw['cpu'] / len(ids) * 1000:.2f} ms/page; with a process pool this is all "
-          f"framework + HTTP client work)")
+    print(f"main-process CPU during a web_fetch round: {cpu:.2f} s ({cpu / len(ids) * 1000:.2f} "
+          f"ms/page{'; all of it framework + HTTP client work' if args.pool == 'process' else ''})")
     print(f"event-loop lag: max {max(lags_ms):.2f} ms  p99 {pct(lags_ms, 0.99):.2f} ms  "
-          f"({len(lags_ms)} ticks of 5 ms)")
-    print(f"framework overhead vs same-options pool baseline: "
-          f"{(fw['elapsed'] / direct_s - 1) * 100:+.1f}%  "
-          f"(vs sequential plain trafilatura: {(fw['elapsed'] / plain_s - 1) * 100:+.1f}%)")
+          f"p50 {pct(lags_ms, 0.5):.2f} ms ({len(lags_ms)} ticks of 5 ms)")
+    print(f"framework overhead vs plain httpx + the same extractor/pool: "
+          f"{(fw_s / statistics.median(pipeline_s) - 1) * 100:+.1f}% wall time")
+    print(f"web_fetch vs the extractor alone (no HTTP at all): "
+          f"{(fw_s / statistics.median(direct_s) - 1) * 100:+.1f}% wall time")
+    print(f"web_fetch vs sequential plain trafilatura: "
+          f"{(fw_s / statistics.median(plain_s) - 1) * 100:+.1f}% wall time")
 
 
 if __name__ == "__main__":

@@ -318,3 +318,29 @@ async def test_works_from_a_plain_runtime_registry() -> None:
                               {"url": "http://169.254.169.254/latest/"}, ToolContext(runtime))
     assert info.value.code == "blocked" and "cloud metadata" in info.value.message
     assert [e.kind for e in events] == ["tool.call", "url.blocked", "tool.result"]
+
+
+async def test_unresolvable_host_is_an_unavailable_error(server: FetchTestServer,
+                                                         guarded: Harness) -> None:
+    err = await guarded.refused(f"http://nowhere.test:{server.port}/", "unavailable")
+    assert "could not be resolved" in err.message and guarded.kinds("url.blocked") == []
+    assert server.connections == 0
+
+
+async def test_a_dead_extraction_worker_is_replaced(server: FetchTestServer,
+                                                    allowed: Harness) -> None:
+    server.routes["/p"] = static(b"<html><title>T</title><body><article><p>"
+                                 + b"Some words in a paragraph. " * 40 + b"</p></article></body>")
+    url = f"http://news.test:{server.port}/p"
+    assert "Some words" in (await allowed.fetch(url)).data["text"]
+    pool = await allowed.runtime.resource("web_fetch.extract.process", _unused)
+    for worker in list(pool._all):
+        worker.kill()
+        await worker.proc.wait()
+    err = await allowed.refused(url, "extract_failed")
+    assert "worker" in err.message
+    assert "Some words" in (await allowed.fetch(url)).data["text"]  # a fresh worker took over
+
+
+async def _unused() -> Any:
+    raise AssertionError("the pool should already exist")

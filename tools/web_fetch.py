@@ -149,6 +149,10 @@ class WebFetch(Tool):
     @staticmethod
     def _blocked(ctx: ToolContext, url: str, blocked: Blocked, policy: FetchPolicy) -> ToolError:
         hops = [h.as_dict() for h in blocked.hops]
+        if blocked.address_class == "unresolvable":  # refused (fail closed), but not a policy hit
+            return ToolError("unavailable", f"could not fetch {url}: {blocked.reason}",
+                             retry_hint="check the host name; retry later if it should exist",
+                             details={"host": blocked.host, "hops": hops})
         ctx.emit("url.blocked", {"url": url, "host": blocked.host, "reason": blocked.reason,
                                  "address_class": blocked.address_class,
                                  "address": blocked.address, "hop": len(hops), "hops": hops,
