@@ -121,13 +121,13 @@ async def run_web_fetch(port: int, ids: list[str], pool: str, workers: int,
     from agentkit.tools.web_fetch import WebFetch
 
     from agentkit.runtime import Runtime
-    from agentkit.task import TaskSpec
+    from agentkit.task import FetchSettings, ModelSpec, TaskSpec
 
     task = TaskSpec(name="bench", goal="extraction benchmark", model="none",
-                    models={"none": {"model": "none"}},
-                    fetch={"allow_hosts": ["bench.test"], "max_concurrency": concurrency})
+                    models={"none": ModelSpec(model="none")},
+                    fetch=FetchSettings(allow_hosts=["bench.test"], max_concurrency=concurrency))
     tool = WebFetch(resolver=StaticResolver({"bench.test": ["127.0.0.1"]}),
-                    extract_pool=pool, workers=workers)  # type: ignore[arg-type]
+                    extract_pool="thread" if pool == "thread" else "process", workers=workers)
     texts: dict[str, str] = {}
     latencies: list[float] = []
     async with Runtime(task) as runtime:
