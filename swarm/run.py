@@ -138,9 +138,13 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
     except RuntimeError:
         raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
                           "in async code or `run_sync(...)` in a script") from None
+    from agentkit.swarm.prompting import Prompts
+
     from agentkit.runtime import Runtime
 
-    runtime = Runtime(_task_of(task), run_id=run_id, clock=clock, sinks=sinks,
+    spec = _task_of(task)
+    Prompts.for_task(spec)  # a bad prompt override is a ConfigError now, not a failed run later
+    runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks,
                       ledger_dir=ledger_dir, workspace=workspace, environ=environ)
     return Run(runtime, overrides)
 

@@ -16,7 +16,9 @@ recorded reason (``node.skipped``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import heapq
+import itertools
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -105,7 +107,12 @@ class Scheduler:
         self.node_attempts, self.replans_left, self.replanner = node_attempts, replans, replanner
         self._validate_args = (known_tools, known_models, max_nodes)
         self.state: dict[str, _NodeState] = {n: _NodeState() for n in graph.order}
-        self._agent_limited = self.limits.limit("agents") is not None
+        #: global cap on concurrent sub-agents (task.budget.max_agents); None: unbounded
+        self._cap = self.limits.limit("agents")
+        self._running = 0
+        self._ready: list[tuple[int, int, str]] = []  # heap: (-rank, arrival, node id)
+        self._arrivals = itertools.count()
+        self._rank = _ranks(graph)
         self.outputs: dict[str, NodeOutput] = {}
         self._waiting: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -132,11 +139,30 @@ class Scheduler:
             self._waiting[node_id] = left
             if left == 0:
                 self._start(node_id)
+        if self._cap is not None:
+            self._admit()
 
     def _start(self, node_id: str) -> None:
+        """Dispatch a ready node now, or (with a `max_agents` cap) queue it; the caller then
+        calls `_admit`, so a batch of ready nodes is admitted by priority, not arrival."""
+        if self._cap is None:
+            self._launch(node_id, self._node_attempts(node_id))
+            return
+        heapq.heappush(self._ready, (-self._rank.get(node_id, 0), next(self._arrivals), node_id))
+
+    def _admit(self) -> None:
+        """Fill free slots, longest remaining chain first (list scheduling: the node that
+        holds up the most downstream work goes first, which keeps makespan near Graham's
+        bound when there are fewer slots than ready nodes)."""
+        assert self._cap is not None
+        while self._ready and self._running < self._cap:
+            _, _, node_id = heapq.heappop(self._ready)
+            self._running += 1
+            self._launch(node_id, self._slotted(node_id))
+
+    def _launch(self, node_id: str, coro: Coroutine[Any, Any, None]) -> None:
         assert self._tg is not None
         self.state[node_id].status = "running"
-        coro = self._limited(node_id) if self._agent_limited else self._node_attempts(node_id)
         self._tg.create_task(coro, name=f"node:{node_id}")
 
     def _finished(self, node_id: str) -> None:
@@ -144,13 +170,20 @@ class Scheduler:
             self._waiting[dep] -= 1
             if self._waiting[dep] == 0 and self.state[dep].status == "waiting":
                 self._start(dep)
+        if self._cap is not None:
+            self._admit()
 
     # -- one node -----------------------------------------------------------------------------
 
-    async def _limited(self, node_id: str) -> None:
-        """Wait for one of the global `max_agents` slots, then run the node."""
-        async with self.limits.slot("agents"):
+    async def _slotted(self, node_id: str) -> None:
+        """Run a node that holds one of the `max_agents` slots; hand the slot on after."""
+        try:
             await self._node_attempts(node_id)
+        finally:
+            self._running -= 1
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                self._admit()
 
     async def _node_attempts(self, node_id: str) -> None:
         node = self.graph.nodes[node_id]
@@ -234,6 +267,7 @@ class Scheduler:
                 self.state[node_id].error = {"type": "Skipped", "message": reason}
                 self._emit("node.skipped", {"reason": reason, "failed": node.id}, node_id=node_id)
         self.graph = new_graph
+        self._rank = _ranks(new_graph)
         for node_id in added:
             self.state[node_id] = _NodeState()
         self._emit("plan.replanned", {"failed": node.id, "removed": removed, "added": added,
@@ -251,6 +285,14 @@ class Scheduler:
         tools, models, max_nodes = self._validate_args
         return validate_plan(Plan(nodes=[*kept, *new_nodes]), known_tools=tools,
                              known_models=models, max_nodes=max_nodes)
+
+
+def _ranks(graph: PlanGraph) -> dict[str, int]:
+    """Nodes on the longest chain from each node to a sink (the node itself included)."""
+    rank: dict[str, int] = {}
+    for node_id in reversed(graph.order):
+        rank[node_id] = 1 + max((rank[d] for d in graph.dependents(node_id)), default=0)
+    return rank
 
 
 def _err(exc: BaseException) -> dict[str, Any]:

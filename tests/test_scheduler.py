@@ -20,6 +20,7 @@ from agentkit.audit import verify_ledger
 from agentkit.clock import SystemClock
 from agentkit.errors import BudgetExceeded, ConfigError
 from agentkit.events import EventBus
+from agentkit.limits import ResourceLimits
 from agentkit.task import BudgetSpec, TaskSpec
 from agentkit.testing import EventCapture
 
@@ -258,3 +259,22 @@ async def test_invalid_hand_written_plan_fails_the_run_clearly() -> None:
     result = await arun(_task([{"id": "a", "goal": "0", "depends_on": ["nope"]}]),
                         executor=Sleeper(), synthesizer=_answer)
     assert result.status == "failed" and "depends on 'nope'" in result.error["message"]  # type: ignore[index]
+
+
+async def test_unknown_prompt_override_is_refused_before_the_run_starts() -> None:
+    task = _task([{"id": "a", "goal": "0"}], prompts={"plannr": "typo"})
+    with pytest.raises(ConfigError, match="unknown prompt 'plannr'"):
+        start(task, executor=Sleeper(), synthesizer=_answer)
+
+
+async def test_with_few_slots_the_longest_chain_is_dispatched_first() -> None:
+    # one slot; three short independent nodes are listed before a 3-node chain. FIFO would
+    # start s0 first; longest-remaining-chain-first starts c0, and c1 before any s node.
+    graph = _graph(*({"id": f"s{i}", "goal": "0.01"} for i in range(3)),
+                   {"id": "c0", "goal": "0.01"}, {"id": "c1", "goal": "0.01", "depends_on": ["c0"]},
+                   {"id": "c2", "goal": "0.01", "depends_on": ["c1"]})
+    cap, ex = EventCapture(), Sleeper()
+    await _scheduler(graph, ex, cap, limits=ResourceLimits({"agents": 1})).run()
+    order = [e.node_id for e in cap.of("node.started")]
+    assert order[0] == "c0" and ex.peak == 1
+    assert order.index("c1") < order.index("s0")  # c1 (rank 2) beats every rank-1 node
