@@ -87,7 +87,8 @@ def run(
     ledger_dir: Annotated[Path | None, typer.Option(
         help="Where the audit ledger goes (default: <output or ./runs>/).")] = None,
 ) -> None:
-    """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input, 130 interrupted."""
+    """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
+    key variable, ...), 130 interrupted."""
     task = _load(task_file)
     if output is not None:
         task = task.model_copy(update={"output": str(output.resolve())})
@@ -130,7 +131,17 @@ async def _run(start: Any, task: Any, ledger: Path, json_out: bool) -> tuple[int
     if not json_out:
         _report(console, payload)
     code = {"succeeded": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
+    if code == EXIT_FAILED and _is_user_error(payload.get("error")):
+        code = EXIT_BAD_INPUT  # e.g. the API key variable is not set: the user must act
     return code, payload
+
+
+def _is_user_error(error: Any) -> bool:
+    """Whether a run's error dict names a UserError subclass (exit 2 rather than 1)."""
+    import agentkit.errors as errors
+
+    cls = getattr(errors, str((error or {}).get("type")), None) if isinstance(error, dict) else None
+    return isinstance(cls, type) and issubclass(cls, UserError)
 
 
 async def _after_cancel(handle: Any) -> Any:

@@ -114,6 +114,19 @@ def test_failed_run_exits_1_with_one_json_object_and_a_verified_ledger(tmp_path:
     assert verified.exit_code == 0
 
 
+def test_missing_api_key_variable_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENTKIT_TEST_UNSET_KEY", raising=False)
+    path = task_file(tmp_path, refused_url())
+    path.write_text(path.read_text().replace("    model: x\n",
+                                             "    model: x\n    api_key_env: AGENTKIT_TEST_UNSET_KEY\n"))
+    result = runner.invoke(app, ["run", str(path), "--json", "--ledger-dir", str(tmp_path / "led")])
+    assert result.exit_code == 2
+    payload = json.loads(result.stdout)
+    assert payload["error"]["type"] == "ConfigError"
+    assert "AGENTKIT_TEST_UNSET_KEY" in payload["error"]["message"]
+    assert verify_ledger(payload["ledger"]).ok
+
+
 def test_failed_run_human_output_and_default_ledger_dir(tmp_path: Path) -> None:
     path = task_file(tmp_path, refused_url())
     out = tmp_path / "out"
@@ -278,7 +291,8 @@ def test_python_dash_m_agentkit_and_help_documents_exit_codes() -> None:
     proc = subprocess.run([sys.executable, "-m", "agentkit", "run", "--help"], capture_output=True,
                           text=True, timeout=60, env=env)
     assert proc.returncode == 0
-    assert "0 succeeded, 1 run failed, 2 bad input, 130 interrupted" in proc.stdout
+    text = " ".join(proc.stdout.split())
+    assert "0 succeeded, 1 run failed, 2 bad input" in text and "130 interrupted" in text
     usage = subprocess.run([sys.executable, "-m", "agentkit", "validate"], capture_output=True,
                            text=True, timeout=60, env=env)
     assert usage.returncode == 2  # a missing argument is bad input too
