@@ -153,6 +153,9 @@ class SandboxSettings(_Spec):
     network: Literal["none", "bridge"] = "none"
     read_only_root: bool = True
     env: dict[str, str] = Field(default_factory=dict)
+    #: workspace files (relative to the workspace) copied into each sandbox's /workspace before
+    #: its first run: input data such as a CSV, since the sandbox has no host mounts
+    inputs: list[str] = Field(default_factory=list, max_length=100)
 
 
 class FilesSettings(_Spec):

@@ -20,7 +20,7 @@ from agentkit.sandboxes.pool import sandbox_pool
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from pydantic import Field
 
-from agentkit.errors import SandboxError
+from agentkit.errors import SandboxError, ToolError
 
 __all__ = ["RunCode", "RunCodeArgs"]
 
@@ -66,6 +66,7 @@ class RunCode(Tool):
 
     async def _run(self, session: DockerSession, args: RunCodeArgs, ctx: ToolContext) -> ToolOutput:
         settings = ctx.runtime.task.sandbox
+        await _copy_inputs(session, settings.inputs, ctx)
         if args.files:
             inputs = {check_relative_path(p): c.encode() for p, c in args.files.items()}
             await session.write_files(inputs)
@@ -85,6 +86,23 @@ class RunCode(Tool):
         files = await _changed_files(session, before, ctx)
         data = {**_result_data(result), "files": files}
         return ToolOutput(content=_render(result, files), data=data)
+
+
+async def _copy_inputs(session: DockerSession, inputs: list[str], ctx: ToolContext) -> None:
+    """Copy the task's `sandbox.inputs` from the workspace (once per sandbox; again if deleted)."""
+    missing = [p for p in inputs if check_relative_path(p) not in session.files_seen]
+    if not missing:
+        return
+    from agentkit.tools.files import confine
+
+    try:
+        data = {check_relative_path(p): confine(ctx.runtime.workspace, p, "run_code").read_bytes()
+                for p in missing}
+    except OSError as exc:
+        raise ToolError("setup", f"sandbox.inputs: cannot read {exc.filename!r} from the "
+                        f"workspace {str(ctx.runtime.workspace)!r}: {exc.strerror}") from None
+    await session.write_files(data)
+    session.files_seen.update(data)
 
 
 def _result_data(result: ExecResult) -> dict[str, Any]:

@@ -42,7 +42,7 @@ _HEADER = re.compile(r"^\s*Action:\s*([A-Za-z0-9_.\-]+)[ \t]*\n?(.*)$", re.S)
 _FENCE = re.compile(r"```[A-Za-z0-9_+\-]*\n(.*?)\n?```", re.S)
 # Large length caps expand into huge grammars (one nested rule per allowed repetition) and
 # mean nothing to a 1.5B model; bounds above these are dropped before conversion.
-_MAX_KEPT_BOUND = 64
+_MAX_KEPT_BOUND = 16
 
 _GBNF_THINK = r'''ak-think ::= "<think>\n" ak-think-char* "</think>\n"
 ak-think-char ::= [^<] | "<" [^/]'''
@@ -68,14 +68,46 @@ def _literal(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid GBNF literal
 
 
-def _trim_bounds(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _trim_bounds(v) for k, v in schema.items()
-                if not (k in ("maxLength", "maxItems", "maxProperties")
-                        and isinstance(v, int) and v > _MAX_KEPT_BOUND)}
+def _simplify(schema: Any) -> Any:
+    """The schema a small model fills best and a grammar checks fastest.
+
+    - length caps above `_MAX_KEPT_BOUND` are dropped (the validator still applies them);
+    - in an object, optional properties that may be null are dropped and the rest become
+      required, in schema order: a fixed shape instead of every subset and permutation of
+      optional keys (which made the plan grammar several times slower to sample).
+    """
     if isinstance(schema, list):
-        return [_trim_bounds(v) for v in schema]
-    return schema
+        return [_simplify(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _simplify(v) for k, v in schema.items()
+           if not (k in ("maxLength", "maxItems", "maxProperties")
+                   and isinstance(v, int) and v > _MAX_KEPT_BOUND)}
+    props = out.get("properties")
+    if isinstance(props, dict) and out.get("type", "object") == "object":
+        required = set(out.get("required", []))
+        kept = {k: v for k, v in props.items() if k in required or not _nullable(v)}
+        out["properties"], out["required"] = kept, list(kept)
+        out["additionalProperties"] = False
+    return out
+
+
+def _shown_schema(schema: dict[str, Any]) -> str:
+    """The simplified schema as the model is shown it: no titles (prompt tokens cost seconds)."""
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "title"}
+        return [strip(x) for x in v] if isinstance(v, list) else v
+    return json.dumps(strip(_simplify(schema)))
+
+
+def _nullable(schema: Any) -> bool:
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("type") == "null" or (isinstance(schema.get("type"), list)
+                                        and "null" in schema["type"]):
+        return True
+    return any(_nullable(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
 
 
 def _converter() -> SchemaConverter:
@@ -83,7 +115,7 @@ def _converter() -> SchemaConverter:
 
 
 def _visit(conv: SchemaConverter, schema: dict[str, Any], name: str) -> str:
-    schema = conv.resolve_refs(_trim_bounds(schema), f"agentkit:{name}")
+    schema = conv.resolve_refs(_simplify(schema), f"agentkit:{name}")
     return str(conv.visit(schema, name))
 
 
@@ -133,7 +165,7 @@ def describe_actions(tools: Sequence[ToolSpec], *, think: bool, allow_final: boo
         else:
             lines += [f"To use {tool.name} ({tool.description.strip()}), write:",
                       f"Action: {tool.name}",
-                      f"<arguments as one JSON object following {json.dumps(tool.parameters)}>"]
+                      f"<arguments as one JSON object following {_shown_schema(tool.parameters)}>"]
     if allow_final:
         lines += ["", "When you have the result, write:", "Action: final", "<your answer>"]
     return "\n".join(lines)

@@ -8,8 +8,9 @@ ledger see the same parts as from any other provider.
 
 Reproducibility: llama.cpp reuses the KV cache of the previous prompt's common prefix, which
 changed a model's output between identical runs. Each request therefore starts from a reset
-state, and the sampling seed is `ModelSettings.seed` (0 when unset): the same request with the
-same seed gives the same output. To resample after a failed tool run, pass a different seed.
+state, and the sampling seed is `ModelSettings.seed`, or else the spec's ``extra_body.seed``
+(default 0) plus the number of tool results so far, so each step after a (failed) tool run
+draws anew: the same request with the same seed gives the same output.
 
 Concurrency: generation runs on a single worker thread owned by the loaded model, so the event
 loop never blocks and one generation at a time runs per loaded model, process-wide (several
@@ -207,7 +208,7 @@ class LocalModel:
             loaded.generate, chat, grammar,
             max_tokens=settings.max_tokens or self.spec.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=_first(settings.temperature, self.spec.temperature, DEFAULT_TEMPERATURE),
-            top_p=settings.top_p, seed=settings.seed if settings.seed is not None else 0,
+            top_p=settings.top_p, seed=self._seed(messages, settings),
             stop=settings.stop or [], cancel=cancel)
         try:
             gen = await asyncio.wrap_future(job)
@@ -222,6 +223,18 @@ class LocalModel:
         if on_delta is not None and gen.text:
             on_delta(Delta(kind="text", text=gen.text))
         return self._turn(gen, tools, settings)
+
+    def _seed(self, messages: Sequence[Message], settings: ModelSettings) -> int:
+        """`settings.seed`, else ``extra_body.seed`` of the spec (0), plus one per tool result.
+
+        The step offset resamples after every tool run, so a failed program is not simply
+        written again with the same draw; the sequence stays reproducible for a given base.
+        """
+        if settings.seed is not None:
+            return settings.seed
+        base = self.spec.extra_body.get("seed", 0)
+        steps = sum(1 for m in messages if m.role == "tool")
+        return (int(base) + steps) % 2**31
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
                  settings: ModelSettings) -> tuple[list[dict[str, str]], str]:
