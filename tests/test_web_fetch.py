@@ -13,6 +13,8 @@ import gzip
 import hashlib
 import json
 import re
+import ssl
+import subprocess
 import time
 import tracemalloc
 from collections import Counter
@@ -344,3 +346,37 @@ async def test_a_dead_extraction_worker_is_replaced(server: FetchTestServer,
 
 async def _unused() -> Any:
     raise AssertionError("the pool should already exist")
+
+
+def _certificate(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for `name` (openssl CLI; the test fails if it is missing)."""
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize(("cert_name", "ok"), [("news.test", True), ("other.test", False)])
+async def test_tls_goes_to_the_pinned_address_but_verifies_the_hostname(
+        tmp_path: Path, cert_name: str, ok: bool) -> None:
+    cert, key = _certificate(tmp_path, cert_name)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    async with FetchTestServer(tls=server_ctx) as srv:
+        srv.routes["/"] = static(b"<p>over tls</p>")
+        settings = FetchSettings(allow_hosts=["news.test"])
+        async with make_client(settings, ssl_context=client_ctx) as client:
+            fetcher = SafeFetcher(client, StaticResolver(RESOLVER),
+                                  FetchPolicy(allow_hosts=("news.test",)), settings)
+            url = f"https://news.test:{srv.port}/"
+            if ok:  # SNI and certificate checked for news.test while connecting to 127.0.0.1
+                page = await fetcher.fetch(url)
+                assert page.body == b"<p>over tls</p>" and page.hops[0].address == "127.0.0.1"
+            else:  # a certificate for another name is refused: the pin does not weaken TLS
+                with pytest.raises(ToolError) as info:
+                    await fetcher.fetch(url)
+                assert info.value.code == "unavailable" and "CERTIFICATE" in info.value.message
+                assert srv.requests == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import ssl
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -94,22 +95,26 @@ class _PinnedTransport(httpx.AsyncHTTPTransport):
     only in a test resolver, so any second lookup would fail).
     """
 
-    def __init__(self, backend: PinnedBackend, limits: httpx.Limits) -> None:
+    def __init__(self, backend: PinnedBackend, limits: httpx.Limits,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(trust_env=False, limits=limits)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry, network_backend=backend)
 
 
-def make_client(settings: FetchSettings, backend: PinnedBackend | None = None) -> httpx.AsyncClient:
-    """The run's HTTP client: pinned transport, no env proxies, no cookies, no redirects."""
+def make_client(settings: FetchSettings, backend: PinnedBackend | None = None,
+                ssl_context: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """The run's HTTP client: pinned transport, no env proxies, no cookies, no redirects.
+    `ssl_context` replaces the default CA bundle (an intranet CA; tests)."""
     limits = httpx.Limits(max_connections=max(settings.max_concurrency * 2, 10),
                           max_keepalive_connections=settings.max_concurrency, keepalive_expiry=30)
     timeout = httpx.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s,
                             write=settings.read_timeout_s, pool=settings.connect_timeout_s)
-    return httpx.AsyncClient(transport=_PinnedTransport(backend or PinnedBackend(), limits),
+    transport = _PinnedTransport(backend or PinnedBackend(), limits, ssl_context)
+    return httpx.AsyncClient(transport=transport,
                              trust_env=False, follow_redirects=False, timeout=timeout,
                              cookies=httpx.Cookies(CookieJar(policy=_NoCookies())))
 
