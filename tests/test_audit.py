@@ -287,3 +287,19 @@ def test_blob_threshold_counts_utf8_bytes_and_odd_text_never_crashes(tmp_path: P
     assert data["cjk"]["size"] == 90_000 and read_blob(path, data["cjk"]) == "中" * 30_000
     assert data["odd"] == "a?b" and data["7"] == "int key"
     assert verify_ledger(path).ok
+
+
+@pytest.mark.parametrize("fsync, written_at_once", [("always", True), ("interval", True),
+                                                    ("close", False), ("never", False)])
+def test_fsync_policies_decide_when_lines_reach_the_file(tmp_path: Path, fsync: str,
+                                                         written_at_once: bool) -> None:
+    path = tmp_path / "run.jsonl"
+    ledger = Ledger(path, fsync=fsync, fsync_interval_s=0.0)
+    for i in range(3):
+        ledger.record("tick", {"i": i}, run_id="r", node_id=None, ts=float(i))
+        on_disk = len(path.read_bytes().splitlines())
+        assert on_disk == (i + 1 if written_at_once else 0), (fsync, i, on_disk)
+    ledger.record("node.finished", {}, run_id="r", node_id="n", ts=3.0)  # a milestone
+    assert len(path.read_bytes().splitlines()) == 4
+    ledger.close()
+    assert verify_ledger(path).ok and verify_ledger(path).count == 4
