@@ -27,7 +27,12 @@ from agentkit.messages import ToolResultPart
 if TYPE_CHECKING:
     from agentkit.swarm.engine import SwarmContext
 
-__all__ = ["AgentExecutor", "Planner", "SubmitPlan", "agent_ask"]
+    from agentkit.task import TaskSpec
+
+#: the tool that lets a node spawn a sub-team (planner + scheduler one level deeper)
+DELEGATE = "delegate"
+
+__all__ = ["DELEGATE", "AgentExecutor", "Planner", "SubmitPlan", "agent_ask", "known_tools"]
 
 
 class SubmitPlanArgs(ToolArgs):
@@ -68,35 +73,52 @@ class SubmitPlan(Tool):
                           f"sentence and call no tool.", {"nodes": len(args.nodes)})
 
 
-class Planner:
-    """Plans the task, and re-plans failed subtrees (the scheduler's `Replanner`)."""
+def known_tools(task: TaskSpec, depth: int) -> tuple[str, ...]:
+    """Tools a plan node at `depth` may list: the task's, plus `delegate` while a sub-team
+    may still be spawned (depth below ``budget.max_depth``)."""
+    extra = (DELEGATE,) if depth < task.budget.max_depth else ()
+    return (*task.tools, *extra)
 
-    def __init__(self, ctx: SwarmContext) -> None:
-        self.ctx = ctx
+
+class Planner:
+    """Plans the task (or, for `delegate`, a sub-goal at a deeper level), and re-plans failed
+    subtrees (the scheduler's `Replanner`)."""
+
+    def __init__(self, ctx: SwarmContext, *, goal: str | None = None, depth: int = 0,
+                 scope: str = "") -> None:
+        self.ctx, self.depth, self.scope = ctx, depth, scope
+        self.goal = goal or ctx.runtime.task.goal
 
     def _validate(self, nodes: list[PlanNode]) -> PlanGraph:
         task = self.ctx.runtime.task
-        return validate_plan(Plan(nodes=nodes), known_tools=task.tools, known_models=task.models,
-                             max_nodes=task.budget.max_nodes)
+        return validate_plan(Plan(nodes=nodes), known_tools=known_tools(task, self.depth),
+                             known_models=task.models, max_nodes=task.budget.max_nodes)
+
+    def _tools_text(self) -> str:
+        names = known_tools(self.ctx.runtime.task, self.depth)
+        text = ", ".join(names) or "none"
+        if DELEGATE in names:
+            text += (" (`delegate` hands a big part of a node's work to a sub-team; give it "
+                     "only to nodes whose work has several independent parts)")
+        return text
 
     async def plan(self) -> PlanGraph:
         task = self.ctx.runtime.task
-        values = {"goal": task.goal, "tools": ", ".join(task.tools) or "none",
+        values = {"goal": self.goal, "tools": self._tools_text(),
                   "max_nodes": task.budget.max_nodes}
-        return await self._run("planner", values, self._validate)
+        return await self._run("planner", values, self._validate, node_id=f"{self.scope}planner")
 
     async def replan(self, request: ReplanRequest) -> PlanGraph:
-        task = self.ctx.runtime.task
         finished = "\n".join(f"- {k}: {v[:500]}" for k, v in request.finished.items()) or "(none)"
-        values = {"goal": task.goal, "tools": ", ".join(task.tools) or "none",
+        values = {"goal": self.goal, "tools": self._tools_text(),
                   "failed_id": request.failed.id, "failed_goal": request.failed.goal,
                   "error": request.error, "removed": ", ".join(request.removed),
                   "finished": finished}
-        return await self._run("replanner", values, request.accept, node_id=f"replan:{request.failed.id}")
+        return await self._run("replanner", values, request.accept,
+                               node_id=f"{self.scope}replan:{request.failed.id}")
 
     async def _run(self, prompt: str, values: Mapping[str, Any],
-                   check: Callable[[list[PlanNode]], PlanGraph], node_id: str = "planner",
-                   ) -> PlanGraph:
+                   check: Callable[[list[PlanNode]], PlanGraph], node_id: str) -> PlanGraph:
         ctx, task = self.ctx, self.ctx.runtime.task
         submit = SubmitPlan(check, task.retry.plan_attempts)
         tools = ToolRegistry([*(ctx.runtime.tools.get(n) for n in ctx.runtime.tools.names()),
@@ -130,6 +152,10 @@ class AgentExecutor:
                        budget: Budget) -> NodeOutput:
         ctx, task = self.ctx, self.ctx.runtime.task
         tools = ctx.runtime.tools.only(node.tools) if node.tools else ToolRegistry()
+        if DELEGATE in node.tools:
+            from agentkit.swarm.spawn import Delegate
+
+            tools.add(Delegate(ctx, node, budget))
         deps = "\n\n".join(f"### Output of `{k}`\n{v}" for k, v in inputs.items())
         values = {"goal": node.goal, "tools": ", ".join(node.tools) or "none",
                   "expected": f"Expected output: {node.expected_output}" if node.expected_output

@@ -101,11 +101,13 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
 
 
 async def _plan(ctx: SwarmContext, planner: Any) -> PlanGraph:
+    from agentkit.swarm.agents import known_tools
+
     task = ctx.runtime.task
     if task.plan is not None:
         try:
-            graph = validate_plan(task.plan, known_tools=task.tools, known_models=task.models,
-                                  max_nodes=task.budget.max_nodes)
+            graph = validate_plan(task.plan, known_tools=known_tools(task, 0),
+                                  known_models=task.models, max_nodes=task.budget.max_nodes)
         except PlanError as exc:
             raise RunFailed(f"the task's plan is invalid: {exc}") from exc
         source = "task"
@@ -118,7 +120,7 @@ async def _plan(ctx: SwarmContext, planner: Any) -> PlanGraph:
 
 async def _swarm(ctx: SwarmContext, executor: NodeExecutor | None, replanner: Replanner | None,
                  planner: Any, synthesizer: Any) -> RunResult:
-    from agentkit.swarm.agents import AgentExecutor, Planner, agent_ask
+    from agentkit.swarm.agents import AgentExecutor, Planner, agent_ask, known_tools
 
     task = ctx.runtime.task
     planner = planner or Planner(ctx)
@@ -127,7 +129,7 @@ async def _swarm(ctx: SwarmContext, executor: NodeExecutor | None, replanner: Re
         graph, executor or AgentExecutor(ctx), budget=ctx.budget, emit=ctx.runtime.emit,
         clock=ctx.runtime.clock, limits=ctx.runtime.limits,
         node_attempts=task.retry.node_attempts, replans=task.retry.replans,
-        replanner=replanner or planner, known_tools=tuple(task.tools),
+        replanner=replanner or planner, known_tools=known_tools(task, 0),
         known_models=tuple(task.models), max_nodes=task.budget.max_nodes)
     ctx.nodes = scheduler.results
     try:

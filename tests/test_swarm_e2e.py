@@ -308,3 +308,52 @@ async def test_concurrent_runs_over_http_do_not_interfere(tmp_path: Path, n_runs
     for k, res in enumerate(results):
         assert res.status == "succeeded", res.error
         assert res.answer == f"answer to run number {k}" and set(res.nodes) == {f"r{k}"}
+
+
+async def test_a_sub_agent_delegates_to_a_sub_team_one_level_deeper(tmp_path: Path) -> None:
+    top = nodes(("top", "survey both regions", [], ["delegate"]))
+    sub = nodes(("north", "survey north", [], []), ("south", "survey south", [], []))
+
+    def route(req: RecordedRequest) -> Any:
+        role, done = who(req), tool_results(req)
+        if role == "planner":
+            nested = "Task: cover north and south" in _text(req.messages[1])
+            if done:
+                return reply("Plan submitted.", reasoning="ok")
+            return reply(reasoning="split", tool_calls=[call("submit_plan", sub if nested else top)])
+        if role == "synthesizer":
+            return reply("North 12, south 34.", reasoning="ok")
+        goal = goal_of(req)
+        if goal == "survey both regions":
+            if not done:
+                return reply(reasoning="Two parts: delegate.",
+                             tool_calls=[call("delegate", {"goal": "cover north and south"})])
+            return reply("North 12, south 34.", reasoning="Got both.")
+        return reply({"survey north": "north: 12", "survey south": "south: 34"}[goal], reasoning="ok")
+
+    async with ScriptedModelServer("deepseek") as srv:
+        srv.default = route
+        result = await arun(task_for(srv, tmp_path, budget={"max_depth": 1}),
+                            ledger_dir=tmp_path, environ=ENV)
+    assert result.status == "succeeded", result.error
+    events = events_of(result)
+    started = {e["node_id"] for e in events if e["kind"] == "node.started"}
+    assert started == {"top", "top.sub1.north", "top.sub1.south"}
+    delegated = next(e["data"] for e in events if e["kind"] == "plan.created"
+                     and e["data"]["source"] == "delegate")
+    assert delegated["depth"] == 1 and delegated["parent"] == "top"
+    # the delegate result carried both sub-answers back to the top agent
+    top_final = [r for r in srv.requests if goal_of(r) == "survey both regions"][-1]
+    assert "north: 12" in tool_results(top_final)[0] and "south: 34" in tool_results(top_final)[0]
+    # at depth 1 == max_depth the nested planner is not offered delegate any more
+    nested_planner = next(r for r in srv.requests if who(r) == "planner"
+                          and "cover north and south" in _text(r.messages[1]))
+    assert "delegate" not in _text(nested_planner.messages[0])
+
+
+async def test_delegate_is_not_a_known_tool_when_max_depth_is_zero(tmp_path: Path) -> None:
+    async with ScriptedModelServer("deepseek") as srv:
+        result = await arun(task_for(srv, tmp_path, budget={"max_depth": 0},
+                                     plan=nodes(("a", "x", [], ["delegate"]))), environ=ENV)
+    assert result.status == "failed" and "unknown tool(s) delegate" in result.error["message"]  # type: ignore[index]
+    assert srv.requests == []
