@@ -6,11 +6,14 @@ keys, no spaces, UTF-8) followed by ``"hash"``: the sha256 of exactly those cano
 reordering any line breaks the chain at that line, and `verify_ledger` names its ``seq``.
 Hashing the written bytes (not a re-serialisation) means *any* flipped byte is detected.
 
-Before hashing, one pipeline of plain callables redacts secrets (by key, by pattern and by the
-exact values of configured secrets) and moves strings over 64 KB into content-addressed blob
-files beside the ledger. Writes go through ``os.open(O_APPEND)`` with one ``os.write`` per
-batch of whole lines; a failed write raises, so a run never continues unaudited. A torn last
-line left by a crash is cut on reopen and named in a ``recovered`` record, never dropped silently.
+Before hashing, strings over 64 KB (UTF-8) move into content-addressed blob files beside the
+ledger, and one pipeline of plain callables (``str -> str`` over the event data's canonical
+JSON) redacts secrets: by key, by pattern and by the exact values of configured secrets. Working
+on the text keeps redaction to a few C-speed scans per event. Sequence numbers are the ledger's
+own line numbers (equal to the events' ``seq`` when the ledger is the bus's first sink).
+Writes go through ``os.open(O_APPEND)`` with one ``os.write`` per batch of whole lines; a
+failed write raises, so a run never continues unaudited. A torn last line left by a crash is
+cut on reopen and named in a ``recovered`` record, never dropped silently.
 """
 
 from __future__ import annotations
