@@ -380,3 +380,17 @@ async def test_tls_goes_to_the_pinned_address_but_verifies_the_hostname(
                     await fetcher.fetch(url)
                 assert info.value.code == "unavailable" and "CERTIFICATE" in info.value.message
                 assert srv.requests == []
+
+
+async def test_thread_extraction_pool_gives_the_same_text(server: FetchTestServer) -> None:
+    page_id = sorted(json.loads((BENCH / "ground-truth.json").read_text()))[5]
+    raw = (BENCH / "html" / f"{page_id}.html.gz").read_bytes()
+    server.routes["/p"] = static(raw, content_type="text/html", extra={"Content-Encoding": "gzip"})
+    texts = []
+    for kind in ("thread", "process"):
+        async with Runtime(task(allow_hosts=["news.test"])) as runtime:
+            tool = WebFetch(resolver=StaticResolver(RESOLVER), extract_pool=kind, workers=1)
+            out = await invoke_tool(tool, {"url": f"http://news.test:{server.port}/p"},
+                                    ToolContext(runtime))
+            texts.append(out.data["text"])
+    assert texts[0] == texts[1] and len(texts[0]) > 200
