@@ -50,6 +50,8 @@ __all__ = [
 _ADAPTERS = {
     "openai": "agentkit.models.openai_compat:OpenAICompatModel",
     "anthropic": "agentkit.models.anthropic:AnthropicModel",
+    # chosen by the profile's wire (profile `openai-responses`), not by `provider`
+    "responses": "agentkit.models.openai_responses:OpenAIResponsesModel",
 }
 
 
@@ -142,7 +144,8 @@ def _adapter(name: str, spec: ModelSpec, runtime: Runtime, base_url: str | None,
     if not url:
         raise ConfigError(f"model {name!r} has no base_url and profile {spec.profile!r} has no "
                           f"default one: set models.{name}.base_url in the task")
-    module, _, cls = _ADAPTERS[spec.provider].partition(":")
+    wire = getattr(profile, "wire", None)
+    module, _, cls = _ADAPTERS["responses" if wire == "responses" else spec.provider].partition(":")
     adapter_cls = getattr(importlib.import_module(module), cls)
     return adapter_cls(spec, name=name, api_key=api_key, base_url=url,
                        profile=profile, clock=runtime.clock)

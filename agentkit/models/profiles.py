@@ -67,8 +67,9 @@ class Profile:
     """The quirks of one provider family (see module docstring)."""
 
     name: str
-    #: openai: Chat Completions; ollama: Ollama native /api/chat (NDJSON); anthropic: Messages
-    wire: Literal["openai", "ollama", "anthropic", "local"] = "openai"
+    #: openai: Chat Completions; ollama: Ollama native /api/chat (NDJSON); responses: OpenAI
+    #: Responses API; anthropic: Messages; local: in-process model
+    wire: Literal["openai", "ollama", "responses", "anthropic", "local"] = "openai"
     base_url: str | None = None
     api_key_env: str | None = None
     #: message/delta fields holding reasoning text, read in this order (first non-empty wins)
@@ -147,6 +148,11 @@ PROFILES: Mapping[str, Profile] = {p.name: p for p in (
                      Refusal("top_p", models=r"^(o\d|gpt-5)"),
                      Refusal("max_tokens")),
             replay=_NEVER),
+    Profile("openai-responses", wire="responses", base_url="https://api.openai.com/v1",
+            api_key_env="OPENAI_API_KEY", reasoning_params=("responses",),
+            refused=(Refusal("temperature", models=r"^(o\d|gpt-5)"),
+                     Refusal("top_p", models=r"^(o\d|gpt-5)")),
+            replay=ReplayRule(scope="all", field=None)),
     Profile("gemini", base_url="https://generativelanguage.googleapis.com/v1beta/openai",
             api_key_env="GEMINI_API_KEY", think_tags=(THOUGHT,),
             reasoning_params=("gemini",), stream_usage=True,
@@ -265,6 +271,13 @@ def _xai_effort(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     return {"reasoning_effort": "low" if r.effort in ("minimal", "low") else "high"}
 
 
+def _responses(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
+    """Responses API: effort plus a readable summary (the full reasoning stays encrypted)."""
+    if not on:
+        return {"reasoning": {"effort": "none"}} if r.effort == "none" else {}
+    return {"reasoning": {"effort": r.effort or "medium", "summary": "auto"}}
+
+
 def _ollama_think(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     if not on:
         return {"think": False}
@@ -287,7 +300,7 @@ _MAPPERS: Mapping[str, _Mapper] = {
     "template_thinking": _template_thinking, "template_enable_thinking": _template_enable_thinking,
     "separate_reasoning": _separate_reasoning, "dashscope": _dashscope,
     "openrouter": _openrouter, "anthropic": _anthropic, "ollama_think": _ollama_think,
-    "gemini": _gemini, "xai_effort": _xai_effort,
+    "gemini": _gemini, "xai_effort": _xai_effort, "responses": _responses,
 }
 
 

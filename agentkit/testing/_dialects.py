@@ -25,7 +25,7 @@ THINK = ("<think>", "</think>")
 @dataclass(frozen=True)
 class Dialect:
     name: str
-    wire: Literal["openai", "anthropic"] = "openai"
+    wire: Literal["openai", "anthropic", "responses"] = "openai"
     #: fields carrying reasoning; empty: reasoning goes into content inside think tags
     reasoning_fields: tuple[str, ...] = ("reasoning_content",)
     think_tag: tuple[str, str] = THINK
@@ -73,6 +73,7 @@ DIALECTS: Mapping[str, Dialect] = {d.name: d for d in (
     Dialect("xai", checks=("xai",)),
     Dialect("generic", replay_scope="tool_loop"),
     Dialect("anthropic", wire="anthropic", id_style="anthropic"),
+    Dialect("openai-responses", wire="responses", reasoning_fields=()),
 )}
 
 

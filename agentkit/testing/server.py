@@ -36,6 +36,12 @@ from agentkit.testing._dialect_anthropic import (
     render_anthropic_json,
 )
 from agentkit.testing._dialect_ollama import check_ollama_native, render_ndjson
+from agentkit.testing._dialect_responses import (
+    check_responses,
+    render_responses_events,
+    render_responses_json,
+    responses_call_ids,
+)
 from agentkit.testing._dialects import (
     DIALECTS,
     Dialect,
@@ -154,6 +160,36 @@ class ScriptedModelServer:
         root = f"http://{self.host}:{self._port}"
         return root if self.dialect.wire == "anthropic" else root + "/v1"
 
+    def _frames(self, r: Reply, n: int, model: str, *, stream: bool, include_usage: bool
+                ) -> tuple[Any, list[bytes], Issued, list[str]]:
+        """(JSON payload or None, SSE frames, what was issued, call ids) in this dialect."""
+        wire, size = self.dialect.wire, self.chunk_chars
+
+        def named(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
+            return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+
+        if wire == "responses":
+            ids = responses_call_ids(r, n)
+            if stream:
+                events, issued = render_responses_events(r, n, model, size)
+                return None, named(events), issued, ids
+            payload, issued = render_responses_json(r, n, model)
+            return payload, [], issued, ids
+        ids = call_ids(self.dialect, r, n)
+        if wire == "anthropic":
+            if stream:
+                events, issued = render_anthropic_events(r, n, model, size)
+                return None, named(events), issued, ids
+            payload, issued = render_anthropic_json(r, n, model)
+            return payload, [], issued, ids
+        if stream:
+            chunks, issued = render_chunks(self.dialect, r, n, model, include_usage=include_usage,
+                                           size=size)
+            frames = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+            return None, frames, issued, ids
+        payload, issued = render_json(self.dialect, r, n, model)
+        return payload, [], issued, ids
+
     async def start(self) -> ScriptedModelServer:
         self._server = await asyncio.start_server(self._handle, self.host, 0, limit=2**22,
                                                   backlog=1024)
@@ -257,7 +293,8 @@ class ScriptedModelServer:
         return native is not None and path.split("?")[0].endswith(native)
 
     def _precheck(self, path: str, headers: Mapping[str, str], body: Any) -> ErrorReply | None:
-        want = "/v1/messages" if self.dialect.wire == "anthropic" else "/chat/completions"
+        want = {"anthropic": "/v1/messages", "responses": "/responses"}.get(self.dialect.wire,
+                                                                            "/chat/completions")
         if not path.split("?")[0].endswith(want) and not self._native(path):
             return error(404, f"no route for {path} (dialect {self.dialect.name} serves *{want})")
         if not isinstance(body, dict):
@@ -275,6 +312,8 @@ class ScriptedModelServer:
             return None
         if self.dialect.wire == "anthropic":
             return check_anthropic(body, headers, self.issued)
+        if self.dialect.wire == "responses":
+            return check_responses(body, self.issued)
         if self._native(path):
             return check_ollama_native(body, self.issued)
         return check_request(self.dialect, body, self.issued)
@@ -331,19 +370,10 @@ class ScriptedModelServer:
         n, model = self._turns, str(body.get("model", "scripted"))
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        if self.dialect.wire == "anthropic":
-            if stream:
-                events, issued = render_anthropic_events(r, n, model, self.chunk_chars)
-                frames = [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
-            else:
-                payload, issued = render_anthropic_json(r, n, model)
-        elif stream:
-            chunks, issued = render_chunks(self.dialect, r, n, model, include_usage=include_usage,
-                                           size=self.chunk_chars)
-            frames = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
-        else:
-            payload, issued = render_json(self.dialect, r, n, model)
-        self._remember(r, n, issued)
+        payload, frames, issued, ids = self._frames(r, n, model, stream=stream,
+                                                    include_usage=include_usage)
+        for id_ in ids:
+            self.issued[id_] = issued
         if not stream:
             data = json.dumps(payload).encode()
             if r.reset_after is not None:
@@ -354,10 +384,6 @@ class ScriptedModelServer:
             await _write_json(writer, 200, payload, {})
             return True
         return await self._write_stream(writer, frames, r)
-
-    def _remember(self, r: Reply, n: int, issued: Issued) -> None:
-        for id_ in call_ids(self.dialect, r, n):
-            self.issued[id_] = issued
 
     async def _write_stream(self, writer: asyncio.StreamWriter, frames: list[bytes], r: Reply) -> bool:
         writer.write(_head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
