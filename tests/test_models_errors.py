@@ -170,3 +170,17 @@ async def test_json_answer_to_a_stream_request_is_still_read() -> None:
         llm = make_model(srv, "vllm", stream=True)
         assert (await llm.turn(Q)).message.text == "plain json"
         await llm.aclose()
+
+
+def test_provider_and_profile_must_speak_the_same_wire() -> None:
+    from agentkit.errors import ConfigError
+    from agentkit.models.anthropic import AnthropicModel
+
+    claude = ModelSpec(model="claude-sonnet-4-5", provider="anthropic")
+    with pytest.raises(ConfigError, match="'anthropic' wire.*provider: anthropic"):
+        OpenAICompatModel(claude, name="m", api_key=None, base_url=None, profile=get_profile("anthropic"))
+    with pytest.raises(ConfigError, match="use profile: anthropic"):
+        AnthropicModel(claude, name="m", api_key=None, base_url=None, profile=get_profile("deepseek"))
+    # provider anthropic with the default profile just works
+    assert AnthropicModel(claude, name="m", api_key=None, base_url=None,
+                          profile=get_profile("generic")).profile.name == "anthropic"

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from agentkit.clock import Clock
-from agentkit.errors import ProviderResponseError
+from agentkit.errors import ConfigError, ProviderResponseError
 from agentkit.messages import (
     Message,
     Part,
@@ -30,7 +30,7 @@ from agentkit.messages import (
 from agentkit.models._http import Endpoint, iter_sse, loads, post, stream_error
 from agentkit.models._parsing import make_tool_call
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
-from agentkit.models.profiles import Profile, reasoning_params, thinking_enabled
+from agentkit.models.profiles import Profile, get_profile, reasoning_params, thinking_enabled
 from agentkit.task import ModelSpec
 
 __all__ = ["AnthropicModel"]
@@ -62,6 +62,12 @@ class AnthropicModel:
     def __init__(self, spec: ModelSpec, *, name: str, api_key: str | None,
                  base_url: str | None, profile: Profile, http: httpx.AsyncClient | None = None,
                  clock: Clock | None = None) -> None:
+        if profile.wire != "anthropic":
+            if profile.name != "generic":
+                raise ConfigError(f"model {name!r}: provider 'anthropic' speaks the Messages API, "
+                                  f"but profile {profile.name!r} is for another wire; use "
+                                  "profile: anthropic (or provider: openai)")
+            profile = get_profile("anthropic")  # the default profile: take the only one that fits
         root = (base_url or spec.base_url or profile.base_url or "https://api.anthropic.com").rstrip("/")
         self.name = name
         self.spec = spec

@@ -47,6 +47,10 @@ class OpenAICompatModel:
     def __init__(self, spec: ModelSpec, *, name: str, api_key: str | None,
                  base_url: str | None, profile: Profile, http: httpx.AsyncClient | None = None,
                  clock: Clock | None = None) -> None:
+        if profile.wire not in ("openai", "ollama"):
+            raise ConfigError(f"model {name!r}: profile {profile.name!r} speaks the "
+                              f"{profile.wire!r} wire, not Chat Completions; set provider: "
+                              f"{'anthropic' if profile.wire == 'anthropic' else profile.wire}")
         url = base_url or spec.base_url or profile.base_url
         if not url:
             raise ConfigError(f"model {name!r}: profile {profile.name!r} has no default "
