@@ -56,7 +56,8 @@ class ThreadExtractPool:
                                           charset)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self._pool.shutdown, True, cancel_futures=True)
+        # never wait for a thread stuck on a hostile page: threads cannot be killed
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _frame(meta: dict[str, Any], payload: bytes) -> bytes:
@@ -97,22 +98,32 @@ class ProcessExtractPool:
         self._size = workers
         self._idle: asyncio.Queue[_Worker] | None = None
         self._all: set[_Worker] = set()
+        self._starting = asyncio.Lock()
 
     async def _spawn(self) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-P", "-m", "agentkit.tools._extract_pool",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-P", "-m", "agentkit.tools._extract_pool",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+        except OSError as exc:
+            raise WorkerCrashed(f"could not start an extraction worker: {exc}") from None
         worker = _Worker(proc)
         self._all.add(worker)
         return worker
 
+    async def _workers(self) -> asyncio.Queue[_Worker]:
+        async with self._starting:  # the first callers wait for the same start-up
+            if self._idle is None:
+                idle: asyncio.Queue[_Worker] = asyncio.Queue()
+                for _ in range(self._size):
+                    idle.put_nowait(await self._spawn())
+                self._idle = idle
+        return self._idle
+
     async def extract(self, body: bytes, content_type: str,
                       charset: str | None) -> tuple[str, str]:
-        if self._idle is None:
-            self._idle = asyncio.Queue()
-            for _ in range(self._size):
-                self._idle.put_nowait(await self._spawn())
-        worker = await self._idle.get()
+        idle = await self._workers()
+        worker = await idle.get()
         healthy = False
         try:
             result = await worker.call(body, content_type, charset)
@@ -130,7 +141,7 @@ class ProcessExtractPool:
                 self._all.discard(worker)
                 with contextlib.suppress(Exception):
                     worker = await asyncio.shield(self._spawn())
-            self._idle.put_nowait(worker)
+            idle.put_nowait(worker)
 
     async def aclose(self) -> None:
         for worker in list(self._all):
