@@ -30,7 +30,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -58,6 +58,20 @@ def _docker() -> Any:
     import docker
 
     return docker
+
+
+@contextlib.contextmanager
+def _engine_errors(what: str) -> Iterator[None]:
+    """Map docker SDK / HTTP failures to `SandboxError` ``engine_error`` at this boundary."""
+    import requests
+
+    try:
+        yield
+    except SandboxError:
+        raise
+    except (_docker().errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise SandboxError("engine_error", f"{what}: {exc}", retry_hint="retry once; if it "
+                           "persists, check the Docker engine") from None
 
 
 def owner_label() -> str:
@@ -155,6 +169,7 @@ class DockerSandboxClient:
         self._sessions: dict[str, DockerSession] = {}
         self._guest_source: str | None = None
         self._owner = ""
+        self._start_lock = asyncio.Lock()
         self.started = False
 
     def emit(self, kind: str, data: dict[str, Any]) -> None:
@@ -162,16 +177,22 @@ class DockerSandboxClient:
             self._emit(kind, data)
 
     async def start(self) -> None:
-        if self.started:
-            return
+        async with self._start_lock:
+            if not self.started:
+                await self._start()
+
+    async def _start(self) -> None:
         from agentkit.sandboxes.image import resolve_image
 
         if self._docker is None:
             self._docker = await asyncio.to_thread(_connect)
-        self.image = await asyncio.to_thread(resolve_image, self._docker, self.image or self.settings.image)
+        with _engine_errors("could not look up the sandbox image"):
+            self.image = await asyncio.to_thread(resolve_image, self._docker,
+                                                 self.image or self.settings.image)
         self._guest_source = (Path(__file__).parent / "_guest.py").read_text()
         self._owner = owner_label()
-        swept = await asyncio.to_thread(sweep_orphans, self._docker)
+        with _engine_errors("could not list old sandboxes"):
+            swept = await asyncio.to_thread(sweep_orphans, self._docker)
         if swept:
             self.emit("sandbox.removed", {"reason": "orphan", "containers": swept})
         for relaxed in relaxations(self.settings):
@@ -205,6 +226,8 @@ class DockerSandboxClient:
                                "`agentkit sandbox build`") from None
         except _docker().errors.DockerException as exc:
             raise SandboxError("engine_error", f"docker refused to create the sandbox: {exc}") from None
+        except Exception as exc:  # requests timeouts and connection errors
+            raise SandboxError("engine_error", f"docker did not create the sandbox: {exc}") from None
 
     async def resume(self, sandbox_id: str) -> DockerSession:
         """Reconnect to a container of this run (its agent keeps waiting on stdin)."""
@@ -227,7 +250,8 @@ class DockerSandboxClient:
         self.emit("sandbox.removed", {"container": sandbox_id[:12]})
 
     def _remove_blocking(self, sandbox_id: str) -> None:
-        with contextlib.suppress(_docker().errors.NotFound):
+        with _engine_errors("could not remove the sandbox"), \
+                contextlib.suppress(_docker().errors.NotFound):
             self._docker.api.remove_container(sandbox_id, force=True, v=True)
 
     async def kill(self, sandbox_id: str) -> None:
@@ -243,7 +267,7 @@ class DockerSandboxClient:
         def state() -> dict[str, Any]:
             try:
                 return dict(self._docker.api.inspect_container(sandbox_id)["State"])
-            except _docker().errors.NotFound:
+            except Exception:  # gone or engine trouble: report what we know (nothing)
                 return {}
         return await asyncio.to_thread(state)
 
@@ -307,12 +331,14 @@ class DockerSession:
         """Attach to the container's stdin/stdout (before starting it) and wait for 'ready'."""
         api = self.client.docker.api
         params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        raw = await asyncio.to_thread(api.attach_socket, self.id, params)
+        with _engine_errors("could not attach to the sandbox"):
+            raw = await asyncio.to_thread(api.attach_socket, self.id, params)
         self._raw = raw
         sock = socket.socket(fileno=os.dup(raw._sock.fileno()))
         self._reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
         if start:
-            await asyncio.to_thread(api.start, self.id)
+            with _engine_errors("could not start the sandbox"):
+                await asyncio.to_thread(api.start, self.id)
             await self._read_answer(30.0, 4096, None)
         else:
             await self._request({"op": "ping"}, 10.0, 4096)
@@ -346,10 +372,8 @@ class DockerSession:
 
         def put() -> bool:
             return bool(api.put_archive(self.id, "/workspace", data))
-        try:
+        with _engine_errors("could not write files into the sandbox"):
             ok = await asyncio.to_thread(put)
-        except _docker().errors.APIError as exc:
-            raise SandboxError("write_failed", f"could not write files: {exc.explanation}") from None
         if not ok:
             raise SandboxError("write_failed", "docker did not accept the files")
 
@@ -367,10 +391,11 @@ class DockerSession:
 
     def _get_archive(self, rel: str) -> bytes:
         api = self.client.docker.api
-        try:
-            stream, stat = api.get_archive(self.id, f"/workspace/{rel}")
-        except _docker().errors.NotFound:
-            raise SandboxError("not_found", f"{rel!r} does not exist in /workspace") from None
+        with _engine_errors(f"could not read {rel!r} from the sandbox"):
+            try:
+                stream, stat = api.get_archive(self.id, f"/workspace/{rel}")
+            except _docker().errors.NotFound:
+                raise SandboxError("not_found", f"{rel!r} does not exist in /workspace") from None
         if stat.get("size", 0) > MAX_FILE_BYTES:
             raise SandboxError("too_large", f"{rel!r} is larger than {MAX_FILE_BYTES} bytes")
         buf = bytearray()
