@@ -109,8 +109,9 @@ class ScriptedModelServer:
     """See the module docstring. Construction does no I/O; `start()` binds an ephemeral port.
 
     `dialect`: one of `DIALECTS` (deepseek, deepseek-reasoner, deepseek-hybrid, kimi, qwen,
-    dashscope, openrouter, vllm, vllm-transition, sglang, llamacpp, raw, raw-tagged, ollama,
-    openai, gemini, xai, generic, anthropic). `default`: the answer once the script runs out
+    dashscope, openrouter, vllm, vllm-transition, sglang, llamacpp, raw, raw-tagged, ollama
+    (also native NDJSON on ``/api/chat``, see `root_url`), openai, openai-responses, gemini,
+    xai, generic, anthropic). `default`: the answer once the script runs out
     (else a 500 saying so). `strict`: enforce replay rules. `rpm`/`tpm`/`window_s`: rate limits
     (`token_estimate(body)` decides what a request reserves). `chunk_chars`: size of streamed
     text pieces (small, so tags split across chunks). `stream_delay`: seconds between events.
