@@ -42,6 +42,9 @@ class ThinkSplitter:
         self._close = ""
         self._buf = ""
         self._strip = False
+        #: undecided text is held, so searches resume where the last one stopped (no O(n^2))
+        self._from = 0
+        self._longest = max((len(t) for pair in self._tags for t in pair), default=1)
 
     def feed(self, text: str) -> list[Piece]:
         self._buf += text
@@ -82,11 +85,13 @@ class ThinkSplitter:
     def _step(self, out: list[Piece]) -> bool:
         if self._mode == "reasoning":
             return self._seek_close(out)
-        opens = [(self._buf.find(o), o, c) for o, c in self._tags if o in self._buf]
-        closes = [(self._buf.find(c), c) for _, c in self._tags if c in self._buf] \
+        start = self._from if self._mode == "undecided" else 0
+        opens = [(p, o, c) for o, c in self._tags if (p := self._buf.find(o, start)) >= 0]
+        closes = [(p, c) for _, c in self._tags if (p := self._buf.find(c, start)) >= 0] \
             if self._mode == "undecided" else []
         first_open = min(opens) if opens else None
         first_close = min(closes) if closes else None
+        self._from = 0 if (first_open or first_close) else max(0, len(self._buf) - self._longest)
         if first_close is not None and (first_open is None or first_close[0] < first_open[0]):
             pos, tag = first_close
             self._emit(out, "reasoning", self._buf[:pos])
