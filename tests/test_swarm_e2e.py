@@ -357,3 +357,39 @@ async def test_delegate_is_not_a_known_tool_when_max_depth_is_zero(tmp_path: Pat
                                      plan=nodes(("a", "x", [], ["delegate"]))), environ=ENV)
     assert result.status == "failed" and "unknown tool(s) delegate" in result.error["message"]  # type: ignore[index]
     assert srv.requests == []
+
+
+@pytest.mark.docker
+async def test_cancel_mid_run_removes_every_sandbox_container(tmp_path: Path) -> None:
+    import docker
+
+    plan = nodes(*((f"c{i}", f"compute {i}", [], ["run_code"]) for i in range(3)))
+
+    def coder(req: RecordedRequest) -> Reply:
+        return reply(reasoning="Run it.", tool_calls=[call("run_code", {
+            "code": "import time\nprint('start', flush=True)\ntime.sleep(120)"})])
+
+    client = docker.from_env()
+    try:
+        async with ScriptedModelServer("deepseek") as srv:
+            srv.default = Router([plan], {f"compute {i}": coder for i in range(3)}, answer="never")
+            task = task_for(srv, tmp_path, tools=["run_code"],
+                            sandbox={"pool_size": 0, "max_concurrency": 3, "timeout_s": 300})
+            run = start(task, ledger_dir=tmp_path, environ=ENV)
+            label = {"label": f"agentkit.run={run.run_id}"}
+            running: list[Any] = []
+            async for event in run.events():
+                if event.kind == "tool.call" and not running:
+                    for _ in range(100):  # wait until the three programs run in containers
+                        running = await asyncio.to_thread(client.containers.list, filters=label)
+                        if len(running) == 3:
+                            break
+                        await asyncio.sleep(0.2)
+                    run.cancel()
+            result = await asyncio.wait_for(run.result(), 60)
+        left = await asyncio.to_thread(client.containers.list, all=True, filters=label)
+    finally:
+        client.close()
+    assert len(running) == 3 and result.status == "cancelled"
+    assert left == []  # every container of the run is gone, not just stopped
+    assert verify_ledger(result.ledger).ok  # type: ignore[arg-type]
