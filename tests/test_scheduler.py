@@ -62,7 +62,7 @@ def _scheduler(graph: PlanGraph, executor: Sleeper, capture: EventCapture, *,
     clock = SystemClock()
     bus = EventBus("r", clock=clock, sinks=[capture])
     budget = Budget.root(spec or BudgetSpec(), emit=bus.emit, clock=clock)
-    return Scheduler(graph, executor, budget=budget, emit=bus.emit, clock=clock, **kw)  # type: ignore[arg-type]
+    return Scheduler(graph, executor, budget=budget, emit=bus.emit, clock=clock, **kw)
 
 
 async def test_dependent_starts_when_its_last_dependency_finishes_not_at_a_barrier() -> None:
@@ -75,11 +75,11 @@ async def test_dependent_starts_when_its_last_dependency_finishes_not_at_a_barri
     results = await _scheduler(graph, ex, cap).run()
     assert all(r.status == "succeeded" for r in results.values())
     for dep, node in [("c", "d"), ("d", "e"), ("a", "slow")]:
-        lag = results[node].started - results[dep].finished  # type: ignore[operator]
+        lag = results[node].started - results[dep].finished
         assert 0 <= lag < 0.02, (node, lag)
     # d and e ran entirely while `slow` (a sibling branch) was still running
-    assert results["e"].finished < results["slow"].finished  # type: ignore[operator]
-    assert results["z"].started - results["slow"].finished < 0.02  # type: ignore[operator]
+    assert results["e"].finished < results["slow"].finished
+    assert results["z"].started - results["slow"].finished < 0.02
     assert ex.calls == Counter({n: 1 for n in results})
     assert results["z"].output == "z(e,slow)"  # a node sees only its own dependencies' outputs
 
@@ -91,7 +91,7 @@ async def test_retry_then_skip_dependents_with_reason() -> None:
     cap, ex = EventCapture(), Sleeper(fail={"bad": 5})
     results = await _scheduler(graph, ex, cap, node_attempts=3).run()
     assert ex.calls["bad"] == 3 and results["bad"].attempts == 3
-    assert results["bad"].status == "failed" and "bad broke" in results["bad"].error["message"]  # type: ignore[index]
+    assert results["bad"].status == "failed" and "bad broke" in results["bad"].error["message"]
     assert {results["child"].status, results["grand"].status} == {"skipped"}
     skipped = {e.node_id: e.data["reason"] for e in cap.of("node.skipped")}
     assert set(skipped) == {"child", "grand"} and "'bad', which failed" in skipped["grand"]
@@ -197,8 +197,9 @@ def test_budget_shares_are_reserved_up_front_and_unused_part_returned() -> None:
 
 
 def _task(plan_nodes: list[dict], **extra: object) -> TaskSpec:
-    return TaskSpec(name="t", goal="count to 42", model="m", models={"m": {"model": "x"}},
-                    plan={"nodes": plan_nodes}, **extra)  # type: ignore[arg-type]
+    return TaskSpec.model_validate({"name": "t", "goal": "count to 42", "model": "m",
+                                    "models": {"m": {"model": "x"}}, "plan": {"nodes": plan_nodes},
+                                    **extra})
 
 
 async def _answer(system: str, user: str, node_id: str) -> str:
@@ -223,12 +224,12 @@ async def test_cancel_mid_run_stops_every_node_and_leaves_a_verifiable_ledger(tm
         if kinds.count("node.started") == 6:
             run.cancel()
     result = await run.result()
-    assert result.status == "cancelled" and result.error["type"] == "RunCancelled"  # type: ignore[index]
+    assert result.status == "cancelled" and result.error["type"] == "RunCancelled"
     assert sorted(ex.cancelled) == [f"w{i}" for i in range(5)] and ex.running == 0
     assert {result.nodes[f"w{i}"].status for i in range(5)} == {"cancelled"}
     assert result.nodes["fast"].status == "succeeded"
     assert kinds[0] == "run.started" and kinds[-1] == "run.finished"
-    check = verify_ledger(result.ledger)  # type: ignore[arg-type]
+    check = verify_ledger(result.ledger)
     assert check.ok and check.count == len(kinds)
     assert run.runtime.closed
 
@@ -258,7 +259,7 @@ def test_run_sync_outside_a_loop() -> None:
 async def test_invalid_hand_written_plan_fails_the_run_clearly() -> None:
     result = await arun(_task([{"id": "a", "goal": "0", "depends_on": ["nope"]}]),
                         executor=Sleeper(), synthesizer=_answer)
-    assert result.status == "failed" and "depends on 'nope'" in result.error["message"]  # type: ignore[index]
+    assert result.status == "failed" and "depends on 'nope'" in result.error["message"]
 
 
 async def test_unknown_prompt_override_is_refused_before_the_run_starts() -> None:

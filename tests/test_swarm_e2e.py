@@ -66,7 +66,7 @@ def nodes(*specs: tuple[str, str, list[str], list[str]]) -> dict[str, Any]:
 class Router:
     """Answers by role; `workers` maps a node goal to a function of the request."""
 
-    def __init__(self, plans: list[dict[str, Any]], workers: dict[str, Callable[[RecordedRequest], Reply]],
+    def __init__(self, plans: list[dict[str, Any]], workers: dict[str, Callable[[RecordedRequest], Any]],
                  answer: str, replan: dict[str, Any] | None = None) -> None:
         self.plans, self.workers, self.answer, self.replan = plans, workers, answer, replan
         self.calls: Counter[str] = Counter()
@@ -148,16 +148,16 @@ async def test_planned_six_node_dag_runs_branches_in_parallel_to_a_cited_answer(
     assert result.status == "succeeded", result.error
     assert set(result.nodes) == set("abcdef") and all(n.status == "succeeded" for n in result.nodes.values())
     n = result.nodes
-    assert n["e"].started - n["d"].finished < 0.05  # type: ignore[operator]
-    assert n["e"].finished < n["b"].finished  # type: ignore[operator]  # no barrier
-    assert n["f"].started - max(n["c"].finished, n["e"].finished) < 0.05  # type: ignore[operator,type-var]
+    assert n["e"].started - n["d"].finished < 0.05
+    assert n["e"].finished < n["b"].finished  # no barrier
+    assert n["f"].started - max(n["c"].finished, n["e"].finished) < 0.05
     # citations: the fetched page is kept with its hash; the never-fetched URL is dropped
     assert [c.url for c in result.citations] == [url] and result.citations[0].content_hash
     assert "never-fetched" not in (result.answer or "")
     cited = [e["data"] for e in events_of(result) if e["kind"] == "url.cited"]
     assert {(c["url"], c["ok"]) for c in cited} == {(url, True),
                                                     ("https://never-fetched.example/fjords", False)}
-    assert result.usage.input_tokens > 0 and verify_ledger(result.ledger).ok  # type: ignore[arg-type]
+    assert result.usage.input_tokens > 0 and verify_ledger(result.ledger).ok
     # each sub-agent saw only its goal and its dependencies' outputs
     compare = next(r for r in srv.requests if goal_of(r) == "compare")
     prompt = _text(compare.messages[1])
@@ -205,7 +205,7 @@ async def test_failing_node_triggers_subtree_replan_and_finished_nodes_are_not_r
     async with ScriptedModelServer("deepseek") as srv:
         router = Router([plan], {
             "stable one": answer_with("one"), "stable two": answer_with("two"),
-            "fragile": lambda req: error(400, "this request is invalid"),  # type: ignore[arg-type,return-value]
+            "fragile": lambda req: error(400, "this request is invalid"),
             "sturdy": answer_with("sturdy result"), "use sturdy": answer_with("final part"),
         }, answer="All done.", replan=replacement)
         srv.default = router
@@ -254,7 +254,7 @@ async def test_cancel_mid_run_stops_every_sub_agent_and_leaves_a_verifiable_ledg
         requested: set[str] = set()
         async for event in run.events():
             if event.kind == "model.request" and (event.node_id or "").startswith("s"):
-                requested.add(event.node_id)  # type: ignore[arg-type]
+                requested.add(event.node_id)
                 if len(requested) == 6:
                     await asyncio.sleep(0.1)  # the six requests are on the wire
                     run.cancel()
@@ -271,7 +271,7 @@ async def test_cancel_mid_run_stops_every_sub_agent_and_leaves_a_verifiable_ledg
     events = events_of(result)
     assert events[-1]["kind"] == "run.finished" and events[-1]["data"]["status"] == "cancelled"
     assert not [e for e in events if e["kind"] == "model.response" and e["node_id"].startswith("s")]
-    check = verify_ledger(result.ledger)  # type: ignore[arg-type]
+    check = verify_ledger(result.ledger)
     assert check.ok and check.count == len(events)
 
 
@@ -355,7 +355,7 @@ async def test_delegate_is_not_a_known_tool_when_max_depth_is_zero(tmp_path: Pat
     async with ScriptedModelServer("deepseek") as srv:
         result = await arun(task_for(srv, tmp_path, budget={"max_depth": 0},
                                      plan=nodes(("a", "x", [], ["delegate"]))), environ=ENV)
-    assert result.status == "failed" and "unknown tool(s) delegate" in result.error["message"]  # type: ignore[index]
+    assert result.status == "failed" and "unknown tool(s) delegate" in result.error["message"]
     assert srv.requests == []
 
 
@@ -392,4 +392,4 @@ async def test_cancel_mid_run_removes_every_sandbox_container(tmp_path: Path) ->
         client.close()
     assert len(running) == 3 and result.status == "cancelled"
     assert left == []  # every container of the run is gone, not just stopped
-    assert verify_ledger(result.ledger).ok  # type: ignore[arg-type]
+    assert verify_ledger(result.ledger).ok
