@@ -161,7 +161,8 @@ class Budget:
         limited = [b for b in levels if kind in b.pools and b.pools[kind].limit is not None]
         for level in limited:
             pool = level.pools[kind]
-            if amount > pool.room():
+            # a zero-size hold (a model call's cost, unknown before the answer) still needs room
+            if amount > pool.room() or pool.room() <= 0:
                 assert pool.limit is not None
                 self._emit("budget.exceeded", {"budget": kind, "scope": level.scope,
                                                "limit": pool.limit, "used": pool.used,

@@ -279,3 +279,16 @@ async def test_with_few_slots_the_longest_chain_is_dispatched_first() -> None:
     order = [e.node_id for e in cap.of("node.started")]
     assert order[0] == "c0" and ex.peak == 1
     assert order.index("c1") < order.index("s0")  # c1 (rank 2) beats every rank-1 node
+
+
+def test_cost_budget_refuses_the_next_model_call_once_spent() -> None:
+    from agentkit.messages import Usage
+
+    root = Budget.root(BudgetSpec(cost_usd=0.01), emit=lambda *a, **k: None, clock=SystemClock())
+    node = root.child("n")
+    node.reserve_model(100)
+    node.commit_model(Usage(input_tokens=10, output_tokens=10), 0.01)
+    with pytest.raises(BudgetExceeded, match="cost_usd"):
+        node.reserve_model(100)
+    node.close()
+    assert root.pools["cost_usd"].used == pytest.approx(0.01) and root.pools["tokens"].held == 0
