@@ -247,3 +247,29 @@ async def test_real_model_output_follows_the_response_schema() -> None:
         assert set(value) == {"answer"} and isinstance(value["answer"], int)
     finally:
         registry.unload_all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Input data for the sandbox (the quickstart's CSV reaches code through sandbox.inputs)
+
+
+@pytest.mark.docker
+async def test_sandbox_inputs_are_copied_from_the_workspace(tmp_path: Path) -> None:
+    """Code sees the workspace file without passing it; a deleted input is copied again."""
+    from agentkit.tools.base import ToolContext, invoke_tool
+
+    from agentkit.runtime import Runtime
+    from agentkit.task import ModelSpec, SandboxSettings, TaskSpec
+
+    (tmp_path / "sales.csv").write_text("region,units\nNorth,3\nSouth,4\n")
+    task = TaskSpec(name="inputs", goal="g", model="m", models={"m": ModelSpec(model="unused")},
+                    tools=["run_code"], sandbox=SandboxSettings(inputs=["sales.csv"], pool_size=0,
+                                                                timeout_s=10.0))
+    async with Runtime(task, workspace=tmp_path) as rt:
+        ctx = ToolContext(rt, node_id="n", agent_id="a", call_id="c")
+        tool = rt.tools.get("run_code")
+        code = "import csv, os\nprint(sum(int(r['units']) for r in csv.DictReader(open('sales.csv'))))"
+        out = await invoke_tool(tool, {"code": code + "\nos.remove('sales.csv')"}, ctx)
+        assert out.data["stdout"].strip() == "7"
+        again = await invoke_tool(tool, {"code": code}, ctx)
+        assert again.data["stdout"].strip() == "7"

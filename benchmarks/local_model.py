@@ -1,0 +1,227 @@
+"""The embedded local model: speed, plan validity, and quickstart correctness.
+
+Prints:
+- load time of the default GGUF (assembly and hash check excluded: cached after first use);
+- prompt and generation tokens/s, free vs grammar-constrained (the ratio is the cost of the
+  constraint, measured in the same run);
+- plan validity over N seeded planning requests (the planner's `submit_plan` action, validated
+  by `validate_plan`; valid = accepted, >= 3 nodes, >= 2 of them runnable in parallel);
+- quickstart correctness over N seeded full runs (planner -> sandboxed nodes -> synthesizer);
+  the expected numbers are computed here from the CSV with the csv module, and a run is correct
+  when the answer contains every one of them; plus the wall time split into planning,
+  execution and synthesis (from the run's events).
+
+Usage (from the repository root, sandbox image built):
+    python benchmarks/local_model.py [--plans 10] [--runs 10] [--skip-speed]
+Each quickstart run takes minutes on 2 shared cores; use --runs 1 for a quick look.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import re
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "examples" / "quickstart.yaml"
+CSV = ROOT / "examples" / "data" / "sales.csv"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ground truth, computed independently of any model
+
+
+def expected_facts(path: Path = CSV) -> dict[str, Any]:
+    revenue: dict[str, float] = defaultdict(float)
+    month: dict[str, float] = defaultdict(float)
+    units: Counter[str] = Counter()
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            value = int(row["units"]) * float(row["unit_price"])
+            revenue[row["region"]] += value
+            month[row["date"][:7]] += value
+            units[row["product"]] += int(row["units"])
+    best_month = max(month, key=lambda m: month[m])
+    top_product, top_units = units.most_common(1)[0]
+    return {"revenue": dict(revenue), "best_month": best_month,
+            "best_month_revenue": month[best_month], "top_product": top_product,
+            "top_units": top_units}
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d+)?", text)]
+
+
+def check_answer(answer: str, facts: dict[str, Any]) -> list[str]:
+    """What is missing or wrong in `answer` (empty list: correct)."""
+    nums = _numbers(answer or "")
+    problems = []
+
+    def has(value: float) -> bool:
+        return any(abs(n - value) < 0.006 for n in nums)
+
+    for region, value in facts["revenue"].items():
+        if region not in answer or not has(value):
+            problems.append(f"revenue {region}={value:.2f}")
+    if facts["best_month"] not in answer or not has(facts["best_month_revenue"]):
+        problems.append(f"best month {facts['best_month']}={facts['best_month_revenue']:.2f}")
+    if facts["top_product"] not in answer or not has(facts["top_units"]):
+        problems.append(f"top product {facts['top_product']}={facts['top_units']}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed
+
+
+def speed() -> None:
+    import llama_cpp
+    from agentkit.tools.run_code import RunCode
+
+    from agentkit.models._local_actions import action_grammar
+    from agentkit.models.local import LoadedModels, LoadKey
+    from agentkit.models.weights import DEFAULT_LOCAL_MODEL, resolve_model_path
+
+    path = resolve_model_path(DEFAULT_LOCAL_MODEL)
+    registry = LoadedModels()
+    t0 = time.perf_counter()
+    loaded = registry.get(LoadKey(str(path), 4096, 2))
+    load_s = time.perf_counter() - t0
+    llm = loaded.llm
+    prompt = loaded.formatter(messages=[{"role": "user", "content": CSV.read_text()[:1500]
+                                         + "\nWrite Python that sums the units column."}]).prompt
+    n_prompt = len(llm.tokenize(prompt.encode(), special=True))
+    llm.reset()
+    t0 = time.perf_counter()
+    llm.create_completion(prompt, max_tokens=1, temperature=0.0)
+    prompt_s = time.perf_counter() - t0
+    spec = RunCode()
+    from agentkit.messages import ToolSpec
+
+    tool = ToolSpec(name=spec.name, description=spec.description,
+                    parameters=spec.args_model.model_json_schema())
+    grammar = llama_cpp.LlamaGrammar.from_string(
+        action_grammar([tool], think=False, allow_final=False), verbose=False)
+    rates = {}
+    for label, g in (("free", None), ("action grammar", grammar)):
+        llm.reset()
+        t0 = time.perf_counter()
+        out = llm.create_completion(prompt, max_tokens=64, temperature=0.2, seed=1, grammar=g)
+        total = time.perf_counter() - t0 - prompt_s
+        rates[label] = out["usage"]["completion_tokens"] / max(total, 1e-9)
+    registry.unload_all()
+    print(f"load time:                 {load_s:6.2f} s  ({path.name})")
+    print(f"prompt processing:         {n_prompt / prompt_s:6.1f} tokens/s  ({n_prompt} tokens)")
+    print(f"generation, free:          {rates['free']:6.2f} tokens/s")
+    print(f"generation, action grammar:{rates['action grammar']:6.2f} tokens/s  "
+          f"(ratio to free: {rates['action grammar'] / rates['free']:.2f})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans and full runs
+
+
+def _task(seed: int) -> Any:
+    from agentkit.task import load_task
+
+    task = load_task(QUICKSTART)
+    models = dict(task.models)
+    local = models["local"]
+    models["local"] = local.model_copy(update={"extra_body": {**local.extra_body, "seed": seed}})
+    return task.model_copy(update={"models": models, "workspace": str(CSV.parent)})
+
+
+async def plan_once(seed: int) -> tuple[bool, str, float]:
+    from agentkit.swarm.agents import Planner
+    from agentkit.swarm.budget import Budget
+    from agentkit.swarm.engine import SwarmContext
+    from agentkit.swarm.prompting import Prompts
+
+    from agentkit.runtime import Runtime
+
+    task = _task(seed)
+    t0 = time.perf_counter()
+    async with Runtime(task) as rt:
+        ctx = SwarmContext(runtime=rt, prompts=Prompts.for_task(task),
+                           budget=Budget.root(task.budget, emit=rt.emit, clock=rt.clock))
+        try:
+            graph = await Planner(ctx).plan()
+        except Exception as exc:  # an invalid plan is a measured outcome, not a crash
+            return False, f"{type(exc).__name__}: {str(exc)[:160]}", time.perf_counter() - t0
+    summary = graph.summary()
+    ok = len(graph.nodes) >= 3 and summary.get("width", 0) >= 2
+    info = f"{len(graph.nodes)} nodes, width {summary.get('width')}, depth {summary.get('depth')}"
+    return ok, info, time.perf_counter() - t0
+
+
+async def run_once(seed: int, facts: dict[str, Any]) -> dict[str, Any]:
+    from agentkit.swarm.run import arun
+
+    events: list[Any] = []
+    t0 = time.perf_counter()
+    result = await arun(_task(seed), sinks=[events.append], ledger_dir=ROOT / ".agentkit-bench")
+    wall = time.perf_counter() - t0
+    ts = {e.kind: e.ts for e in events if e.kind in ("run.started", "plan.created")}
+    node_end = max((e.ts for e in events if e.kind in ("node.finished", "node.failed")), default=None)
+    finished = next((e.ts for e in events if e.kind == "run.finished"), None)
+    split = {}
+    if "plan.created" in ts and node_end is not None and finished is not None:
+        split = {"planning": ts["plan.created"] - ts["run.started"],
+                 "execution": node_end - ts["plan.created"], "synthesis": finished - node_end}
+    starts = {e.node_id: e.ts for e in events if e.kind == "node.started"}
+    ends = {e.node_id: e.ts for e in events if e.kind in ("node.finished", "node.failed")}
+    overlap = any(starts[a] < ends.get(b, 0) and starts[b] < ends.get(a, 0)
+                  for a in starts for b in starts if a < b)
+    problems = check_answer(result.answer or "", facts)
+    return {"seed": seed, "status": result.status, "correct": not problems, "problems": problems,
+            "wall": wall, "split": split, "overlap": overlap,
+            "ungrounded": len(result.ungrounded), "answer": (result.answer or "")[:400]}
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--plans", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--skip-speed", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_speed:
+        speed()
+    if args.plans:
+        outcomes = []
+        for seed in range(args.plans):
+            ok, info, secs = await plan_once(seed)
+            outcomes.append((ok, secs))
+            print(f"plan seed={seed}: {'valid' if ok else 'INVALID'} in {secs:5.1f} s  {info}", flush=True)
+        valid = sum(ok for ok, _ in outcomes)
+        median = statistics.median(s for _, s in outcomes)
+        print(f"plan validity: {valid}/{len(outcomes)}  (median {median:.1f} s per plan)")
+    if args.runs:
+        facts = expected_facts()
+        print(f"expected: {json.dumps(facts)}")
+        rows = []
+        for seed in range(args.runs):
+            row = await run_once(seed, facts)
+            rows.append(row)
+            split = " ".join(f"{k} {v:.0f}s" for k, v in row["split"].items())
+            print(f"run seed={seed}: {row['status']:9s} correct={row['correct']} wall {row['wall']:.0f}s "
+                  f"[{split}] overlap={row['overlap']} ungrounded={row['ungrounded']} "
+                  f"missing={row['problems']}", flush=True)
+        correct = sum(r["correct"] for r in rows)
+        print(f"quickstart correctness: {correct}/{len(rows)} (goal >= 9/10)")
+        for part in ("planning", "execution", "synthesis"):
+            vals = [r["split"][part] for r in rows if r["split"]]
+            if vals:
+                print(f"  median {part}: {statistics.median(vals):.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
