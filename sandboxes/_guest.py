@@ -116,20 +116,110 @@ class Collector:
         self.sel.close()
 
 
-def argv_for(lang, code, timeout):
-    inner = ["python3", "-c", code] if lang == "python" else ["bash", "-c", code]
-    return ["timeout", "-s", "KILL", f"{timeout:.3f}"] + inner
+class Forked:
+    """Python code in a child forked from this agent: no interpreter start-up, so a one-shot
+    run costs about a millisecond. The child gets a fresh ``__main__``, its own session and
+    pipes, closes every other descriptor (the agent channel included), and carries a CPU
+    rlimit as a kernel backstop to the agent's wall-clock kill."""
+
+    def __init__(self, code, timeout):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: never returns into the agent loop
+            try:
+                os.dup2(out_w, 1)
+                os.dup2(err_w, 2)
+                run_child(code, timeout)
+            finally:
+                os._exit(1)
+        os.close(out_w)
+        os.close(err_w)
+        self.pid, self.out, self.err, self.returncode = pid, out_r, err_r, None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired("run_code", timeout)
+            time.sleep(0.002)
+        return self.returncode
+
+    def close(self):
+        os.close(self.out)
+        os.close(self.err)
+
+
+def run_child(code, timeout):
+    import resource
+    import traceback
+    import types
+
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.closerange(3, 1 << 16)
+    cpu = int(timeout) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    os.chdir(WORKDIR)
+    sys.stdin = open(os.devnull)
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    sys.modules["__main__"] = main
+    sys.argv = ["-c"]
+    rc = 0
+    try:
+        exec(compile(code, "<run_code>", "exec"), main.__dict__)
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if not isinstance(e.code, (int, type(None))):
+            print(e.code, file=sys.stderr)
+    except BaseException:
+        traceback.print_exc()
+        rc = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(rc)
+
+
+class Spawned:
+    """A command under `timeout -s KILL` (the in-container deadline), own process group."""
+
+    def __init__(self, argv, timeout):
+        self.proc = subprocess.Popen(["timeout", "-s", "KILL", f"{timeout:.3f}"] + argv,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, cwd=WORKDIR, start_new_session=True)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.pid, self.out, self.err = self.proc.pid, self.proc.stdout.fileno(), self.proc.stderr.fileno()
+        self.poll, self.wait = self.proc.poll, self.proc.wait
+
+    def close(self):
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.proc.stdout.close()
+        self.proc.stderr.close()
 
 
 def run_once(req):
-    """One fresh process under `timeout -s KILL`, in its own process group."""
+    """One fresh process per call (forked Python, or bash under `timeout`), killed with its
+    whole process group at the deadline or when an output cap is hit."""
     timeout, cap = float(req["timeout"]), int(req["cap"])
-    proc = subprocess.Popen(argv_for(req["lang"], req["code"], timeout), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=WORKDIR,
-                            start_new_session=True)
-    assert proc.stdout is not None and proc.stderr is not None
-    col = Collector({"stdout": proc.stdout.fileno(), "stderr": proc.stderr.fileno()}, cap)
-    deadline = time.monotonic() + timeout + 1.0
+    proc: Forked | Spawned
+    if req["lang"] == "python":
+        proc, grace = Forked(req["code"], timeout), 0.0
+    else:
+        proc, grace = Spawned(["bash", "-c", req["code"]], timeout), 1.0
+    col = Collector({"stdout": proc.out, "stderr": proc.err}, cap)
+    started = time.monotonic()
+    deadline = started + timeout + grace
     timed_out = capped = False
     exited_at = None
     while col.open():
@@ -152,9 +242,9 @@ def run_once(req):
     killpg(proc.pid)
     rc = proc.wait()
     col.close()
-    proc.stdout.close()
-    proc.stderr.close()
-    if rc in (-9, 124, 137) and not capped and time.monotonic() >= deadline - 1.05:
+    proc.close()
+    killed = rc in (-signal.SIGKILL, -signal.SIGXCPU, 124, 137)
+    if killed and not capped and time.monotonic() - started >= timeout - 0.05:
         timed_out = True  # `timeout -s KILL` kills its whole group, itself included
     return (128 - rc if rc < 0 else rc), col, timed_out, False
 
@@ -274,6 +364,8 @@ def main():
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     state: dict = {}
+    if "persistent" in sys.argv[1:]:  # start the interpreter now, not on the first call
+        state["worker"] = Worker()
     out.write(b'{"ok": true, "ready": true, "id": null}\n')
     out.flush()
     for line in sys.stdin.buffer:

@@ -203,11 +203,13 @@ class DockerSandboxClient:
         """Start one hardened container and connect to its agent."""
         await self.start()
         assert self.image is not None and self._guest_source is not None
+        persistent = self.settings.persistent if persistent is None else persistent
+        command = ["python3", "-u", "-c", self._guest_source, *(["persistent"] if persistent else [])]
         kwargs = container_kwargs(self.settings, image=self.image, run_id=self.run_id,
-                                  command=["python3", "-u", "-c", self._guest_source], owner=self._owner)
+                                  command=command, owner=self._owner)
         started = time.monotonic()
         cid = await asyncio.to_thread(self._create_blocking, kwargs)
-        session = DockerSession(self, cid, self.settings.persistent if persistent is None else persistent)
+        session = DockerSession(self, cid, persistent)
         self._sessions[cid] = session
         try:
             await session.connect(start=True)

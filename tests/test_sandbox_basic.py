@@ -79,6 +79,24 @@ async def test_persistent_session_keeps_variables_per_agent() -> None:
         assert after.data["stdout"] == "None\n"
 
 
+async def test_one_shot_python_behaves_like_a_fresh_interpreter() -> None:
+    """One-shot Python is forked from the in-container agent; it must still look like
+    `python3 -c`: its own __main__, multiprocessing works, exit codes and tracebacks."""
+    code = ("import sys\nfrom multiprocessing import Pool\n"
+            "def square(x):\n    return x * x\n"
+            "if __name__ == '__main__':\n"
+            "    with Pool(2) as pool:\n        print(pool.map(square, range(5)))\n"
+            "    print(sorted(k for k in globals() if not k.startswith('__')))\n"
+            "    sys.exit(7)")
+    async with make_runtime([]) as rt:
+        out = await run_code(rt, code=code)
+        assert out.data["stdout"] == "[0, 1, 4, 9, 16]\n['Pool', 'pool', 'square', 'sys']\n"
+        assert out.data["exit_code"] == 7
+        err = await run_code(rt, code="def f():\n    raise ValueError('boom')\nf()")
+        assert err.data["exit_code"] == 1 and "ValueError: boom" in err.data["stderr"]
+        assert 'File "<run_code>", line 2' in err.data["stderr"]
+
+
 async def test_non_persistent_calls_share_files_but_not_variables() -> None:
     async with make_runtime([]) as rt:
         await run_code(rt, code="x = 1\nopen('keep.txt', 'w').write('kept')")

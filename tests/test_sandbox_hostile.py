@@ -42,9 +42,13 @@ async def assert_next_call_works(rt: Runtime) -> None:
     assert out.data["exit_code"] == 0 and out.data["stdout"] == "42\n"
 
 
-async def test_fork_bomb_is_a_resource_limit_error(rt: Runtime) -> None:
+@pytest.mark.parametrize("language, code", [
+    ("bash", ":(){ :|:& };:"),
+    ("python", "import os\nwhile True:\n    os.fork()"),
+])
+async def test_fork_bomb_is_a_resource_limit_error(rt: Runtime, language: str, code: str) -> None:
     with pytest.raises(SandboxError) as info:
-        await run_code(rt, language="bash", code=":(){ :|:& };:", timeout_s=5)
+        await run_code(rt, language=language, code=code, timeout_s=5)
     assert info.value.code == "resource_limit"
     first = containers_of(rt.run_id)
     await assert_next_call_works(rt)
