@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 #: the tool that lets a node spawn a sub-team (planner + scheduler one level deeper)
 DELEGATE = "delegate"
+#: tools the planner may use itself: read-only fact finding. Computing and writing are the
+#: nodes' work; a small local model offered run_code while planning did the task itself
+#: (with failing code) instead of planning it.
+PLANNER_TOOLS = frozenset({"web_search", "web_fetch", "read_file", "list_files"})
 
 __all__ = ["DELEGATE", "AgentExecutor", "Planner", "SubmitPlan", "agent_ask", "known_tools"]
 
@@ -121,8 +125,8 @@ class Planner:
                    check: Callable[[list[PlanNode]], PlanGraph], node_id: str) -> PlanGraph:
         ctx, task = self.ctx, self.ctx.runtime.task
         submit = SubmitPlan(check, task.retry.plan_attempts)
-        tools = ToolRegistry([*(ctx.runtime.tools.get(n) for n in ctx.runtime.tools.names()),
-                              submit])
+        tools = ToolRegistry([*(ctx.runtime.tools.get(n) for n in ctx.runtime.tools.names()
+                                if n in PLANNER_TOOLS), submit])
         budget = ctx.budget.child(node_id)
         try:
             agent = Agent(ctx.runtime, task.model_for("planner"), tools,
