@@ -138,12 +138,12 @@ async def _swarm(ctx: SwarmContext, executor: NodeExecutor | None, replanner: Re
         ctx.nodes = dict(scheduler.results)
     for out in scheduler.outputs.values():
         ctx.add(out.usage, out.cost_usd)
-    done = [n for n in scheduler.graph.order if scheduler.results[n].status == "succeeded"]
+    final = ctx.nodes
+    done = [n for n in scheduler.graph.order if final[n].status == "succeeded"]
     if not done:
         raise RunFailed("no node of the plan succeeded; see nodes for each error")
     synthesis = await _synthesize(ctx, scheduler, done, synthesizer or agent_ask(ctx))
     # nodes replaced by a re-plan stay in `nodes` (with their error) but do not fail the run
-    final = scheduler.results
     bad = {k: final[k].status for k in scheduler.graph.order if final[k].status != "succeeded"}
     error = None
     if bad:
