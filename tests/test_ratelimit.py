@@ -31,7 +31,7 @@ async def test_fake_clock_wakes_sleepers_in_deadline_order() -> None:
 
 async def test_tpm_reservation_waits_for_refill() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(tpm=6000, clock=clock)  # at most 6000 in any 60 s
+    limiter = RateLimiter(tpm=6000, clock=clock, margin_s=0)  # at most 6000 in any 60 s
     for _ in range(2):
         async with limiter.reserve(3000) as r:
             r.settle(3000)
@@ -43,7 +43,7 @@ async def test_tpm_reservation_waits_for_refill() -> None:
 
 async def test_unused_reservation_is_refunded() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(tpm=6000, clock=clock)
+    limiter = RateLimiter(tpm=6000, clock=clock, margin_s=0)
     async with limiter.reserve(6000) as r:
         r.settle(1000)  # the answer used far less than max_tokens
     async with limiter.reserve(5000) as r:
@@ -57,7 +57,7 @@ async def test_unused_reservation_is_refunded() -> None:
 async def test_unsettled_reservation_stays_spent() -> None:
     """A failed request was counted by the provider too: no refund."""
     clock = FakeClock()
-    limiter = RateLimiter(tpm=600, clock=clock)
+    limiter = RateLimiter(tpm=600, clock=clock, margin_s=0)
     try:
         async with limiter.reserve(600):
             raise RuntimeError("boom")
@@ -70,7 +70,7 @@ async def test_unsettled_reservation_stays_spent() -> None:
 
 async def test_rpm_and_pause() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(rpm=2, clock=clock)
+    limiter = RateLimiter(rpm=2, clock=clock, margin_s=0)
     for _ in range(3):
         async with limiter.reserve(1):
             pass
@@ -83,7 +83,7 @@ async def test_rpm_and_pause() -> None:
 
 async def test_concurrency_limit_and_fifo_admission() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(tpm=1000, max_concurrency=2, clock=clock)
+    limiter = RateLimiter(tpm=1000, max_concurrency=2, clock=clock, margin_s=0)
     inflight, peak, order = 0, 0, []
 
     async def request(name: str, tokens: int) -> None:
@@ -110,7 +110,7 @@ async def test_concurrency_limit_and_fifo_admission() -> None:
 
 async def test_shorter_window_scales_the_per_minute_limit() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(tpm=6000, window_s=1.0, clock=clock)  # 100 tokens in any second
+    limiter = RateLimiter(tpm=6000, window_s=1.0, clock=clock, margin_s=0)  # 100 tokens in any second
     for _ in range(3):
         async with limiter.reserve(100) as r:
             r.settle(100)
@@ -143,3 +143,35 @@ async def test_limits_are_run_scoped_unless_shared_explicitly() -> None:
     one = (await limits_of(c)).for_model("m", rpm=None, tpm=100, max_concurrency=None)
     two = (await limits_of(d)).for_model("m", rpm=None, tpm=100, max_concurrency=None)
     assert one is two
+
+
+async def test_default_margin_keeps_the_client_window_behind_the_providers() -> None:
+    """The provider starts counting a moment after we admit: entries are held a bit longer."""
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=600, clock=clock)
+    for _ in range(2):
+        async with limiter.reserve(600) as r:
+            r.settle(600)
+    assert 60.0 < clock.monotonic() <= 61.5
+
+
+async def test_refund_wakes_a_waiting_request_early() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=1000, clock=clock, margin_s=0)
+    admitted_at: list[float] = []
+
+    async def first() -> None:
+        async with limiter.reserve(1000) as r:  # holds the whole minute while it runs
+            await clock.sleep(5)
+            r.settle(200)  # used far less than max_tokens
+
+    async def second() -> None:
+        async with limiter.reserve(500) as r:
+            admitted_at.append(clock.monotonic())
+            r.settle(500)
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(first())
+        await asyncio.sleep(0)
+        group.create_task(second())
+    assert admitted_at == [5.0]  # not 60: the refund let it in

@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from agentkit.clock import Clock
-from agentkit.messages import Message, ToolSpec
+from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolSpec
 
 __all__ = ["RATE_LIMITS_KEY", "RateLimiter", "RateLimits", "Reservation", "estimate_tokens"]
 
@@ -33,13 +33,25 @@ RATE_LIMITS_KEY = "agentkit.rate_limits"
 
 
 def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> int:
-    """A cheap upper-ish estimate of prompt tokens (about 4 characters a token, plus framing).
+    """A cheap estimate of prompt tokens: about 4 characters a token, plus message framing.
 
-    Used only to reserve rate-limit capacity; the provider's usage figure settles the account.
+    Used only to reserve rate-limit capacity before the call; the provider's usage figure
+    settles the account afterwards (an underestimate becomes a small debt, not an error).
     """
-    chars = sum(len(m.model_dump_json()) for m in messages)
-    chars += sum(len(json.dumps(t.parameters)) + len(t.description) + len(t.name) for t in tools)
-    return chars // 4 + 4 * len(messages) + 8
+    chars = 0
+    for message in messages:
+        chars += 16
+        for part in message.parts:
+            if isinstance(part, (TextPart, ReasoningPart)):
+                chars += len(part.text)
+            elif isinstance(part, ToolCallPart):
+                chars += len(part.name) + len(part.id) + len(part.raw_arguments
+                                                            or json.dumps(part.arguments))
+            else:
+                chars += len(part.content) + len(part.call_id)
+    for tool in tools:
+        chars += len(json.dumps(tool.parameters)) + len(tool.description) + len(tool.name) + 16
+    return -(-chars // 4) + 2
 
 
 class _Window:
@@ -50,8 +62,10 @@ class _Window:
     of the same size. An entry can be lowered after the fact (a refund) or raised (debt).
     """
 
-    def __init__(self, limit: float, window_s: float, clock: Clock) -> None:
-        self.limit, self.window, self.clock = float(limit), window_s, clock
+    def __init__(self, limit: float, window_s: float, clock: Clock, margin_s: float = 0.0) -> None:
+        # the provider starts counting a request a little after we admit it (network, event
+        # loop): holding each entry `margin_s` longer keeps our window behind the provider's
+        self.limit, self.window, self.clock = float(limit), window_s + margin_s, clock
         self.log: collections.deque[list[float]] = collections.deque()  # [time, amount]
 
     def _prune(self) -> float:
@@ -90,6 +104,7 @@ class Reservation:
     tokens: int
     entry: list[float] | None = None
     settled: bool = False
+    on_refund: Callable[[], None] | None = None
 
     def settle(self, used_tokens: int) -> None:
         """Count what the request really used (less: refund; more: debt, taken back)."""
@@ -97,7 +112,10 @@ class Reservation:
             return
         self.settled = True
         if self.entry is not None:
+            refund = self.entry[1] - used_tokens
             self.entry[1] = float(used_tokens)
+            if refund > 0 and self.on_refund is not None:
+                self.on_refund()
 
 
 class RateLimiter:
@@ -109,13 +127,15 @@ class RateLimiter:
 
     def __init__(self, *, rpm: int | None = None, tpm: int | None = None,
                  max_concurrency: int | None = None, clock: Clock,
-                 window_s: float = 60.0) -> None:
+                 window_s: float = 60.0, margin_s: float | None = None) -> None:
         self.clock = clock
         scale = window_s / 60.0
-        self.rpm = _Window(max(1.0, rpm * scale), window_s, clock) if rpm else None
-        self.tpm = _Window(tpm * scale, window_s, clock) if tpm else None
+        margin = margin_s if margin_s is not None else 0.01 * window_s + 0.02
+        self.rpm = _Window(max(1.0, rpm * scale), window_s, clock, margin) if rpm else None
+        self.tpm = _Window(tpm * scale, window_s, clock, margin) if tpm else None
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._admission = asyncio.Lock()  # FIFO: first come, first admitted
+        self._refunded = asyncio.Event()
         self._paused_until = 0.0
         #: seconds spent waiting for rate capacity (summed over requests)
         self.waited_s = 0.0
@@ -150,13 +170,26 @@ class RateLimiter:
                 if wait <= 0:
                     break
                 self.waited_s += wait
-                await self.clock.sleep(wait)
+                await self._sleep_or_refund(wait)
             if self.rpm is not None:
                 self.rpm.take(1)
             if self.tpm is None:
                 return Reservation(tokens)
             entry = self.tpm.take(tokens)
-            return Reservation(int(entry[1]), entry)
+            return Reservation(int(entry[1]), entry, on_refund=self._refunded.set)
+
+    async def _sleep_or_refund(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if a finished request gives tokens back meanwhile
+        (reservations hold max_tokens; the refund often lets the next request in early)."""
+        self._refunded.clear()
+        waits = [asyncio.ensure_future(self.clock.sleep(seconds)),
+                 asyncio.ensure_future(self._refunded.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
 
 
 class RateLimits:
