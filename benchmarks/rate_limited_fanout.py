@@ -60,7 +60,8 @@ class Outcome:
 
 def counted(body: dict[str, Any]) -> tuple[int, int]:
     """What the server charges a request: (prompt estimate, max_tokens)."""
-    return math.ceil(len(json.dumps(body.get("messages") or [])) / 4), int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+    limit = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    return math.ceil(len(json.dumps(body.get("messages") or [])) / 4), int(limit)
 
 
 def make_server(args: argparse.Namespace, tokens: list[int]) -> ScriptedModelServer:
