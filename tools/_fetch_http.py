@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import select
+import socket
 import ssl
 import zlib
 from collections.abc import Iterator, Mapping
@@ -58,9 +60,10 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         if address is None:
             raise httpcore.ConnectError(f"refusing to connect to {host!r}: the SSRF guard did "
                                         "not check this host")
-        return await self._inner.connect_tcp(address, port, timeout=timeout,
-                                             local_address=local_address,
-                                             socket_options=socket_options)
+        stream = await self._inner.connect_tcp(address, port, timeout=timeout,
+                                               local_address=local_address,
+                                               socket_options=socket_options)
+        return _Stream(stream)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
                                   socket_options: Any = None) -> httpcore.AsyncNetworkStream:
@@ -68,6 +71,49 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """True if a read would not block (data, or EOF: the server closed a kept-alive socket)."""
+    fd = sock.fileno() if sock is not None else -1
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """The backend's stream with the raw socket looked up once.
+
+    httpcore asks every pooled connection ``get_extra_info("is_readable")`` each time it
+    assigns a request; through anyio that rebuilds an attribute table per call, which was the
+    largest single CPU cost per fetch in ``benchmarks/extraction.py`` profiles.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._sock: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore.AsyncNetworkStream:  # noqa: ASYNC109
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return _readable(self._sock)
+        if info == "socket":
+            return self._sock
+        return self._inner.get_extra_info(info)
 
 
 @contextmanager
