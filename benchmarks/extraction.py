@@ -160,14 +160,14 @@ async def run_web_fetch(port: int, ids: list[str], pool: str, workers: int,
             "lags": ticker.lags}
 
 
-def run_plain_sequential(pages: dict[str, bytes]) -> tuple[dict[str, str], float]:
+def run_plain_sequential(pages: dict[str, bytes]) -> tuple[dict[str, str], float, float]:
     """The README's reference: trafilatura.extract(html) with defaults, one page after another."""
     import trafilatura
 
     trafilatura.extract(next(iter(pages.values())))  # warm-up (imports, caches)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     texts = {k: trafilatura.extract(v) or "" for k, v in pages.items()}
-    return texts, time.perf_counter() - started
+    return texts, time.perf_counter() - started, time.process_time() - cpu_started
 
 
 async def run_pool_direct(pages: dict[str, bytes], kind: str, workers: int,
@@ -248,6 +248,7 @@ def main() -> None:
                              text=True)
     runs: list[dict[str, Any]] = []
     plain_s: list[float] = []
+    plain_cpu: list[float] = []
     direct_s: list[float] = []
     pipeline_s: list[float] = []
     pipeline_cpu: list[float] = []
@@ -264,8 +265,9 @@ def main() -> None:
                 port, ids, args.pool, args.workers, args.concurrency))
             pipeline_s.append(seconds)
             pipeline_cpu.append(cpu)
-            plain, seconds = run_plain_sequential(pages)
+            plain, seconds, cpu = run_plain_sequential(pages)
             plain_s.append(seconds)
+            plain_cpu.append(cpu)
     finally:
         child.terminate()
         child.wait()
@@ -285,9 +287,14 @@ def main() -> None:
     print(f"per page: p50 {pct(lat_ms, 0.5):.1f} ms  p99 {pct(lat_ms, 0.99):.1f} ms "
           f"(with {args.concurrency} in flight)")
     if args.pool == "process":  # with threads, extraction is in this figure too
-        plain_cpu = statistics.median(pipeline_cpu)
-        print(f"main-process CPU per page: web_fetch {cpu / len(ids) * 1000:.2f} ms, plain httpx "
-              f"pipeline {plain_cpu / len(ids) * 1000:.2f} ms (extraction runs in the workers)")
+        n, extractor = len(ids), statistics.median(plain_cpu)
+        pipe = statistics.median(pipeline_cpu)
+        print(f"main-process CPU per page: web_fetch {cpu / n * 1000:.2f} ms, plain httpx "
+              f"pipeline {pipe / n * 1000:.2f} ms; trafilatura itself {extractor / n * 1000:.2f} "
+              f"ms (sequential run)")
+        print(f"framework CPU overhead (web_fetch - plain httpx pipeline, as a share of the "
+              f"extractor's CPU): {(cpu - pipe) / extractor * 100:+.1f}%; all HTTP + framework "
+              f"work: {cpu / extractor * 100:.1f}%")
     print(f"event-loop lag: max {max(lags_ms):.2f} ms  p99 {pct(lags_ms, 0.99):.2f} ms  "
           f"p50 {pct(lags_ms, 0.5):.2f} ms ({len(lags_ms)} ticks of 5 ms)")
     print(f"framework overhead vs plain httpx + the same extractor/pool: "
