@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import operator
 import random
 import statistics
@@ -253,10 +254,11 @@ async def efficiency(args: argparse.Namespace, lg: Callable[[Dag], Any] | None,
         dag = scaled(raw, min(1.0, max(args.cp / critical_path(raw), 0.010 / mean)))
         cp = critical_path(dag)
         graph = validate_plan(_plan(dag), known_tools=[])
-        ak = await run_agentkit(dag, graph, None)
-        akl = await run_agentkit(dag, graph, ledger_dir)
-        bare = await run_bare(dag)
-        lgt = await lg(dag) if lg else float("nan")
+        # collect garbage before each timed run, so no runner pays for another's leftovers
+        ak = await timed_fresh(partial(run_agentkit, dag, graph, None))
+        akl = await timed_fresh(partial(run_agentkit, dag, graph, ledger_dir))
+        bare = await timed_fresh(partial(run_bare, dag))
+        lgt = await timed_fresh(partial(lg, dag)) if lg else float("nan")
         keys = ("ak", "akl", "bare", "lg", "ratio", "ovh", "ovhl", "vsbare")
         r = rows.setdefault(family.split("-")[0], {k: [] for k in keys})
         r["vsbare"].append(bare / ak)
@@ -290,6 +292,11 @@ async def efficiency(args: argparse.Namespace, lg: Callable[[Dag], Any] | None,
               f"{1 / pct(rows['layered']['ratio'], .5):.2f}× LangGraph's (goal ≤ 0.78)")
 
 
+async def timed_fresh(fn: Callable[[], Any]) -> float:
+    gc.collect()
+    return float(await fn())
+
+
 def dag_scale(raw: Dag, dag: Dag) -> float:
     k = next(iter(raw))
     return dag[k][1] / raw[k][1]
@@ -311,7 +318,7 @@ async def overhead(lg: Callable[[Dag], Any] | None, ledger_dir: Path) -> None:
         if lg is not None:
             runners.append(("LangGraph", partial(lg, dag)))
         for label, fn in runners:
-            res[label] = statistics.median([await fn() for _ in range(3)]) / len(dag) * 1e6
+            res[label] = statistics.median([await timed_fresh(fn) for _ in range(3)]) / len(dag) * 1e6
         line = "  ".join(f"{k} {v:.1f}" for k, v in res.items())
         ratio = (f"  (LangGraph/agentkit {res['LangGraph'] / res['agentkit']:.1f}×)"
                  if "LangGraph" in res else "")
