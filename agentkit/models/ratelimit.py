@@ -40,7 +40,7 @@ def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec] = ())
     """
     chars = 0
     for message in messages:
-        chars += 16
+        chars += 32  # role and framing
         for part in message.parts:
             if isinstance(part, (TextPart, ReasoningPart)):
                 chars += len(part.text)
@@ -51,7 +51,7 @@ def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec] = ())
                 chars += len(part.content) + len(part.call_id)
     for tool in tools:
         chars += len(json.dumps(tool.parameters)) + len(tool.description) + len(tool.name) + 16
-    return -(-chars // 4) + 2
+    return -(-chars // 4) + 4
 
 
 class _Window:
