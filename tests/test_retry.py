@@ -209,3 +209,20 @@ def test_breaker_half_open_lets_exactly_one_trial_through() -> None:
     assert breaker.record_failure() and breaker.state == "open"  # trial failed: open again
     clock.advance(10)
     assert breaker.allow() and breaker.record_success() and breaker.state == "closed"
+
+
+async def test_anthropic_529_overloaded_is_retried() -> None:
+    events: list[Event] = []
+    clock = FakeClock()
+    overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    async with ScriptedModelServer("anthropic") as srv:
+        srv.script(error(529, body=overloaded), reply("fine now", reasoning="ok", signature="sig"))
+        m = ModelSpec(provider="anthropic", profile="anthropic", model="claude-sonnet-4-5",
+                      base_url=srv.base_url, api_key_env="TEST_KEY", stream=False, max_tokens=512)
+        rt = runtime({"m": m}, events, clock)
+        model = build_model("m", rt, rng=random.Random(5))
+        turn = await model.turn(HELLO)
+        await model.aclose()
+    assert turn.message.text == "fine now" and srv.stats.requests == 2
+    assert [r["status"] for r in kinds(events, "retry")] == [529]
+    assert srv.requests[0].headers.get("x-api-key") == KEY  # the key went where it belongs
