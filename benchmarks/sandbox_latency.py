@@ -130,7 +130,8 @@ async def main() -> None:
         cold_p50 = percentiles(results["cold"])[0] if "cold" in results else None
         for mode, samples in results.items():
             p50, p99 = percentiles(samples)
-            ratio = f"{cold_p50 / p50:.1f}x faster" if cold_p50 and mode != "cold" else "baseline"
+            ratio = ("baseline" if mode == "cold" else
+                     f"{cold_p50 / p50:.1f}x faster" if cold_p50 else "n/a (no cold)")
             print(f"{mode:<12}{parallel:>9}{len(samples):>6}{p50:>10.1f}{p99:>10.1f}{ratio:>14}",
                   flush=True)
 

@@ -1,10 +1,13 @@
 """The in-container agent: runs inside the sandbox, talks JSON lines over its stdin/stdout.
 
-Why: `docker exec` through the API costs 30+ ms per call; a long-lived process reached over
-the container's attached stdin/stdout answers in a few ms. This file is sent as the
-container's command (``python3 -c <source>``), so any image with python3 works. It uses the
-standard library only and runs as the same unprivileged user as the code it starts: it is a
-convenience, not a boundary (the container is the boundary, and the host re-checks sizes).
+Why: `docker exec` through the API costs 30-100+ ms per call; a long-lived process reached
+over the container's attached stdin/stdout answers in about a millisecond. One-shot Python
+is forked from this process (no interpreter start-up) into a fresh ``__main__``; bash runs
+under ``timeout -s KILL``; a persistent interpreter (`Worker`) keeps variables when asked.
+This file is sent as the container's command (``python3 -c <source>``), so any image with
+python3 works. It uses the standard library only and runs as the same unprivileged user as
+the code it starts: it is a convenience, not a boundary (the container is the boundary, and
+the host re-checks sizes).
 
 Requests: ``{"op": "exec", "lang", "code", "timeout", "cap", "persistent"}``,
 ``{"op": "manifest"}``; every answer is one JSON line.
@@ -14,11 +17,14 @@ import base64
 import hashlib
 import json
 import os
+import resource
 import selectors
 import signal
 import subprocess
 import sys
 import time
+import traceback
+import types
 
 WORKDIR = "/workspace"
 WORKER = r"""
@@ -158,10 +164,7 @@ class Forked:
 
 
 def run_child(code, timeout):
-    import resource
-    import traceback
-    import types
-
+    # resource, traceback and types are imported by the agent already: a child inherits them
     os.setsid()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

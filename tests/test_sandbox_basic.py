@@ -10,13 +10,21 @@ import time
 
 import docker
 import pytest
-from agentkit.sandboxes.docker import CREATED_LABEL, OWNER_LABEL, RUN_LABEL, owner_label, sweep_orphans
+from agentkit.sandboxes.docker import (
+    CREATED_LABEL,
+    OWNER_LABEL,
+    RUN_LABEL,
+    DockerSandboxClient,
+    owner_label,
+    sweep_orphans,
+)
 from agentkit.sandboxes.image import IMAGE_REPO
 from agentkit.sandboxes.pool import sandbox_pool
 from sandbox_helpers import containers_of, make_runtime, run_code
 
 from agentkit.errors import SandboxError
 from agentkit.events import Event
+from agentkit.task import SandboxSettings
 
 pytestmark = pytest.mark.docker
 
@@ -182,3 +190,18 @@ def test_orphan_sweep_removes_containers_of_dead_owners_only() -> None:
             except docker.errors.NotFound:
                 pass
         client.close()
+
+
+async def test_resume_reattaches_within_the_run_only() -> None:
+    settings = SandboxSettings(timeout_s=10, persistent=True)
+    async with DockerSandboxClient(settings, run_id="resume-test") as client:
+        session = await client.create()
+        await session.exec("x = 5")
+        session.disconnect()  # e.g. a dropped connection
+        again = await client.resume(session.id)
+        assert (await again.exec("print(x)")).stdout == "5\n"  # same container, same state
+        async with DockerSandboxClient(SandboxSettings(), run_id="resume-other") as other:
+            with pytest.raises(SandboxError) as err:
+                await other.resume(session.id)
+            assert err.value.code == "not_found"
+    assert containers_of("resume-test") == [] and containers_of("resume-other") == []

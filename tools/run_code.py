@@ -42,8 +42,9 @@ class RunCodeArgs(ToolArgs):
 class RunCode(Tool):
     name = "run_code"
     description = ("Run Python 3 or bash code in an isolated sandbox (no network, 512 MiB, "
-                   "/workspace is the writable working directory). Returns exit code, stdout, "
-                   "stderr and the files created or changed in /workspace.")
+                   "/workspace is the writable working directory; files there persist between "
+                   "your calls). Returns exit code, stdout, stderr and the files created or "
+                   "changed in /workspace.")
     args_model = RunCodeArgs
     timeout_s = 3660.0
     concurrency_class = "sandbox"
@@ -73,14 +74,14 @@ class RunCode(Tool):
             session.files_seen.update(inputs)
         before = (await session.manifest())["files"]
         timeout = min(args.timeout_s or settings.timeout_s, settings.timeout_s)
-        result = await session.exec(args.code, language=args.language, timeout_s=timeout)
+        started = ctx.runtime.clock.monotonic()
+        try:
+            result = await session.exec(args.code, language=args.language, timeout_s=timeout)
+        except SandboxError as err:  # the host deadline, a crash, a flooded channel
+            _exec_event(ctx, session, args, None, err, ctx.runtime.clock.monotonic() - started)
+            raise
         error = classify(result, timeout_s=timeout, memory_mb=settings.memory_mb, pids=settings.pids)
-        ctx.emit("sandbox.exec", {
-            "container": session.id[:12], "language": args.language, "code": args.code,
-            "exit_code": result.exit_code, "duration_s": result.duration_s,
-            "timed_out": result.timed_out, "oom": result.oom, "pids_exhausted": result.pids_exhausted,
-            "stdout_truncated": result.stdout_truncated, "stderr_truncated": result.stderr_truncated,
-            "error": error.code if error else None})
+        _exec_event(ctx, session, args, result, error, ctx.runtime.clock.monotonic() - started)
         if error is not None:
             raise error
         files = await _changed_files(session, before, ctx)
@@ -103,6 +104,18 @@ async def _copy_inputs(session: DockerSession, inputs: list[str], ctx: ToolConte
                         f"workspace {str(ctx.runtime.workspace)!r}: {exc.strerror}") from None
     await session.write_files(data)
     session.files_seen.update(data)
+
+
+def _exec_event(ctx: ToolContext, session: DockerSession, args: RunCodeArgs,
+                result: ExecResult | None, error: SandboxError | None, wall_s: float) -> None:
+    """One ``sandbox.exec`` ledger event per exec: code, outcome, in-sandbox and host time."""
+    data: dict[str, Any] = {"container": session.id[:12], "language": args.language, "code": args.code,
+                            "wall_s": round(wall_s, 4), "error": error.code if error else None}
+    if result is not None:
+        data.update(exit_code=result.exit_code, duration_s=result.duration_s,
+                    timed_out=result.timed_out, oom=result.oom, pids_exhausted=result.pids_exhausted,
+                    stdout_truncated=result.stdout_truncated, stderr_truncated=result.stderr_truncated)
+    ctx.emit("sandbox.exec", data)
 
 
 def _result_data(result: ExecResult) -> dict[str, Any]:
