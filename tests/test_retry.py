@@ -14,7 +14,7 @@ import pytest
 from agentkit.errors import ConfigError, ProviderError, ProviderHTTPError, ProviderUnavailable
 from agentkit.events import Event
 from agentkit.messages import Message
-from agentkit.models import build_model, call_scope
+from agentkit.models import build_model, call_scope, cost_meter
 from agentkit.retry import CircuitBreaker, RetryPolicy
 from agentkit.runtime import Runtime
 from agentkit.task import ChannelSpec, ModelSpec, RetrySpec, TaskSpec
@@ -179,6 +179,8 @@ async def test_request_and_response_are_audited_with_cost() -> None:
     assert response.data["content"] == "Oslo is sunny"
     assert response.data["usage"]["input_tokens"] == 1_000_000
     assert response.data["cost_usd"] == pytest.approx(0.28 + 0.42)  # built-in deepseek-chat price
+    meter = await cost_meter(rt)
+    assert meter.calls == 1 and meter.by_model == {"m": pytest.approx(0.70)}
 
 
 def test_missing_key_names_variable_and_model() -> None:
@@ -226,3 +228,25 @@ async def test_anthropic_529_overloaded_is_retried() -> None:
     assert turn.message.text == "fine now" and srv.stats.requests == 2
     assert [r["status"] for r in kinds(events, "retry")] == [529]
     assert srv.requests[0].headers.get("x-api-key") == KEY  # the key went where it belongs
+
+
+def test_price_lookup_order_and_token_classes() -> None:
+    from agentkit.messages import Usage
+    from agentkit.models import call_cost, price_for
+    from agentkit.task import PriceSpec
+
+    own = PriceSpec(input=1.0, output=2.0)
+    override = PriceSpec(input=10.0, output=20.0, reasoning=40.0, cached_input=5.0, ratio=0.5)
+    models = {"a": ModelSpec(model="openrouter/deepseek/deepseek-chat-v3.1"),
+              "b": ModelSpec(model="deepseek-chat", price=own),
+              "c": ModelSpec(model="some-unknown-model")}
+    task = TaskSpec(name="t", goal="g", model="a", models=models, prices={"b": override})
+    assert price_for("a", models["a"], task).input == 0.28  # built-in, vendor prefix ignored
+    assert price_for("b", models["b"], task) is override  # task prices beat the model's own
+    assert price_for("b", models["b"], None) is own
+    assert price_for("c", models["c"], task) is None
+    usage = Usage(input_tokens=1_000_000, cached_tokens=400_000, output_tokens=1_000_000,
+                  reasoning_tokens=250_000)
+    # (0.6M*10 + 0.4M*5 + 0.75M*20 + 0.25M*40) / 1M * ratio 0.5
+    assert call_cost(usage, override) == pytest.approx((6 + 2 + 15 + 10) * 0.5)
+    assert call_cost(usage, None) == 0.0
