@@ -73,6 +73,9 @@ async def test_503_storm_opens_breaker_and_fails_over_to_second_channel() -> Non
         assert bad.stats.requests == 3 and good.stats.requests == 5
         assert [f["from"] for f in kinds(events, "fallback")] == ["primary"] * 3
         assert all(f["status"] == 503 and f["to"] == "backup" for f in kinds(events, "fallback"))
+        # failing over to a healthy channel is a retry without waiting
+        assert [(r["channel"], r["next_channel"], r["delay_s"]) for r in kinds(events, "retry")] \
+            == [("primary", "backup", 0.0)] * 3 and clock.sleeps == []
         (opened,) = kinds(events, "breaker.open")
         assert opened["channel"] == "primary" and opened["failures"] == 3
         # after the cooldown one trial goes to the primary; it has recovered: breaker closes

@@ -72,15 +72,22 @@ class ResilientModel:
         previous: Channel | None = None
         last_error: ProviderError | None = None
         tried: set[str] = set()
+        backoffs = 0
         for attempt in range(self.policy.attempts):
             channel = self._pick(after=previous)
             if channel is None:
                 break
             if previous is not None and last_error is not None:
+                # another healthy channel is tried at once; once all have failed, back off
+                delay = 0.0
+                if channel.name in tried:
+                    delay = self.policy.delay(backoffs, last_error.retry_after, self.rng)
+                    backoffs += 1
+                self._emit_retry(attempt, previous, channel, last_error, delay)
                 if channel is not previous:
                     self._emit_fallback(previous, channel, last_error)
-                if channel.name in tried:  # every healthy channel failed once: back off
-                    await self._backoff(attempt - 1, channel, last_error)
+                if delay > 0:
+                    await self.clock.sleep(delay)
             tried.add(channel.name)
             try:
                 return await self._attempt(channel, limiter, reserve, messages, tools, settings,
@@ -147,13 +154,13 @@ class ResilientModel:
                 "failures": channel.breaker.failures, "cooldown_s": channel.breaker.cooldown,
                 "error": _redact(str(err), channel.api_key)})
 
-    async def _backoff(self, retry_number: int, channel: Channel, err: ProviderError) -> None:
-        delay = self.policy.delay(retry_number, err.retry_after, self.rng)
+    def _emit_retry(self, attempt: int, failed: Channel, next_channel: Channel,
+                    err: ProviderError, delay: float) -> None:
         self.emit("retry", {
-            "model": self.name, "channel": channel.name, "attempt": retry_number + 1,
-            "delay_s": round(delay, 6), "status": err.status, "retry_after": err.retry_after,
-            "error": _redact(str(err), channel.api_key), "error_type": type(err).__name__})
-        await self.clock.sleep(delay)
+            "model": self.name, "attempt": attempt, "channel": failed.name,
+            "next_channel": next_channel.name, "delay_s": round(delay, 6), "status": err.status,
+            "retry_after": err.retry_after, "error": _redact(str(err), failed.api_key),
+            "error_type": type(err).__name__})
 
     def _emit_fallback(self, old: Channel, new: Channel, err: ProviderError | None) -> None:
         self.emit("fallback", {
