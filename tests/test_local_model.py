@@ -273,3 +273,25 @@ async def test_sandbox_inputs_are_copied_from_the_workspace(tmp_path: Path) -> N
         assert out.data["stdout"].strip() == "7"
         again = await invoke_tool(tool, {"code": code}, ctx)
         assert again.data["stdout"].strip() == "7"
+
+
+def test_grammar_schema_has_a_fixed_shape_and_steps_resample() -> None:
+    """Optional nullable keys go, the rest become required (one shape to fill, a small grammar);
+    without an explicit seed each step after a tool result draws with a new seed."""
+    from agentkit.swarm.agents import SubmitPlanArgs
+
+    from agentkit.messages import Message, ToolResultPart
+    from agentkit.models._local_actions import _simplify
+    from agentkit.models.base import ModelSettings
+    from agentkit.models.local import LocalModel
+    from agentkit.task import ModelSpec
+
+    node = _simplify(SubmitPlanArgs.model_json_schema())["$defs"]["PlanNode"]
+    assert node["required"] == ["id", "goal", "depends_on", "tools"] == list(node["properties"])
+    assert "maxLength" not in node["properties"]["goal"]
+    model = LocalModel(ModelSpec(provider="local", model="m", extra_body={"seed": 40}))
+    tool_msg = Message(role="tool", parts=(ToolResultPart(call_id="c", content="boom", is_error=True),))
+    history = [Message.user("go")]
+    assert model._seed(history, ModelSettings()) == 40
+    assert model._seed([*history, tool_msg], ModelSettings()) == 41
+    assert model._seed([*history, tool_msg], ModelSettings(seed=5)) == 5
