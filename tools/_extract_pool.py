@@ -27,6 +27,8 @@ __all__ = ["ExtractPool", "ProcessExtractPool", "ThreadExtractPool", "WorkerCras
 
 _HEADER = struct.Struct("!II")  # meta length, payload length
 _MAX_FRAME = 1 << 30
+#: added to the workers' nice value (see `_serve`)
+WORKER_NICENESS = 5
 
 Extractor = Callable[[bytes, str, str | None], tuple[str, str]]
 
@@ -163,6 +165,10 @@ def _serve() -> None:
     import trafilatura  # noqa: F401  (imported before the first page, not during it)
     from agentkit.tools.web_fetch import extract_page
 
+    # Extraction is batch work; the parent's event loop is latency-sensitive. A lower priority
+    # lets the loop's process preempt a busy worker at once when it wakes (loop lag).
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(WORKER_NICENESS)
     # frames go to the original stdout; anything a library prints goes to stderr instead
     stdout = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
