@@ -394,3 +394,12 @@ async def test_thread_extraction_pool_gives_the_same_text(server: FetchTestServe
                                     ToolContext(runtime))
             texts.append(out.data["text"])
     assert texts[0] == texts[1] and len(texts[0]) > 200
+
+
+async def test_redirect_to_another_scheme_is_refused(server: FetchTestServer,
+                                                     allowed: Harness) -> None:
+    server.routes["/go"] = redirect("file:///etc/passwd", status=301)
+    err = await allowed.refused(f"http://news.test:{server.port}/go", "scheme_not_allowed")
+    assert "file:///etc/passwd" in err.message
+    [event] = allowed.kinds("url.blocked")
+    assert event["hop"] == 2 and event["hops"][0]["status"] == 301

@@ -117,9 +117,10 @@ class WebFetch(Tool):
             raise self._blocked(ctx, args.url, blocked, policy) from None
         except ToolError as err:
             if err.code == "scheme_not_allowed":  # refused by policy: audited like a block
+                hops = err.details.get("hops", [])
                 ctx.emit("url.blocked", {"url": args.url, "reason": err.message,
-                                         "address_class": "scheme", "hop": 1,
-                                         "policy": policy.describe()})
+                                         "address_class": "scheme", "hop": len(hops),
+                                         "hops": hops, "policy": policy.describe()})
             raise
         except TimeoutError:
             raise ToolError("timeout", f"fetching {args.url} took longer than the total deadline "
