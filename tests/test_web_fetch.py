@@ -400,6 +400,6 @@ async def test_redirect_to_another_scheme_is_refused(server: FetchTestServer,
                                                      allowed: Harness) -> None:
     server.routes["/go"] = redirect("file:///etc/passwd", status=301)
     err = await allowed.refused(f"http://news.test:{server.port}/go", "scheme_not_allowed")
-    assert "file:///etc/passwd" in err.message
+    assert "not file" in err.message and "/etc/passwd" in err.message
     [event] = allowed.kinds("url.blocked")
     assert event["hop"] == 2 and event["hops"][0]["status"] == 301
