@@ -113,7 +113,7 @@ class SandboxPool:
                     await self.discard(key)
                 session = await self._take_idle()
                 self._bound[key] = session
-                await self._evict()
+                await self._evict(keep=key)
             self._bound.move_to_end(key)
             self._in_use[key] = self._in_use.get(key, 0) + 1
         try:
@@ -135,12 +135,13 @@ class SandboxPool:
         """The agent is done: destroy its container (its files and state go with it)."""
         await self.discard(key)
 
-    async def _evict(self) -> None:
+    async def _evict(self, keep: str) -> None:
+        """Destroy the least recently used idle bindings beyond the limit (never `keep`)."""
         limit = max(self.size, self.settings.max_concurrency, 1) * BOUND_FACTOR
         for key in list(self._bound):
             if len(self._bound) <= limit:
                 return
-            if not self._in_use.get(key):
+            if key != keep and not self._in_use.get(key):
                 await self.discard(key)
 
     def stats(self) -> dict[str, Any]:

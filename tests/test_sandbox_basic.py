@@ -19,7 +19,7 @@ from agentkit.sandboxes.docker import (
     sweep_orphans,
 )
 from agentkit.sandboxes.image import IMAGE_REPO
-from agentkit.sandboxes.pool import sandbox_pool
+from agentkit.sandboxes.pool import BOUND_FACTOR, SandboxPool, sandbox_pool
 from sandbox_helpers import containers_of, make_runtime, run_code
 
 from agentkit.errors import SandboxError
@@ -205,3 +205,17 @@ async def test_resume_reattaches_within_the_run_only() -> None:
                 await other.resume(session.id)
             assert err.value.code == "not_found"
     assert containers_of("resume-test") == [] and containers_of("resume-other") == []
+
+
+async def test_pool_keeps_a_bounded_number_of_agent_containers() -> None:
+    settings = SandboxSettings(timeout_s=10, pool_size=0, max_concurrency=1)
+    limit = 1 * BOUND_FACTOR
+    async with SandboxPool(DockerSandboxClient(settings, run_id="evict-test"), settings) as pool:
+        ids = []
+        for n in range(limit + 2):
+            async with pool.lease(f"agent-{n}") as session:
+                ids.append(session.id)
+        alive = set(containers_of("evict-test"))
+        assert pool.stats()["bound"] == limit and len(alive) == limit
+        assert alive == set(ids[-limit:])  # the least recently used ones went first
+    assert containers_of("evict-test") == []
