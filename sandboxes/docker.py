@@ -14,6 +14,14 @@ plain tmpfs mounts); memory = memory+swap; CPU and pids limits; all capabilities
 no-new-privileges; user 65534; default seccomp/AppArmor; ulimits nofile/fsize/core=0; an
 env allow-list; no docker socket, host namespaces or host bind mounts; never privileged.
 
+Limits on output: the in-container agent caps each stream at ``output_bytes`` (the result
+carries the head, a truncation marker, and the process is stopped); the host separately caps
+what it reads from the container (an ``output_limit`` error, container killed) so a process
+that bypasses the agent still cannot make the host buffer more than a few hundred KB.
+Deadlines: ``timeout -s KILL`` / the agent's group kill inside; `HOST_GRACE_S` later the host
+kills the container (``timeout``). Any such error, OOM or pids exhaustion retires the
+container (the pool replaces it).
+
 Orphan sweep rule: every container carries ``agentkit.run=<run id>`` and
 ``agentkit.owner=<host>:<pid>:<process start time>``. At start-up a client removes labelled
 containers whose owner is on this host and no longer alive (pid gone, or reused by another
