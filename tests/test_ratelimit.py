@@ -175,3 +175,14 @@ async def test_refund_wakes_a_waiting_request_early() -> None:
         await asyncio.sleep(0)
         group.create_task(second())
     assert admitted_at == [5.0]  # not 60: the refund let it in
+
+
+async def test_a_429_refunds_the_refused_request_and_widens_the_margin() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(tpm=600, clock=clock, margin_s=0)
+    async with limiter.reserve(600) as r:
+        limiter.refused(r, retry_after=0.8)  # the provider did not count it
+    async with limiter.reserve(600) as r:
+        r.settle(600)
+    assert abs(clock.monotonic() - 0.8) < 1e-6  # waited as told, not a whole window
+    assert limiter.tpm is not None and 0 < limiter.tpm.margin <= 60 / 40

@@ -65,8 +65,12 @@ class _Window:
     def __init__(self, limit: float, window_s: float, clock: Clock, margin_s: float = 0.0) -> None:
         # the provider starts counting a request a little after we admit it (network, event
         # loop): holding each entry `margin_s` longer keeps our window behind the provider's
-        self.limit, self.window, self.clock = float(limit), window_s + margin_s, clock
+        self.limit, self.base, self.margin, self.clock = float(limit), window_s, margin_s, clock
         self.log: collections.deque[list[float]] = collections.deque()  # [time, amount]
+
+    @property
+    def window(self) -> float:
+        return self.base + self.margin
 
     def _prune(self) -> float:
         now = self.clock.monotonic()
@@ -143,6 +147,17 @@ class RateLimiter:
     def pause(self, seconds: float) -> None:
         """Hold back every new request for `seconds` (the server sent 429 + Retry-After)."""
         self._paused_until = max(self._paused_until, self.clock.monotonic() + seconds)
+
+    def refused(self, reservation: Reservation, retry_after: float | None) -> None:
+        """The provider answered 429 although we kept to the limits: our window runs ahead of
+        its. The refused request was not counted (refund it); wait as told; and hold future
+        entries a little longer (by what the provider said, up to a tenth of the window)."""
+        reservation.settle(0)
+        if retry_after:
+            self.pause(retry_after)
+            for window in (self.rpm, self.tpm):
+                if window is not None:
+                    window.margin = min(window.margin + retry_after / 4, window.base / 40)
 
     @asynccontextmanager
     async def reserve(self, tokens: int) -> AsyncIterator[Reservation]:

@@ -117,8 +117,8 @@ class ResilientModel:
                         turn = await channel.model.turn(messages, tools, settings,
                                                         on_delta=on_delta)
                     except ProviderError as err:
-                        if err.status == 429 and err.retry_after:
-                            limiter.pause(err.retry_after)
+                        if err.status == 429 and err.retryable:
+                            limiter.refused(reservation, err.retry_after)
                         raise
                     reservation.settle(turn.usage.input_tokens + turn.usage.output_tokens)
         except ProviderError as err:
