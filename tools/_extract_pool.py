@@ -9,7 +9,9 @@ its stdin/stdout through asyncio pipes: nothing but the loop runs in the parent,
 stuck on a hostile page is killed and replaced when its call is cancelled, and the parent's
 ``__main__`` is never imported. The thread variant exists for comparison (``benchmarks/
 extraction.py --pool thread``): trafilatura is mostly Python-level tree walking that holds the
-GIL, so extraction threads add event-loop lag.
+GIL, so extraction threads add event-loop lag. Measured on this project's shared 2-core
+machine (181 pages, 2 workers, 16 in flight): processes p99 loop lag 6.8 ms / max 12 ms at
+36 pages/s; threads p99 10.9 ms / max 61 ms at 39 pages/s. Processes are the default.
 """
 
 from __future__ import annotations
