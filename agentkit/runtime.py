@@ -111,7 +111,7 @@ class Runtime:
         if self.closed:
             raise ConfigError("the runtime is closed")
         if key in self._resources:
-            return self._resources[key]  # type: ignore[no-any-return]
+            return self._resources[key]
         lock = self._resource_locks.setdefault(key, asyncio.Lock())
         async with lock:
             if key not in self._resources:
@@ -119,7 +119,7 @@ class Runtime:
                 self._resources[key] = value
                 if close is not None:
                     self._closers.append(lambda: close(value))
-        return self._resources[key]  # type: ignore[no-any-return]
+        return self._resources[key]
 
     async def model(self, name: str) -> Any:
         """The `ChatModel` for a name in ``task.models`` (built once, with retries/limits)."""

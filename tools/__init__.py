@@ -36,7 +36,7 @@ BUILTIN_TOOLS: dict[str, str] = {
 
 def _load(target: str) -> Tool:
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)()  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module), cls)()
 
 
 def build_registry(names: Iterable[str]) -> ToolRegistry:

@@ -148,7 +148,7 @@ async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext,
                 output = await asyncio.wait_for(tool.call(args, ctx), timeout)
             except TimeoutError:
                 raise ToolError("timeout", f"the call took longer than {timeout:g} s",
-                                tool=tool.name, retry_hint="simplify the request or retry once")
+                                tool=tool.name, retry_hint="simplify the request or retry once") from None
     except ToolError as err:
         if err.tool is None:
             err.tool = tool.name
