@@ -134,7 +134,7 @@ class RateLimiter:
                  window_s: float = 60.0, margin_s: float | None = None) -> None:
         self.clock = clock
         scale = window_s / 60.0
-        margin = margin_s if margin_s is not None else 0.01 * window_s + 0.02
+        margin = margin_s if margin_s is not None else 0.005 * window_s + 0.01
         self.rpm = _Window(max(1.0, rpm * scale), window_s, clock, margin) if rpm else None
         self.tpm = _Window(tpm * scale, window_s, clock, margin) if tpm else None
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
