@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from agentkit.clock import Clock
 from agentkit.errors import BudgetExceeded, RunFailed, ToolError
 from agentkit.messages import Message, ToolCallPart, ToolResultPart, Turn, Usage
-from agentkit.models.base import ChatModel, ModelSettings
+from agentkit.models.base import ChatModel, DeltaCallback, ModelSettings
 from agentkit.models.context import call_scope
 from agentkit.task import BudgetSpec
 from agentkit.tools.base import Tool, ToolContext, ToolRegistry, invoke_tool
@@ -116,8 +116,9 @@ class Agent:
     def __init__(self, runtime: Runtime, model_name: str, tools: ToolRegistry | None = None,
                  system_prompt: str = DEFAULT_SYSTEM_PROMPT, node_id: str | None = None,
                  max_steps: int | None = None, *, budget: AgentBudget | None = None,
-                 agent_id: str | None = None, settings: ModelSettings | None = None) -> None:
-        self.runtime, self.model_name = runtime, model_name
+                 agent_id: str | None = None, settings: ModelSettings | None = None,
+                 on_delta: DeltaCallback | None = None) -> None:
+        self.runtime, self.model_name, self.on_delta = runtime, model_name, on_delta
         self.tools = tools if tools is not None else ToolRegistry()
         self.system_prompt, self.node_id, self.agent_id = system_prompt, node_id, agent_id
         self.max_steps = max_steps or runtime.task.budget.max_steps
@@ -125,7 +126,9 @@ class Agent:
         self._tool_calls = 0
 
     async def run(self, user_prompt: str, *, history: Sequence[Message] = ()) -> AgentResult:
+        """Loop until an answer, the step limit or a budget (`BudgetExceeded` propagates)."""
         model: ChatModel = await self.runtime.model(self.model_name)
+        self._tool_calls = 0
         messages = ([Message.system(self.system_prompt)] if self.system_prompt else [])
         messages += [*history, Message.user(user_prompt)]
         usage, cost, asked_brief = Usage(), 0.0, False
@@ -150,10 +153,12 @@ class Agent:
         max_tokens = self.settings.max_tokens or self._spec_max_tokens()
         with call_scope(self.node_id, agent_id=self.agent_id, step=step):
             if self.budget is None:
-                return await model.turn(messages, self.tools.specs(), self.settings)
+                return await model.turn(messages, self.tools.specs(), self.settings,
+                                        on_delta=self.on_delta)
             self.budget.reserve_model(max_tokens)
             try:
-                turn = await model.turn(messages, self.tools.specs(), self.settings)
+                turn = await model.turn(messages, self.tools.specs(), self.settings,
+                                        on_delta=self.on_delta)
             except BaseException:
                 self.budget.release_model()
                 raise
