@@ -25,6 +25,7 @@ import json
 import re
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -167,7 +168,8 @@ async def run_once(seed: int, facts: dict[str, Any]) -> dict[str, Any]:
 
     events: list[Any] = []
     t0 = time.perf_counter()
-    result = await arun(_task(seed), sinks=[events.append], ledger_dir=ROOT / ".agentkit-bench")
+    result = await arun(_task(seed), sinks=[events.append],
+                        ledger_dir=tempfile.mkdtemp(prefix="agentkit-bench-"))
     wall = time.perf_counter() - t0
     ts = {e.kind: e.ts for e in events if e.kind in ("run.started", "plan.created")}
     node_end = max((e.ts for e in events if e.kind in ("node.finished", "node.failed")), default=None)
