@@ -70,13 +70,13 @@ class Runtime:
         return self.bus.emit(kind, data, node_id=node_id)
 
     def secrets(self) -> list[str]:
-        """Values of every environment variable a model names in `api_key_env` (for redaction)."""
+        """Values of every environment variable a model reads a key from (for redaction)."""
         import os
 
+        from agentkit.models import api_key_envs
+
         env = self.environ if self.environ is not None else os.environ
-        names = {m.api_key_env for m in self.task.models.values() if m.api_key_env}
-        names |= {c.api_key_env for m in self.task.models.values() for c in m.channels
-                  if c.api_key_env}
+        names = set().union(*(api_key_envs(m) for m in self.task.models.values()))
         return [env[n] for n in sorted(names) if env.get(n)]
 
     def open_ledger(self) -> Path | None:

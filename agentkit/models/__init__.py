@@ -106,6 +106,14 @@ def _channel_specs(spec: ModelSpec) -> list[tuple[str | None, str | None, str]]:
             for i, ch in ordered]
 
 
+def api_key_envs(spec: ModelSpec) -> set[str]:
+    """Every environment variable a model may read its key from (for redaction)."""
+    try:
+        return {env for _, env, _ in _channel_specs(spec) if env}
+    except ConfigError:  # an unknown profile: build_model reports it; nothing to redact
+        return {env for env in [spec.api_key_env] if env}
+
+
 def _channel(name: str, spec: ModelSpec, runtime: Runtime, policy: RetryPolicy,
              base_url: str | None, key_env: str | None, channel_name: str) -> Channel:
     api_key = _api_key(name, key_env, runtime)
