@@ -1,9 +1,16 @@
 """agentkit: a planner on a reasoning model splits a task into a DAG; sub-agents run each node
 in parallel with tools (search, fetch, sandboxed code, files); every step is audited.
 
-The public surface is what `__all__` lists; everything else is private.
+    from agentkit import load_task, run_sync
+    result = run_sync(load_task("task.yaml"))
+
+The public surface is what `__all__` lists; everything else is private. Tools, the swarm, the
+sandboxes and the test doubles have their own public modules: `agentkit.tools`,
+`agentkit.swarm`, `agentkit.sandboxes`, `agentkit.testing`.
 """
 
+from agentkit.agent import Agent, AgentResult
+from agentkit.audit import Ledger, verify_ledger
 from agentkit.errors import (
     AgentkitError,
     BudgetExceeded,
@@ -19,22 +26,33 @@ from agentkit.errors import (
 )
 from agentkit.events import Event, EventBus
 from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, Turn, Usage
+from agentkit.models.base import ChatModel, ModelSettings
+from agentkit.retry import RetryPolicy
 from agentkit.runtime import Runtime
-from agentkit.task import TaskSpec
+from agentkit.swarm.run import Run, RunResult, arun, run_sync, start
+from agentkit.task import TaskSpec, load_task
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Agent",
+    "AgentResult",
     "AgentkitError",
     "BudgetExceeded",
+    "ChatModel",
     "ConfigError",
     "Event",
     "EventBus",
+    "Ledger",
     "Message",
+    "ModelSettings",
     "ProviderError",
     "ReasoningPart",
+    "RetryPolicy",
+    "Run",
     "RunCancelled",
     "RunFailed",
+    "RunResult",
     "Runtime",
     "SandboxError",
     "SetupError",
@@ -47,4 +65,9 @@ __all__ = [
     "Turn",
     "Usage",
     "UserError",
+    "arun",
+    "load_task",
+    "run_sync",
+    "start",
+    "verify_ledger",
 ]
