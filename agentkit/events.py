@@ -29,7 +29,7 @@ EVENT_KINDS = frozenset({
     "plan.created", "plan.rejected", "plan.replanned",
     "node.started", "node.finished", "node.failed", "node.skipped",
     "budget.reserved", "budget.released", "budget.exceeded",
-    "answer.ungrounded",
+    "answer.checked", "answer.ungrounded",
 })
 
 

@@ -108,12 +108,16 @@ async def synthesize(*, ask: Ask, system: str, user: str, fix_template: Callable
     """Draft, check grounding (one fix round), then check citations."""
     answer = await ask(system, user, "synthesizer")
     ungrounded = find_ungrounded(answer, [*corpus, *fetched])
+    # answer.checked is emitted on every check, so the ledger shows the check ran even when
+    # it found nothing; answer.ungrounded carries what it flagged.
+    emit("answer.checked", {"round": 1, "ungrounded": ungrounded}, node_id="synthesizer")
     if ungrounded:
         emit("answer.ungrounded", {"items": ungrounded, "round": 1}, node_id="synthesizer")
         fix = fix_template(ungrounded)
         answer = await ask(system, f"{user}\n\nYour previous answer:\n{answer}\n\n{fix}",
                            "synthesizer")
         ungrounded = find_ungrounded(answer, [*corpus, *fetched])
+        emit("answer.checked", {"round": 2, "ungrounded": ungrounded}, node_id="synthesizer")
         if ungrounded:
             emit("answer.ungrounded", {"items": ungrounded, "round": 2, "final": True},
                  node_id="synthesizer")

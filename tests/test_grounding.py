@@ -1,0 +1,75 @@
+"""The grounding check: numbers and URLs in the final answer that no tool output or fetched
+page contains are flagged (`answer.ungrounded`), the synthesizer gets one chance to fix them,
+and what is still ungrounded is reported in the result. The check always leaves an
+`answer.checked` record, so the ledger proves it ran."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agentkit.swarm.run import arun
+from agentkit.swarm.synthesize import find_ungrounded
+from test_swarm_e2e import ENV, Router, answer_with, events_of, nodes, task_for, who
+
+from agentkit.testing import RecordedRequest, ScriptedModelServer, reply
+
+
+def test_numbers_and_urls_absent_from_every_source_are_flagged() -> None:
+    corpus = ["north: 1,234.50\nsouth: 980.25", "see https://example.org/a"]
+    answer = ("North 1234.50 and south 980.25 (https://example.org/a); "
+              "west 4417.00, see https://invented.example/x")
+    assert find_ungrounded(answer, corpus) == ["https://invented.example/x", "4417.00"]
+
+
+def test_single_digits_and_numbers_inside_urls_are_not_flagged() -> None:
+    assert find_ungrounded("There are 3 regions; see https://e.org/2024/x", ["https://e.org/2024/x"]) == []
+
+
+class SynthRouter(Router):
+    """The synthesizer first invents a number, then answers as told on the fix round."""
+
+    def __init__(self, first: str, second: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.first, self.second = first, second
+
+    def __call__(self, req: RecordedRequest) -> Any:
+        if who(req) == "synthesizer":
+            self.calls["synthesizer"] += 1
+            fixing = any("Your previous answer" in str(m.get("content")) for m in req.messages)
+            return reply(self.second if fixing else self.first, reasoning="Combine.")
+        return super().__call__(req)
+
+
+async def _run(tmp_path: Path, first: str, second: str) -> tuple[Any, SynthRouter]:
+    async with ScriptedModelServer("deepseek") as srv:
+        router = SynthRouter(first, second, plans=[nodes(("a", "sum north", [], []))],
+                             workers={"sum north": answer_with("north total: 1234.50")}, answer="")
+        srv.default = router
+        result = await arun(task_for(srv, tmp_path), ledger_dir=tmp_path / "l", environ=ENV)
+    return result, router
+
+
+async def test_an_invented_number_is_flagged_and_fixed_in_one_round(tmp_path: Path) -> None:
+    result, router = await _run(tmp_path, "North sold 9999.99.", "North sold 1234.50.")
+    assert result.status == "succeeded", result.error
+    assert result.answer == "North sold 1234.50." and result.ungrounded == []
+    assert router.calls["synthesizer"] == 2
+    events = events_of(result)
+    flagged = [e["data"] for e in events if e["kind"] == "answer.ungrounded"]
+    assert flagged == [{"items": ["9999.99"], "round": 1}]
+    checks = [e["data"]["ungrounded"] for e in events if e["kind"] == "answer.checked"]
+    assert checks == [["9999.99"], []]
+
+
+async def test_a_number_still_ungrounded_after_the_fix_is_reported(tmp_path: Path) -> None:
+    result, _ = await _run(tmp_path, "North sold 9999.99.", "North sold 8888.88.")
+    assert result.ungrounded == ["8888.88"]
+    final = [e["data"] for e in events_of(result) if e["kind"] == "answer.ungrounded"][-1]
+    assert final == {"items": ["8888.88"], "round": 2, "final": True}
+
+
+async def test_a_grounded_answer_is_checked_once_and_not_rewritten(tmp_path: Path) -> None:
+    result, router = await _run(tmp_path, "North sold 1234.50.", "unused")
+    assert result.answer == "North sold 1234.50." and router.calls["synthesizer"] == 1
+    assert [e["kind"] for e in events_of(result)].count("answer.checked") == 1
