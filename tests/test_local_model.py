@@ -295,3 +295,26 @@ def test_grammar_schema_has_a_fixed_shape_and_steps_resample() -> None:
     assert model._seed(history, ModelSettings()) == 40
     assert model._seed([*history, tool_msg], ModelSettings()) == 41
     assert model._seed([*history, tool_msg], ModelSettings(seed=5)) == 5
+
+
+@pytest.mark.local_model
+async def test_real_model_thinks_in_tags_when_the_task_asks() -> None:
+    """think=True: reasoning comes back as a ReasoningPart (counted), the action after it."""
+    from agentkit.messages import Message, ToolSpec
+    from agentkit.models.base import ModelSettings
+    from agentkit.models.local import LoadedModels, LocalModel
+    from agentkit.task import ModelSpec
+
+    registry = LoadedModels()
+    model = LocalModel(ModelSpec(provider="local", model=weights.DEFAULT_LOCAL_MODEL,
+                                 context_tokens=1024), think=True, registry=registry)
+    try:
+        turn = await model.turn([Message.user("Print 2+3 with Python.")], [ToolSpec(**RUN_CODE)],
+                                ModelSettings(max_tokens=120, seed=2, tool_choice="required"))
+    finally:
+        registry.unload_all()
+    assert turn.message.parts[0].kind == "reasoning" and turn.message.reasoning.strip()
+    assert "<think>" not in turn.message.reasoning and "</think>" not in turn.message.reasoning
+    assert 0 < turn.usage.reasoning_tokens < turn.usage.output_tokens
+    (call,) = turn.message.tool_calls
+    ast.parse(call.arguments["code"])

@@ -46,7 +46,9 @@ _MAX_KEPT_BOUND = 16
 
 _GBNF_THINK = r'''ak-think ::= "<think>\n" ak-think-char* "</think>\n"
 ak-think-char ::= [^<] | "<" [^/]'''
-_GBNF_CODE_LINE = r'''ak-line ::= ( [^`\n] [^\n]* | "`" [^`\n] [^\n]* | "``" [^`\n] [^\n]* )? "\n"'''
+# A code line may not start with a backtick, so after a newline a backtick can only open the
+# closing fence: the model cannot wander into a half fence ("``'") and keep writing prose.
+_GBNF_CODE_LINE = r'''ak-line ::= ( [^`\n] [^\n]* )? "\n"'''
 _GBNF_FINAL = r'''ak-final ::= "Action: final\n" [^\x00]+'''
 
 

@@ -222,7 +222,11 @@ class LocalModel:
                 provider="local", model=self.name, retryable=False) from exc
         if on_delta is not None and gen.text:
             on_delta(Delta(kind="text", text=gen.text))
-        return self._turn(gen, tools, settings)
+        turn = self._turn(gen, tools, settings)
+        if turn.message.reasoning:
+            n = len(loaded.llm.tokenize(turn.message.reasoning.encode(), add_bos=False))
+            turn.usage.reasoning_tokens = min(n, gen.completion_tokens)
+        return turn
 
     def _seed(self, messages: Sequence[Message], settings: ModelSettings) -> int:
         """`settings.seed`, else ``extra_body.seed`` of the spec (0), plus one per tool result.
