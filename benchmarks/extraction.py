@@ -116,12 +116,11 @@ def pct(values: list[float], q: float) -> float:
 
 async def run_web_fetch(port: int, ids: list[str], pool: str, workers: int,
                         concurrency: int) -> dict[str, Any]:
+    from agentkit.runtime import Runtime
+    from agentkit.task import FetchSettings, ModelSpec, TaskSpec
     from agentkit.tools import ToolContext, invoke_tool
     from agentkit.tools._ssrf import StaticResolver
     from agentkit.tools.web_fetch import WebFetch
-
-    from agentkit.runtime import Runtime
-    from agentkit.task import FetchSettings, ModelSpec, TaskSpec
 
     task = TaskSpec(name="bench", goal="extraction benchmark", model="none",
                     models={"none": ModelSpec(model="none")},
@@ -200,6 +199,7 @@ async def run_plain_pipeline(port: int, ids: list[str], kind: str, workers: int,
     """The same job without agentkit: plain ``httpx.AsyncClient().get`` (no guard, no caps, no
     pinning), then the same extractor in the same pool, at the same concurrency."""
     import httpx
+
     from agentkit.tools._extract_pool import ExtractPool, ProcessExtractPool, ThreadExtractPool
     from agentkit.tools.web_fetch import extract_page
 

@@ -85,12 +85,12 @@ def check_answer(answer: str, facts: dict[str, Any]) -> list[str]:
 
 def speed() -> None:
     import llama_cpp
-    from agentkit.tools.run_code import RunCode
 
     from agentkit.messages import ToolSpec
     from agentkit.models._local_actions import action_grammar, describe_actions
     from agentkit.models.local import LoadedModels, LoadKey
     from agentkit.models.weights import DEFAULT_LOCAL_MODEL, resolve_model_path
+    from agentkit.tools.run_code import RunCode
 
     path = resolve_model_path(DEFAULT_LOCAL_MODEL)
     registry = LoadedModels()
@@ -146,12 +146,11 @@ def _task(seed: int) -> Any:
 
 
 async def plan_once(seed: int) -> tuple[bool, str, float]:
+    from agentkit.runtime import Runtime
     from agentkit.swarm.agents import Planner
     from agentkit.swarm.budget import Budget
     from agentkit.swarm.engine import SwarmContext
     from agentkit.swarm.prompting import Prompts
-
-    from agentkit.runtime import Runtime
 
     task = _task(seed)
     t0 = time.perf_counter()

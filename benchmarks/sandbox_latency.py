@@ -28,7 +28,6 @@ from typing import Any
 
 from agentkit.sandboxes.docker import DockerSandboxClient, container_kwargs, owner_label
 from agentkit.sandboxes.pool import SandboxPool
-
 from agentkit.task import SandboxSettings
 
 RUN_ID = "bench-sandbox-latency"

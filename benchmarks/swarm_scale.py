@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from _swarm_sim import role_of, sub_task, tool_results
-from agentkit.swarm import RunResult, arun
 
+from agentkit.swarm import RunResult, arun
 from agentkit.task import TaskSpec
 from agentkit.testing import RecordedRequest, ScriptedModelServer, call, reply
 

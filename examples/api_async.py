@@ -15,7 +15,6 @@ import argparse
 import asyncio
 
 from agentkit.swarm import RunResult, start
-
 from agentkit.task import load_task
 
 

@@ -18,7 +18,6 @@ import sys
 from typing import Any
 
 from agentkit.swarm import arun
-
 from agentkit.task import TaskSpec
 
 MODELS = {"deepseek": {"profile": "deepseek", "model": "deepseek-chat",

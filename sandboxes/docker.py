@@ -43,9 +43,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from agentkit.sandboxes.base import ExecResult, Language, build_tar, check_relative_path, safe_extract
-
 from agentkit.errors import SandboxError
+from agentkit.sandboxes.base import ExecResult, Language, build_tar, check_relative_path, safe_extract
 from agentkit.task import SandboxSettings
 
 __all__ = ["DockerSandboxClient", "DockerSession", "container_kwargs", "sweep_orphans"]

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from agentkit.sandboxes.docker import DockerSandboxClient, DockerSession
-
 from agentkit.task import SandboxSettings
 
 if TYPE_CHECKING:

@@ -14,19 +14,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from agentkit.swarm.budget import Budget
-from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
-from agentkit.swarm.scheduler import NodeOutput, ReplanRequest
-from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 from pydantic import Field
 
 from agentkit.agent import Agent, AgentResult
 from agentkit.errors import RunFailed, ToolError
 from agentkit.messages import ToolResultPart
+from agentkit.swarm.budget import Budget
+from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
+from agentkit.swarm.scheduler import NodeOutput, ReplanRequest
+from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 
 if TYPE_CHECKING:
     from agentkit.swarm.engine import SwarmContext
-
     from agentkit.task import TaskSpec
 
 #: the tool that lets a node spawn a sub-team (planner + scheduler one level deeper)

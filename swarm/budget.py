@@ -25,11 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from agentkit.swarm.plan import NodeBudget
-
 from agentkit.clock import Clock
 from agentkit.errors import BudgetExceeded
 from agentkit.messages import Usage
+from agentkit.swarm.plan import NodeBudget
 
 if TYPE_CHECKING:  # agentkit.task imports this package (Plan): no import cycle at runtime
     from agentkit.task import BudgetSpec

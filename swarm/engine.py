@@ -10,17 +10,16 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentkit.errors import AgentkitError, BudgetExceeded, RunCancelled, RunFailed
+from agentkit.events import Event
+from agentkit.messages import Usage
+from agentkit.runtime import Runtime
 from agentkit.swarm.budget import Budget
 from agentkit.swarm.plan import PlanError, PlanGraph, validate_plan
 from agentkit.swarm.prompting import Prompts
 from agentkit.swarm.run import RunResult, UsageTotals
 from agentkit.swarm.scheduler import NodeExecutor, NodeResult, Replanner, Scheduler
 from agentkit.swarm.synthesize import Synthesis, synthesize
-
-from agentkit.errors import AgentkitError, BudgetExceeded, RunCancelled, RunFailed
-from agentkit.events import Event
-from agentkit.messages import Usage
-from agentkit.runtime import Runtime
 
 __all__ = ["SwarmContext", "execute"]
 

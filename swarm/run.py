@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from agentkit.swarm.scheduler import NodeResult
-from agentkit.swarm.synthesize import Citation
 from pydantic import BaseModel, Field
 
 from agentkit.clock import Clock
 from agentkit.errors import ConfigError
 from agentkit.events import Event, EventSink
+from agentkit.swarm.scheduler import NodeResult
+from agentkit.swarm.synthesize import Citation
 
 if TYPE_CHECKING:  # agentkit.task imports this package (Plan): import these lazily
     from agentkit.runtime import Runtime
@@ -138,9 +138,8 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
     except RuntimeError:
         raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
                           "in async code or `run_sync(...)` in a script") from None
-    from agentkit.swarm.prompting import Prompts
-
     from agentkit.runtime import Runtime
+    from agentkit.swarm.prompting import Prompts
 
     spec = _task_of(task)
     Prompts.for_task(spec)  # a bad prompt override is a ConfigError now, not a failed run later

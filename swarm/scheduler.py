@@ -22,13 +22,13 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from agentkit.swarm.budget import Budget
-from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
 from pydantic import BaseModel
 
 from agentkit.errors import AgentkitError, BudgetExceeded
 from agentkit.limits import ResourceLimits
 from agentkit.messages import Usage
+from agentkit.swarm.budget import Budget
+from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
 
 __all__ = ["NodeExecutor", "NodeOutput", "NodeResult", "ReplanRequest", "Replanner", "Scheduler"]
 

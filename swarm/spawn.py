@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
+
+from agentkit.errors import AgentkitError, BudgetExceeded, ToolError
 from agentkit.swarm.agents import DELEGATE, AgentExecutor, Planner, known_tools
 from agentkit.swarm.budget import Budget
 from agentkit.swarm.plan import Plan, PlanGraph, PlanNode, validate_plan
 from agentkit.swarm.scheduler import Scheduler
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
-from pydantic import Field
-
-from agentkit.errors import AgentkitError, BudgetExceeded, ToolError
 
 if TYPE_CHECKING:
     from agentkit.swarm.engine import SwarmContext

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import docker
-from agentkit.tools.base import ToolContext, ToolOutput, invoke_tool
 
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import ModelSpec, SandboxSettings, TaskSpec
+from agentkit.tools.base import ToolContext, ToolOutput, invoke_tool
 
 
 def make_runtime(events: list[Event], **sandbox: Any) -> Runtime:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkit.tools import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 
 from agentkit.agent import BRIEF_PROMPT, Agent, TaskBudget, run_agent_task
 from agentkit.errors import BudgetExceeded, RunFailed, ToolError
@@ -18,6 +17,7 @@ from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import BudgetSpec, ModelSpec, TaskSpec
 from agentkit.testing import FakeClock, ScriptedModelServer, call, reply
+from agentkit.tools import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 
 
 class MeetArgs(ToolArgs):

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 import pytest
-from agentkit.tools import ToolContext, build_registry, invoke_tool
 
 from agentkit.errors import ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import FilesSettings, ModelSpec, TaskSpec
+from agentkit.tools import ToolContext, build_registry, invoke_tool
 
 
 def make_runtime(tmp_path: Path, events: list[Event], **files: int) -> Runtime:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from agentkit.swarm.run import arun
-from agentkit.swarm.synthesize import find_ungrounded
 from test_swarm_e2e import ENV, Router, answer_with, events_of, nodes, task_for, who
 
+from agentkit.swarm.run import arun
+from agentkit.swarm.synthesize import find_ungrounded
 from agentkit.testing import RecordedRequest, ScriptedModelServer, reply
 
 

@@ -180,10 +180,10 @@ def test_json_tool_final_answer_and_tool_call_tags() -> None:
 def test_grammars_compile_and_history_replays_in_the_same_format() -> None:
     """llama.cpp accepts every grammar we build; a past call is shown as the model wrote it."""
     import llama_cpp
-    from agentkit.swarm.plan import Plan
 
     from agentkit.messages import Message, ToolCallPart, ToolResultPart
     from agentkit.models._local_actions import action_grammar, render_history, schema_grammar
+    from agentkit.swarm.plan import Plan
 
     for think in (False, True):
         for g in (action_grammar(_tools(), think=think, allow_final=True),
@@ -256,10 +256,9 @@ async def test_real_model_output_follows_the_response_schema() -> None:
 @pytest.mark.docker
 async def test_sandbox_inputs_are_copied_from_the_workspace(tmp_path: Path) -> None:
     """Code sees the workspace file without passing it; a deleted input is copied again."""
-    from agentkit.tools.base import ToolContext, invoke_tool
-
     from agentkit.runtime import Runtime
     from agentkit.task import ModelSpec, SandboxSettings, TaskSpec
+    from agentkit.tools.base import ToolContext, invoke_tool
 
     (tmp_path / "sales.csv").write_text("region,units\nNorth,3\nSouth,4\n")
     task = TaskSpec(name="inputs", goal="g", model="m", models={"m": ModelSpec(model="unused")},
@@ -278,12 +277,11 @@ async def test_sandbox_inputs_are_copied_from_the_workspace(tmp_path: Path) -> N
 def test_grammar_schema_has_a_fixed_shape_and_steps_resample() -> None:
     """Optional nullable keys go, the rest become required (one shape to fill, a small grammar);
     without an explicit seed each step after a tool result draws with a new seed."""
-    from agentkit.swarm.agents import SubmitPlanArgs
-
     from agentkit.messages import Message, ToolResultPart
     from agentkit.models._local_actions import _simplify
     from agentkit.models.base import ModelSettings
     from agentkit.models.local import LocalModel
+    from agentkit.swarm.agents import SubmitPlanArgs
     from agentkit.task import ModelSpec
 
     node = _simplify(SubmitPlanArgs.model_json_schema())["$defs"]["PlanNode"]

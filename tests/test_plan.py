@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from agentkit.swarm.plan import Plan, PlanError, validate_plan
 
 

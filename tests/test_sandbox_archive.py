@@ -6,11 +6,11 @@ import io
 import tarfile
 
 import pytest
-from agentkit.sandboxes.base import build_tar, check_relative_path, safe_extract
-from agentkit.sandboxes.docker import DockerSandboxClient
 from sandbox_helpers import containers_of
 
 from agentkit.errors import SandboxError
+from agentkit.sandboxes.base import build_tar, check_relative_path, safe_extract
+from agentkit.sandboxes.docker import DockerSandboxClient
 from agentkit.task import SandboxSettings
 
 

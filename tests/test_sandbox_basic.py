@@ -10,6 +10,10 @@ import time
 
 import docker
 import pytest
+from sandbox_helpers import containers_of, make_runtime, run_code
+
+from agentkit.errors import SandboxError
+from agentkit.events import Event
 from agentkit.sandboxes.docker import (
     CREATED_LABEL,
     OWNER_LABEL,
@@ -20,10 +24,6 @@ from agentkit.sandboxes.docker import (
 )
 from agentkit.sandboxes.image import IMAGE_REPO
 from agentkit.sandboxes.pool import BOUND_FACTOR, SandboxPool, sandbox_pool
-from sandbox_helpers import containers_of, make_runtime, run_code
-
-from agentkit.errors import SandboxError
-from agentkit.events import Event
 from agentkit.task import SandboxSettings
 
 pytestmark = pytest.mark.docker

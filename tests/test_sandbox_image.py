@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import docker
 import pytest
-from agentkit.sandboxes import image
-from agentkit.sandboxes.image import IMAGE_REPO, build_image, debian_packages, image_tag
 
 from agentkit.errors import SetupError
+from agentkit.sandboxes import image
+from agentkit.sandboxes.image import IMAGE_REPO, build_image, debian_packages, image_tag
 
 
 def test_extra_python_packages_map_to_debian_python3_packages() -> None:

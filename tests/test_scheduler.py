@@ -11,16 +11,16 @@ from collections import Counter
 from collections.abc import Mapping
 
 import pytest
-from agentkit.swarm.budget import Budget
-from agentkit.swarm.plan import Plan, PlanGraph, PlanNode, validate_plan
-from agentkit.swarm.run import arun, run_sync, start
-from agentkit.swarm.scheduler import NodeOutput, ReplanRequest, Scheduler
 
 from agentkit.audit import verify_ledger
 from agentkit.clock import SystemClock
 from agentkit.errors import BudgetExceeded, ConfigError
 from agentkit.events import EventBus
 from agentkit.limits import ResourceLimits
+from agentkit.swarm.budget import Budget
+from agentkit.swarm.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.swarm.run import arun, run_sync, start
+from agentkit.swarm.scheduler import NodeOutput, ReplanRequest, Scheduler
 from agentkit.task import BudgetSpec, TaskSpec
 from agentkit.testing import EventCapture
 

@@ -8,6 +8,7 @@ address refuses the host" rule, using a test resolver.
 from __future__ import annotations
 
 import pytest
+
 from agentkit.tools._ssrf import (
     Blocked,
     FetchPolicy,

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 from _fetch_server import FetchTestServer, static
-from agentkit.swarm.run import RunResult, arun, start
 
 from agentkit.audit import verify_ledger
+from agentkit.swarm.run import RunResult, arun, start
 from agentkit.task import TaskSpec
 from agentkit.testing import RecordedRequest, Reply, ScriptedModelServer, call, error, reply
 

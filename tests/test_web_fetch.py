@@ -25,15 +25,15 @@ from typing import Any
 import httpx
 import pytest
 from _fetch_server import FetchTestServer, drip, endless, redirect, static
-from agentkit.tools import ToolContext, invoke_tool
-from agentkit.tools._fetch_http import SafeFetcher, make_client
-from agentkit.tools._ssrf import FetchPolicy, StaticResolver
-from agentkit.tools.web_fetch import WebFetch
 
 from agentkit.errors import ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import FetchSettings, TaskSpec
+from agentkit.tools import ToolContext, invoke_tool
+from agentkit.tools._fetch_http import SafeFetcher, make_client
+from agentkit.tools._ssrf import FetchPolicy, StaticResolver
+from agentkit.tools.web_fetch import WebFetch
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 BENCH = SHARED / "benchmarks" / "article-extraction"

@@ -16,16 +16,16 @@ import time
 from typing import Any
 
 import pytest
-from agentkit.tools import ToolContext, invoke_tool
-from agentkit.tools.search_backends import SearchBackendRegistry, SearchQuery, SearchResult
-from agentkit.tools.search_backends.ddgs_backend import DDGSBackend
-from agentkit.tools.web_search import WebSearch
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
 from agentkit.errors import ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import SearchSettings, TaskSpec
+from agentkit.tools import ToolContext, invoke_tool
+from agentkit.tools.search_backends import SearchBackendRegistry, SearchQuery, SearchResult
+from agentkit.tools.search_backends.ddgs_backend import DDGSBackend
+from agentkit.tools.web_search import WebSearch
 
 
 def task(**search: Any) -> TaskSpec:

@@ -165,6 +165,7 @@ def _serve() -> None:
     import os
 
     import trafilatura  # noqa: F401  (imported before the first page, not during it)
+
     from agentkit.tools.web_fetch import extract_page
 
     # Extraction is batch work; the parent's event loop is latency-sensitive. A lower priority

@@ -29,10 +29,10 @@ from urllib.parse import urlsplit
 
 import httpcore
 import httpx
-from agentkit.tools._ssrf import Blocked, FetchPolicy, Resolver, check_host, classify_address, numeric_ipv4
 
 from agentkit.errors import ToolError
 from agentkit.task import FetchSettings
+from agentkit.tools._ssrf import Blocked, FetchPolicy, Resolver, check_host, classify_address, numeric_ipv4
 
 __all__ = ["FetchedBody", "Hop", "PinnedBackend", "SafeFetcher", "make_client"]
 

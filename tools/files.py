@@ -18,10 +18,10 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from pydantic import Field
 
 from agentkit.errors import ToolError
+from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 
 __all__ = ["ListFiles", "ReadFile", "WriteFile", "confine"]
 

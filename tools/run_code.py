@@ -14,13 +14,13 @@ import asyncio
 import difflib
 from typing import Any, Literal
 
+from pydantic import Field
+
+from agentkit.errors import SandboxError, ToolError
 from agentkit.sandboxes.base import REPLACE_CODES, ExecResult, check_relative_path, classify
 from agentkit.sandboxes.docker import DockerSession
 from agentkit.sandboxes.pool import sandbox_pool
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
-from pydantic import Field
-
-from agentkit.errors import SandboxError, ToolError
 
 __all__ = ["RunCode", "RunCodeArgs"]
 

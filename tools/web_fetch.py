@@ -25,6 +25,9 @@ import re
 from typing import Any, ClassVar, Literal
 
 import httpx
+from pydantic import Field
+
+from agentkit.errors import ToolError
 from agentkit.tools._extract_pool import (
     ExtractPool,
     ProcessExtractPool,
@@ -35,9 +38,6 @@ from agentkit.tools._fetch_http import FetchedBody, PinnedBackend, SafeFetcher, 
 from agentkit.tools._ssrf import Blocked, FetchPolicy, Resolver, SystemResolver
 from agentkit.tools._untrusted import wrap_untrusted
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
-from pydantic import Field
-
-from agentkit.errors import ToolError
 
 __all__ = ["EXTRACT_OPTIONS", "WebFetch", "WebFetchArgs", "extract_page"]
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from pydantic import Field
+
 from agentkit.tools._untrusted import wrap_untrusted
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from agentkit.tools.search_backends.base import (
@@ -18,7 +20,6 @@ from agentkit.tools.search_backends.base import (
     SearchQuery,
     SearchResult,
 )
-from pydantic import Field
 
 __all__ = ["WebSearch", "WebSearchArgs"]
 

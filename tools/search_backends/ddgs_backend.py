@@ -14,11 +14,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from agentkit.tools.search_backends.base import SearchQuery, SearchResult
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
 from agentkit.errors import ToolError
 from agentkit.task import SearchSettings
+from agentkit.tools.search_backends.base import SearchQuery, SearchResult
 
 __all__ = ["DDGSBackend", "map_ddgs_error"]
 
