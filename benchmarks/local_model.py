@@ -220,6 +220,8 @@ async def main() -> int:
             print(f"run seed={seed}: {row['status']:9s} correct={row['correct']} wall {row['wall']:.0f}s "
                   f"[{split}] overlap={row['overlap']} ungrounded={row['ungrounded']} "
                   f"missing={row['problems']}", flush=True)
+            if not row["correct"]:
+                print("    answer: " + row["answer"].replace("\n", " | "), flush=True)
         correct = sum(r["correct"] for r in rows)
         print(f"quickstart correctness: {correct}/{len(rows)} (goal >= 9/10)")
         for part in ("planning", "execution", "synthesis"):
