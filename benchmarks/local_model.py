@@ -142,7 +142,7 @@ def _task(seed: int) -> Any:
     models = dict(task.models)
     local = models["local"]
     models["local"] = local.model_copy(update={"extra_body": {**local.extra_body, "seed": seed}})
-    return task.model_copy(update={"models": models, "workspace": str(CSV.parent)})
+    return task.model_copy(update={"models": models})
 
 
 async def plan_once(seed: int) -> tuple[bool, str, float]:
