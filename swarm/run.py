@@ -61,6 +61,7 @@ class Run:
         self._history: list[Event] = []
         self._readers: list[asyncio.Queue[Event | None]] = []
         self._done = False
+        self._started = self._cancel_requested = False
         runtime.bus.add_sink(self._record)
         from agentkit.swarm.engine import execute
 
@@ -73,6 +74,11 @@ class Run:
             queue.put_nowait(event)
 
     async def _main(self, execute: Any, overrides: Mapping[str, Any]) -> RunResult:
+        self._started = True
+        if self._cancel_requested:  # cancelled before it began: nothing ran, nothing to record
+            await self.runtime.aclose()
+            self._done = True
+            return self._cancelled()
         try:
             result: RunResult = await execute(self.runtime, **overrides)
             return result
@@ -101,7 +107,9 @@ class Run:
     def cancel(self) -> None:
         """Stop the run: every sub-agent, HTTP stream and container is cancelled and closed;
         `result()` then returns a RunResult with status "cancelled"."""
-        self._task.cancel()
+        self._cancel_requested = True
+        if self._started:  # a task cancelled before its first step never enters its body
+            self._task.cancel()
 
     def done(self) -> bool:
         return self._task.done()
@@ -112,7 +120,18 @@ class Run:
         except asyncio.CancelledError:
             if not self._task.done():  # our caller was cancelled, not the run: stop it too
                 self._task.cancel()
+                raise
+            if self._cancel_requested and self._task.cancelled():
+                return self._cancelled()  # the run was stopped before its handlers could run
             raise
+
+    def _cancelled(self) -> RunResult:
+        from agentkit.errors import RunCancelled
+
+        ledger = self.runtime.ledger_path
+        return RunResult(run_id=self.run_id, status="cancelled",
+                         error=RunCancelled("the run was cancelled").to_dict(),
+                         ledger=str(ledger) if ledger else None)
 
 
 def _task_of(task: TaskSpec | str | Path) -> TaskSpec:
@@ -145,7 +164,17 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
     Prompts.for_task(spec)  # a bad prompt override is a ConfigError now, not a failed run later
     runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks,
                       ledger_dir=ledger_dir, workspace=workspace, environ=environ)
+    _check_inputs(spec, runtime.workspace)
     return Run(runtime, overrides)
+
+
+def _check_inputs(spec: TaskSpec, workspace: Path) -> None:
+    """Files the sandbox needs must exist before any model is called (not fail every node)."""
+    missing = [p for p in spec.sandbox.inputs if not (workspace / p).is_file()]
+    if missing:
+        raise ConfigError(f"sandbox.inputs: {', '.join(map(repr, missing))} not found in the "
+                          f"workspace {str(workspace)!r} (workspace paths in a task file are "
+                          f"relative to the file)")
 
 
 async def arun(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:

@@ -48,3 +48,19 @@ async def test_resources_are_made_once_and_closed_in_reverse_order() -> None:
     await runtime.aclose()
     assert made == ["a", "b"]
     assert closed == ["b", "a"]
+
+
+async def test_a_missing_sandbox_input_is_a_config_error_before_anything_runs(tmp_path: Path) -> None:
+    import pytest
+
+    from agentkit.errors import ConfigError
+    from agentkit.swarm.run import start
+
+    task = TaskSpec(name="t", goal="g", model="m", models={"m": {"model": "x"}},
+                    tools=["run_code"], sandbox={"inputs": ["sales.csv"]}, workspace=str(tmp_path))
+    with pytest.raises(ConfigError, match="'sales.csv' not found in the workspace"):
+        start(task)
+    (tmp_path / "sales.csv").write_text("a,b\n")
+    run = start(task, ledger_dir=tmp_path / "l")
+    run.cancel()
+    assert (await run.result()).status == "cancelled"
