@@ -158,14 +158,37 @@ def _payload(result: Any, handle: Any, status: str) -> dict[str, Any]:
                 "ledger": str(ledger_path) if ledger_path else None, "usage": {}, "cost_usd": 0.0}
     full = result.model_dump(mode="json")
     payload = {k: full.get(k) for k in ("run_id", "status", "answer", "citations", "ledger",
-                                        "usage", "cost_usd")}
+                                        "usage", "cost_usd", "ungrounded")}
+    payload["nodes"] = _node_timings(full.get("nodes") or {})
     if full.get("error") or full.get("status") != "succeeded":
         payload["error"] = full.get("error")
     return payload
 
 
+def _node_timings(nodes: dict[str, Any]) -> dict[str, Any]:
+    """Each node's status, start and duration in seconds from the first node's start."""
+    starts = [n["started"] for n in nodes.values() if n.get("started") is not None]
+    zero = min(starts) if starts else 0.0
+    out: dict[str, Any] = {}
+    for node_id, n in nodes.items():
+        started, finished = n.get("started"), n.get("finished")
+        out[node_id] = {
+            "status": n.get("status"), "attempts": n.get("attempts"),
+            "start_s": round(started - zero, 3) if started is not None else None,
+            "duration_s": round(finished - started, 3)
+            if started is not None and finished is not None else None}
+    return out
+
+
 def _report(console: Console, payload: dict[str, Any]) -> None:
-    """Human output: the answer on stdout, the summary on stderr."""
+    """Human output: the answer on stdout; the DAG with timings and the summary on stderr."""
+    for node_id, n in (payload.get("nodes") or {}).items():
+        when = (f"start {n['start_s']:7.2f}s  took {n['duration_s']:7.2f}s"
+                if n.get("duration_s") is not None else "")
+        console.print(f"  node {node_id:<24} {n.get('status') or '':<10} {when}", markup=False)
+    if payload.get("ungrounded"):
+        console.print(f"ungrounded (no tool produced these): {', '.join(payload['ungrounded'])}",
+                      markup=False)
     if payload.get("answer"):
         _out(str(payload["answer"]))
     for cite in payload.get("citations") or []:

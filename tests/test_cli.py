@@ -163,11 +163,49 @@ def test_ctrl_c_cancels_cleanly_exits_130_and_closes_the_ledger(tmp_path: Path,
     assert json.loads(ledger.read_text().splitlines()[-1])["kind"] == "run.finished"
 
 
+def test_successful_swarm_run_prints_answer_dag_timings_and_ledger(tmp_path: Path) -> None:
+    """A hand-written two-branch plan against the scripted DeepSeek server: exit 0, one JSON
+    object with the answer, per-node timings and the (empty) ungrounded list; the human output
+    shows each node of the DAG with its timing and the ledger path."""
+    from agentkit.testing import ScriptedModelServer, reply
+
+    with ScriptedModelServer("deepseek") as srv:
+        srv.default = lambda req: reply("The total is 42.", reasoning="Sum it.")
+        plan = textwrap.dedent("""\
+            tools: []
+            plan:
+              nodes:
+                - {id: left, goal: add the left numbers}
+                - {id: right, goal: add the right numbers}
+                - {id: total, goal: add both sums, depends_on: [left, right]}
+            """)
+        path = task_file(tmp_path, srv.base_url, plan).read_text().replace("mode: agent\n", "")
+        (tmp_path / "swarm.yaml").write_text(path)
+        env = {**os.environ, "DEEPSEEK_API_KEY": "sk-cli-test-000"}
+        args = [sys.executable, "-m", "agentkit", "run", str(tmp_path / "swarm.yaml"),
+                "--ledger-dir", str(tmp_path / "l")]
+        as_json = subprocess.run([*args, "--json"], capture_output=True, text=True, env=env, timeout=120)
+        human = subprocess.run(args, capture_output=True, text=True, env=env, timeout=120)
+    assert as_json.returncode == 0, as_json.stderr
+    payload = json.loads(as_json.stdout)
+    assert payload["status"] == "succeeded" and payload["answer"] == "The total is 42."
+    assert payload["ungrounded"] == []
+    nodes = payload["nodes"]
+    assert set(nodes) == {"left", "right", "total"}
+    assert all(n["status"] == "succeeded" and n["duration_s"] >= 0 for n in nodes.values())
+    assert nodes["total"]["start_s"] >= max(nodes["left"]["start_s"], nodes["right"]["start_s"])
+    assert verify_ledger(payload["ledger"]).ok
+    assert human.returncode == 0 and human.stdout.strip() == "The total is 42."
+    for node_id in ("left", "right", "total"):
+        assert f"node {node_id}" in human.stderr
+    assert "ledger " in human.stderr
+
+
 # -- validate ------------------------------------------------------------------------------------
 
 
 def test_every_example_validates() -> None:
-    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    examples = sorted((ROOT / "examples").glob("**/*.yaml"))
     assert examples, "examples/ has no task files"
     for path in examples:
         result = runner.invoke(app, ["validate", str(path)])
