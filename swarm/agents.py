@@ -171,8 +171,23 @@ class AgentExecutor:
         if not result.ok:
             ctx.add(result.usage, result.cost_usd)
             raise RunFailed(f"node {node.id!r} gave no answer ({result.stop_reason})")
-        return NodeOutput(output=result.answer, usage=result.usage, cost_usd=result.cost_usd,
-                          sources=_tool_texts(result))
+        return NodeOutput(output=with_program_output(result), usage=result.usage,
+                          cost_usd=result.cost_usd, sources=_tool_texts(result))
+
+
+def with_program_output(result: AgentResult) -> str:
+    """The node's answer plus, verbatim, what its last successful program printed.
+
+    Dependents and the synthesizer then read the numbers as the sandbox printed them, not only
+    as the worker retold them (small models paraphrase, round or drop lines).
+    """
+    for message in reversed(result.messages):
+        for part in message.parts:
+            if (isinstance(part, ToolResultPart) and part.name == "run_code"
+                    and not part.is_error and part.content.startswith("exit code 0")):
+                return (f"{result.answer}\n\nOutput of the last successful program "
+                        f"(verbatim):\n{part.content}")
+    return result.answer
 
 
 def _tool_texts(result: AgentResult) -> list[str]:

@@ -73,3 +73,26 @@ async def test_a_grounded_answer_is_checked_once_and_not_rewritten(tmp_path: Pat
     result, router = await _run(tmp_path, "North sold 1234.50.", "unused")
     assert result.answer == "North sold 1234.50." and router.calls["synthesizer"] == 1
     assert [e["kind"] for e in events_of(result)].count("answer.checked") == 1
+
+
+def test_node_output_carries_the_last_successful_program_output_verbatim() -> None:
+    """Issue 7: numbers reach the synthesizer as the sandbox printed them, even when the
+    worker's own answer retells them wrongly."""
+    from agentkit.agent import AgentResult
+    from agentkit.messages import Message, ToolResultPart, Usage
+    from agentkit.swarm.agents import with_program_output
+
+    def tool(content: str, is_error: bool = False) -> Message:
+        return Message(role="tool", parts=(ToolResultPart(call_id="c", name="run_code",
+                                                          content=content, is_error=is_error),))
+
+    messages = [Message.user("go"), tool("exit code 0 (0.01 s)\n--- stdout ---\nNorth 4909.75"),
+                tool("exit code 1 (0.01 s)\n--- stderr ---\nTraceback"),
+                tool("[timeout] too slow", is_error=True)]
+    result = AgentResult(answer="North is about 4900.", messages=messages, usage=Usage(),
+                         cost_usd=0.0, steps=3, tool_calls=3)
+    out = with_program_output(result)
+    assert out.startswith("North is about 4900.")
+    assert out.endswith("exit code 0 (0.01 s)\n--- stdout ---\nNorth 4909.75")
+    no_code = result.model_copy(update={"messages": messages[:1]})
+    assert with_program_output(no_code) == "North is about 4900."
