@@ -185,6 +185,9 @@ def with_program_output(result: AgentResult) -> str:
         for part in message.parts:
             if (isinstance(part, ToolResultPart) and part.name == "run_code"
                     and not part.is_error and part.content.startswith("exit code 0")):
+                stdout = part.content.partition("--- stdout ---\n")[2].split("\n--- ")[0]
+                if stdout.strip() and stdout.strip() in result.answer:
+                    return result.answer  # already quoted whole: no need to repeat it
                 return (f"{result.answer}\n\nOutput of the last successful program "
                         f"(verbatim):\n{part.content}")
     return result.answer

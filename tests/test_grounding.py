@@ -96,3 +96,5 @@ def test_node_output_carries_the_last_successful_program_output_verbatim() -> No
     assert out.endswith("exit code 0 (0.01 s)\n--- stdout ---\nNorth 4909.75")
     no_code = result.model_copy(update={"messages": messages[:1]})
     assert with_program_output(no_code) == "North is about 4900."
+    quoted = result.model_copy(update={"answer": "Result:\nNorth 4909.75\nDone."})
+    assert with_program_output(quoted) == "Result:\nNorth 4909.75\nDone."  # not repeated
