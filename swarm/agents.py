@@ -194,8 +194,14 @@ def with_program_output(result: AgentResult) -> str:
 
 
 def _tool_texts(result: AgentResult) -> list[str]:
+    """What the node's tools produced: the sources an answer's numbers may come from.
+
+    A failed program does not count: its traceback quotes the model's own code, so numbers a
+    model invented inside its code would otherwise look grounded.
+    """
     return [p.content for m in result.messages if m.role == "tool" for p in m.parts
-            if isinstance(p, ToolResultPart) and not p.is_error]
+            if isinstance(p, ToolResultPart) and not p.is_error
+            and not (p.name == "run_code" and not p.content.startswith("exit code 0"))]
 
 
 def agent_ask(ctx: SwarmContext) -> Callable[[str, str, str], Awaitable[str]]:

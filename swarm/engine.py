@@ -159,8 +159,9 @@ async def _synthesize(ctx: SwarmContext, scheduler: Scheduler, done: list[str],
                           for n in done)
     fetched = "\n".join(f"- {u}" + (f" ({i['title']})" if i.get("title") else "")
                         for u, i in ctx.fetched.items()) or "(none)"
-    corpus = [task.goal, *(scheduler.outputs[n].output for n in done),
-              *(s for n in done for s in scheduler.outputs[n].sources)]
+    # grounded = what the user gave and what tools produced; sub-agents' own words are not a
+    # source (a worker can invent numbers as easily as the synthesizer)
+    corpus = [task.goal, *(s for n in done for s in scheduler.outputs[n].sources)]
     return await synthesize(
         ask=ask, system=prompts.render("synthesizer.system"),
         user=prompts.render("synthesizer.user", goal=task.goal, results=results, fetched=fetched),

@@ -12,7 +12,7 @@ from test_swarm_e2e import ENV, Router, answer_with, events_of, nodes, task_for,
 
 from agentkit.swarm.run import arun
 from agentkit.swarm.synthesize import find_ungrounded
-from agentkit.testing import RecordedRequest, ScriptedModelServer, reply
+from agentkit.testing import RecordedRequest, ScriptedModelServer, call, reply
 
 
 def test_numbers_and_urls_absent_from_every_source_are_flagged() -> None:
@@ -41,12 +41,26 @@ class SynthRouter(Router):
         return super().__call__(req)
 
 
-async def _run(tmp_path: Path, first: str, second: str) -> tuple[Any, SynthRouter]:
+def read_then_answer(path: str, text: str) -> Any:
+    """A worker that reads a workspace file with a tool, then answers."""
+    def respond(req: RecordedRequest) -> Any:
+        if not any(m.get("role") == "tool" for m in req.messages):
+            return reply(reasoning="Read it.", tool_calls=[call("read_file", {"path": path})])
+        return reply(text, reasoning="Got it.")
+    return respond
+
+
+async def _run(tmp_path: Path, first: str, second: str,
+               worker: Any = None) -> tuple[Any, SynthRouter]:
+    """One node reads north.txt (a tool output: the only source of grounded numbers)."""
+    (tmp_path / "north.txt").write_text("north total: 1234.50\n")
     async with ScriptedModelServer("deepseek") as srv:
-        router = SynthRouter(first, second, plans=[nodes(("a", "sum north", [], []))],
-                             workers={"sum north": answer_with("north total: 1234.50")}, answer="")
+        router = SynthRouter(first, second, plans=[nodes(("a", "sum north", [], ["read_file"]))],
+                             workers={"sum north": worker or read_then_answer(
+                                 "north.txt", "north total: 1234.50")}, answer="")
         srv.default = router
-        result = await arun(task_for(srv, tmp_path), ledger_dir=tmp_path / "l", environ=ENV)
+        result = await arun(task_for(srv, tmp_path, tools=["read_file"]),
+                            ledger_dir=tmp_path / "l", environ=ENV)
     return result, router
 
 
@@ -67,6 +81,14 @@ async def test_a_number_still_ungrounded_after_the_fix_is_reported(tmp_path: Pat
     assert result.ungrounded == ["8888.88"]
     final = [e["data"] for e in events_of(result) if e["kind"] == "answer.ungrounded"][-1]
     assert final == {"items": ["8888.88"], "round": 2, "final": True}
+
+
+async def test_numbers_only_a_worker_wrote_are_not_grounded(tmp_path: Path) -> None:
+    """A sub-agent's own words are no source: a number it stated without any tool producing
+    it is flagged in the synthesizer's answer too."""
+    result, _ = await _run(tmp_path, "North sold 7777.77.", "North sold 7777.77.",
+                           worker=answer_with("north total: 7777.77"))
+    assert result.ungrounded == ["7777.77"]
 
 
 async def test_a_grounded_answer_is_checked_once_and_not_rewritten(tmp_path: Path) -> None:
