@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentkit import _yaml
+from agentkit._plan import Plan
 from agentkit.errors import TaskFileError
-from agentkit.swarm.plan import Plan
 
 __all__ = [
     "TOOL_NAMES",

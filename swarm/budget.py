@@ -23,15 +23,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentkit.clock import Clock
 from agentkit.errors import BudgetExceeded
 from agentkit.messages import Usage
 from agentkit.swarm.plan import NodeBudget
-
-if TYPE_CHECKING:  # agentkit.task imports this package (Plan): no import cycle at runtime
-    from agentkit.task import BudgetSpec
+from agentkit.task import BudgetSpec
 
 __all__ = ["QUANTITIES", "Budget", "Reservation"]
 

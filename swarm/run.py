@@ -14,19 +14,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from agentkit.clock import Clock
 from agentkit.errors import ConfigError
 from agentkit.events import Event, EventSink
+from agentkit.runtime import Runtime
 from agentkit.swarm.scheduler import NodeResult
 from agentkit.swarm.synthesize import Citation
-
-if TYPE_CHECKING:  # agentkit.task imports this package (Plan): import these lazily
-    from agentkit.runtime import Runtime
-    from agentkit.task import TaskSpec
+from agentkit.task import TaskSpec, load_task
 
 __all__ = ["Run", "RunResult", "UsageTotals", "arun", "run_sync", "start"]
 
@@ -135,8 +133,6 @@ class Run:
 
 
 def _task_of(task: TaskSpec | str | Path) -> TaskSpec:
-    from agentkit.task import TaskSpec, load_task
-
     if isinstance(task, TaskSpec):
         return task
     if isinstance(task, str | Path):
@@ -157,7 +153,6 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
     except RuntimeError:
         raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
                           "in async code or `run_sync(...)` in a script") from None
-    from agentkit.runtime import Runtime
     from agentkit.swarm.prompting import Prompts
 
     spec = _task_of(task)
