@@ -19,9 +19,12 @@ from pydantic import Field
 from agentkit.agent import Agent, AgentResult
 from agentkit.errors import RunFailed, ToolError
 from agentkit.messages import ToolResultPart
+from agentkit.models.base import ModelSettings
 from agentkit.swarm.budget import Budget
+from agentkit.swarm.consensus import last_program_stdout, vote
 from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
 from agentkit.swarm.scheduler import NodeOutput, ReplanRequest
+from agentkit.tools import program_output
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 
 if TYPE_CHECKING:
@@ -72,8 +75,7 @@ class SubmitPlan(Tool):
                                        "attempts_left": self.attempts - len(self.rejections)})
             raise ToolError("invalid_plan", str(err), retry_hint="fix every problem listed and "
                             "call submit_plan again with the whole plan") from None
-        return ToolOutput(f"Plan accepted: {len(args.nodes)} nodes. Reply with one short "
-                          f"sentence and call no tool.", {"nodes": len(args.nodes)})
+        return ToolOutput(f"Plan accepted: {len(args.nodes)} nodes.", {"nodes": len(args.nodes)})
 
 
 def known_tools(task: TaskSpec, depth: int) -> tuple[str, ...]:
@@ -131,7 +133,8 @@ class Planner:
             agent = Agent(ctx.runtime, task.model_for("planner"), tools,
                           system_prompt=ctx.prompts.render(f"{prompt}.system", **values),
                           node_id=node_id, max_steps=task.budget.max_steps + task.retry.plan_attempts,
-                          budget=budget, agent_id=node_id)
+                          budget=budget, agent_id=node_id,
+                          done=lambda: submit.accepted is not None)
             result = await agent.run(ctx.prompts.render(f"{prompt}.user", **values))
         finally:
             budget.close()
@@ -163,16 +166,29 @@ class AgentExecutor:
         values = {"goal": node.goal, "tools": ", ".join(node.tools) or "none",
                   "expected": f"Expected output: {node.expected_output}" if node.expected_output
                   else "", "inputs": f"Results you build on:\n\n{deps}" if deps else ""}
-        agent = Agent(ctx.runtime, node.model or task.model_for("worker"), tools,
-                      system_prompt=ctx.prompts.render("worker.system", **values),
-                      node_id=node.id, max_steps=task.budget.max_steps, budget=budget,
-                      agent_id=node.id)
-        result = await agent.run(ctx.prompts.render("worker.user", **values))
+        system = ctx.prompts.render("worker.system", **values)
+        user = ctx.prompts.render("worker.user", **values)
+
+        async def sample(i: int) -> AgentResult:
+            agent = Agent(ctx.runtime, node.model or task.model_for("worker"), tools,
+                          system_prompt=system, node_id=node.id, max_steps=task.budget.max_steps,
+                          budget=budget, agent_id=node.id if i == 0 else f"{node.id}#{i}",
+                          settings=ModelSettings(sample=i))
+            return await agent.run(user)
+
+        if task.consensus.samples == 1:
+            result = await sample(0)
+            usage, cost = result.usage, result.cost_usd
+        else:
+            voted = await vote(sample, task.consensus,
+                               lambda kind, data: ctx.runtime.emit(kind, data, node_id=node.id))
+            result, usage, cost = voted.chosen.result, voted.usage, voted.cost_usd
+            assert result is not None  # vote() raises when no sample produced a result
         if not result.ok:
-            ctx.add(result.usage, result.cost_usd)
+            ctx.add(usage, cost)
             raise RunFailed(f"node {node.id!r} gave no answer ({result.stop_reason})")
-        return NodeOutput(output=with_program_output(result), usage=result.usage,
-                          cost_usd=result.cost_usd, sources=_tool_texts(result))
+        return NodeOutput(output=with_program_output(result), usage=usage, cost_usd=cost,
+                          sources=_tool_texts(result))
 
 
 def with_program_output(result: AgentResult) -> str:
@@ -181,16 +197,13 @@ def with_program_output(result: AgentResult) -> str:
     Dependents and the synthesizer then read the numbers as the sandbox printed them, not only
     as the worker retold them (small models paraphrase, round or drop lines).
     """
-    for message in reversed(result.messages):
-        for part in message.parts:
-            if (isinstance(part, ToolResultPart) and part.name == "run_code"
-                    and not part.is_error and part.content.startswith("exit code 0")):
-                stdout = part.content.partition("--- stdout ---\n")[2].split("\n--- ")[0]
-                if stdout.strip() and stdout.strip() in result.answer:
-                    return result.answer  # already quoted whole: no need to repeat it
-                return (f"{result.answer}\n\nOutput of the last successful program "
-                        f"(verbatim):\n{part.content}")
-    return result.answer
+    program = last_program_stdout(result)
+    if program is None:
+        return result.answer
+    rendered, stdout = program
+    if stdout.strip() and stdout.strip() in result.answer:
+        return result.answer  # already quoted whole: no need to repeat it
+    return f"{result.answer}\n\nOutput of the last successful program (verbatim):\n{rendered}"
 
 
 def _tool_texts(result: AgentResult) -> list[str]:
@@ -201,7 +214,7 @@ def _tool_texts(result: AgentResult) -> list[str]:
     """
     return [p.content for m in result.messages if m.role == "tool" for p in m.parts
             if isinstance(p, ToolResultPart) and not p.is_error
-            and not (p.name == "run_code" and not p.content.startswith("exit code 0"))]
+            and not (p.name == "run_code" and not program_output.succeeded(p.content))]
 
 
 def agent_ask(ctx: SwarmContext) -> Callable[[str, str, str], Awaitable[str]]:

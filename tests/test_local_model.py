@@ -293,6 +293,54 @@ def test_grammar_schema_has_a_fixed_shape_and_steps_resample() -> None:
     assert model._seed(history, ModelSettings()) == 40
     assert model._seed([*history, tool_msg], ModelSettings()) == 41
     assert model._seed([*history, tool_msg], ModelSettings(seed=5)) == 5
+    # independent samples of the same request (node consensus) draw with other seeds
+    seeds = {model._seed(history, ModelSettings(sample=i)) for i in range(3)}
+    assert len(seeds) == 3 and 40 in seeds
+
+
+def test_after_a_failed_program_the_grammar_offers_no_final_answer() -> None:
+    """A program that ran and failed must be fixed, not answered with made-up numbers; a tool
+    error that is no program failure (budget refused, timeout) leaves `final` open."""
+    from agentkit.messages import Message, ToolResultPart, ToolSpec
+    from agentkit.models._local_actions import after_failed_program
+    from agentkit.tools import program_output
+    from agentkit.tools.run_code import RunCode
+
+    code = RunCode()
+    tools = [ToolSpec(name=code.name, description=code.description,
+                      parameters=code.args_model.model_json_schema())]
+
+    def after(content: str, is_error: bool = False) -> bool:
+        msg = Message(role="tool", parts=(ToolResultPart(call_id="c", name="run_code",
+                                                         content=content, is_error=is_error),))
+        return after_failed_program([Message.user("go"), msg], tools)
+
+    failed = program_output.render(1, 0.1, "", "SyntaxError: invalid syntax")
+    assert after(failed)
+    assert not after(program_output.render(0, 0.1, "North 12.50\n", ""))
+    assert not after("ERROR [budget_exceeded] no more tool calls are allowed", is_error=True)
+    assert not after_failed_program([Message.user("go")], tools)
+    # and the request the local model builds follows it
+    from agentkit.models.base import ModelSettings
+    from agentkit.models.local import LocalModel
+    from agentkit.task import ModelSpec
+
+    model = LocalModel(ModelSpec(provider="local", model="m"))
+    msg = Message(role="tool", parts=(ToolResultPart(call_id="c", name="run_code", content=failed),))
+    _, grammar = model._request([Message.user("go"), msg], tools, ModelSettings())
+    _, fresh = model._request([Message.user("go")], tools, ModelSettings())
+    assert "ak-final" not in grammar and "ak-final" in fresh
+
+
+def test_program_output_round_trips_exit_code_and_stdout() -> None:
+    from agentkit.tools import program_output
+
+    text = program_output.render(0, 0.25, "a 1\nb 2\n", "warn", files=["added out.csv (3 bytes)"])
+    assert program_output.exit_code(text) == 0 and program_output.succeeded(text)
+    assert program_output.stdout_of(text) == "a 1\nb 2"
+    assert program_output.exit_code(program_output.render(-9, 1, "", "")) == -9
+    assert program_output.exit_code("ERROR [timeout] too slow") is None
+    assert program_output.stdout_of("ERROR [timeout] too slow") == ""
 
 
 @pytest.mark.local_model

@@ -20,6 +20,7 @@ from agentkit.errors import SandboxError, ToolError
 from agentkit.sandboxes.base import REPLACE_CODES, ExecResult, check_relative_path, classify
 from agentkit.sandboxes.docker import DockerSession
 from agentkit.sandboxes.pool import sandbox_pool
+from agentkit.tools import program_output
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 
 __all__ = ["RunCode", "RunCodeArgs"]
@@ -172,14 +173,8 @@ def _text_diff(path: str, old: bytes | None, new: bytes) -> str | None:
 
 
 def _render(result: ExecResult, files: list[dict[str, Any]]) -> str:
-    """The text the model reads."""
-    lines = [f"exit code {result.exit_code} ({result.duration_s:.2f} s)"]
-    if result.state_reset:
-        lines.append("note: the Python interpreter was restarted; earlier variables are gone")
-    for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
-        if text:
-            lines += [f"--- {name} ---", text.rstrip("\n")]
-    if files:
-        lines.append("--- files in /workspace ---")
-        lines += [f"{f['status']} {f['path']} ({f['size']} bytes)" for f in files]
-    return "\n".join(lines)
+    """The text the model reads (format owned by `agentkit.tools.program_output`)."""
+    return program_output.render(
+        result.exit_code, result.duration_s, result.stdout, result.stderr,
+        state_reset=result.state_reset,
+        files=[f"{f['status']} {f['path']} ({f['size']} bytes)" for f in files])

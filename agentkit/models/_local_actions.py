@@ -33,9 +33,11 @@ from llama_cpp.llama_grammar import SchemaConverter
 
 from agentkit.messages import Message, Part, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, ToolSpec
 from agentkit.models._parsing import ThinkSplitter, extract_text_tool_calls, make_tool_call
+from agentkit.tools import program_output
 
-__all__ = ["action_grammar", "describe_actions", "free_text_grammar", "is_code_tool", "parse_output",
-           "reasoning_part", "render_history", "schema_grammar", "split_think"]
+__all__ = ["action_grammar", "after_failed_program", "describe_actions", "free_text_grammar",
+           "is_code_tool", "parse_output", "reasoning_part", "render_history", "schema_grammar",
+           "split_think"]
 
 THINK_TAGS = (("<think>", "</think>"),)
 _HEADER = re.compile(r"^\s*Action:\s*([A-Za-z0-9_.\-]+)[ \t]*\n?(.*)$", re.S)
@@ -205,6 +207,21 @@ def render_history(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> li
                                for r in results)
             out.append({"role": "user", "content": body or msg.text})
     return out
+
+
+def after_failed_program(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> bool:
+    """The last message is a code tool's result whose program ran and failed.
+
+    Then the grammar offers no `final`: left the choice, small models answered a failed run
+    with numbers they made up instead of fixing the program. A tool error that is not a
+    program's failure (a budget refusal, a timeout) leaves `final` open.
+    """
+    if not messages or messages[-1].role != "tool":
+        return False
+    code_tools = {t.name for t in tools if is_code_tool(t)}
+    return any(isinstance(p, ToolResultPart) and p.name in code_tools
+               and program_output.exit_code(p.content) not in (None, 0)
+               for p in messages[-1].parts)
 
 
 def free_text_grammar(*, think: bool) -> str:
