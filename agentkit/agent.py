@@ -117,8 +117,12 @@ class Agent:
                  system_prompt: str = DEFAULT_SYSTEM_PROMPT, node_id: str | None = None,
                  max_steps: int | None = None, *, budget: AgentBudget | None = None,
                  agent_id: str | None = None, settings: ModelSettings | None = None,
-                 on_delta: DeltaCallback | None = None) -> None:
+                 on_delta: DeltaCallback | None = None,
+                 done: Callable[[], bool] | None = None) -> None:
         self.runtime, self.model_name, self.on_delta = runtime, model_name, on_delta
+        #: checked after each round of tool calls: True ends the run with the last tool result
+        #: as the answer (the planner stops once its plan is accepted, without another turn)
+        self.done = done
         self.tools = tools if tools is not None else ToolRegistry()
         self.system_prompt, self.node_id, self.agent_id = system_prompt, node_id, agent_id
         self.max_steps = max_steps or runtime.task.budget.max_steps
@@ -140,6 +144,8 @@ class Agent:
             if calls:
                 results = await self._run_tools(calls, step)
                 messages.append(Message(role="tool", parts=tuple(results)))
+                if self.done is not None and self.done():
+                    return self._result(results[-1].content, messages, usage, cost, step, "answer")
             elif not turn.truncated:
                 return self._result(turn.message.text, messages, usage, cost, step, "answer")
             elif not asked_brief:
