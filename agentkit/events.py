@@ -27,7 +27,8 @@ EVENT_KINDS = frozenset({
     "sandbox.created", "sandbox.exec", "sandbox.removed", "sandbox.relaxed",
     "retry", "fallback", "breaker.open", "breaker.closed",
     "plan.created", "plan.rejected", "plan.replanned",
-    "node.started", "node.finished", "node.failed", "node.skipped",
+    "node.started", "node.finished", "node.failed", "node.skipped", "node.sample",
+    "node.consensus",
     "budget.reserved", "budget.released", "budget.exceeded",
     "answer.checked", "answer.ungrounded",
 })

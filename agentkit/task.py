@@ -22,6 +22,7 @@ __all__ = [
     "TOOL_NAMES",
     "BudgetSpec",
     "ChannelSpec",
+    "ConsensusSpec",
     "FetchSettings",
     "FilesSettings",
     "ModelSpec",
@@ -185,6 +186,21 @@ class RetrySpec(_Spec):
     plan_attempts: int = Field(default=3, ge=1, le=10)
 
 
+class ConsensusSpec(_Spec):
+    """Self-consistency for nodes (see `agentkit.swarm.consensus`): each node runs up to
+    `samples` independent agent runs and stops once `agree` of them printed the same numbers.
+    Costs up to `samples` times a node's tokens; 1 (the default) turns it off."""
+
+    samples: int = Field(default=1, ge=1, le=9)
+    agree: int = Field(default=2, ge=1, le=9)
+
+    @model_validator(mode="after")
+    def _agree_within_samples(self) -> ConsensusSpec:
+        if self.samples > 1 and self.agree > self.samples:
+            raise ValueError(f"agree ({self.agree}) cannot exceed samples ({self.samples})")
+        return self
+
+
 class TaskSpec(_Spec):
     name: str = Field(min_length=1, max_length=200)
     goal: str = Field(min_length=1, max_length=100_000)
@@ -199,6 +215,7 @@ class TaskSpec(_Spec):
     files: FilesSettings = Field(default_factory=FilesSettings)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    consensus: ConsensusSpec = Field(default_factory=ConsensusSpec)
     workspace: str | None = None
     output: str | None = None
     #: a hand-written plan: the planner is skipped (still used to re-plan a failed subtree)

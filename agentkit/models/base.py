@@ -27,6 +27,9 @@ class ModelSettings(BaseModel):
     temperature: float | None = None
     top_p: float | None = None
     seed: int | None = None
+    #: which independent sample of the same request this is (node self-consistency); a model
+    #: that seeds itself (the local one) draws sample n with a seed of its own
+    sample: int = Field(default=0, ge=0)
     stop: list[str] | None = None
     tool_choice: Literal["auto", "none", "required"] | None = None
     #: JSON schema constraining the output (local models use it as a grammar).

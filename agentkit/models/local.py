@@ -45,6 +45,8 @@ __all__ = ["LOADED_MODELS", "LoadedModel", "LoadedModels", "LocalModel"]
 DEFAULT_CONTEXT = 8192
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_TEMPERATURE = 0.2
+#: seed distance between independent samples of one request (`ModelSettings.sample`)
+_SAMPLE_SEED_STRIDE = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -229,16 +231,18 @@ class LocalModel:
         return turn
 
     def _seed(self, messages: Sequence[Message], settings: ModelSettings) -> int:
-        """`settings.seed`, else ``extra_body.seed`` of the spec (0), plus one per tool result.
+        """`settings.seed`, else ``extra_body.seed`` of the spec (0) plus one per tool result;
+        plus a stride per `settings.sample`, so independent samples of a node draw apart.
 
         The step offset resamples after every tool run, so a failed program is not simply
         written again with the same draw; the sequence stays reproducible for a given base.
         """
         if settings.seed is not None:
-            return settings.seed
-        base = self.spec.extra_body.get("seed", 0)
-        steps = sum(1 for m in messages if m.role == "tool")
-        return (int(base) + steps) % 2**31
+            base = settings.seed
+        else:
+            base = int(self.spec.extra_body.get("seed", 0))
+            base += sum(1 for m in messages if m.role == "tool")
+        return (base + _SAMPLE_SEED_STRIDE * settings.sample) % 2**31
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
                  settings: ModelSettings) -> tuple[list[dict[str, str]], str]:
@@ -249,7 +253,8 @@ class LocalModel:
             guide = ("First think step by step inside <think> ... </think>. Then reply with one "
                      "JSON object." if self.think else "Reply with one JSON object only.")
         elif tools and settings.tool_choice != "none":
-            allow_final = settings.tool_choice != "required"
+            allow_final = (settings.tool_choice != "required"
+                           and not actions.after_failed_program(messages, tools))
             grammar = actions.action_grammar(tools, think=self.think, allow_final=allow_final)
             guide = actions.describe_actions(tools, think=self.think, allow_final=allow_final)
         else:

@@ -1,0 +1,142 @@
+"""Self-consistency for nodes: run a node's agent several times, keep the answer runs agree on.
+
+A small model gets a computation right most of the time, not every time, and its mistakes
+differ from draw to draw (a wrong grouping once, a single row instead of a total another
+time). Independent samples that print the *same numbers* are very unlikely to be wrong the same
+way, so a node with ``consensus.samples > 1`` runs up to that many samples and stops as soon as
+``consensus.agree`` of them agree. The vote is on execution results (what the sample's last
+successful program printed); a sample with no successful program votes with the numbers of its
+answer only when no sample has program output, since numbers no program printed are guesses.
+
+Samples run ``agree`` at a time first (the common case ends there), then one by one. Each
+sample's outcome and the vote are recorded as ``node.sample`` and ``node.consensus`` events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from agentkit.agent import AgentResult
+from agentkit.errors import AgentkitError
+from agentkit.messages import ToolResultPart, Usage
+from agentkit.task import ConsensusSpec
+from agentkit.tools import program_output
+
+__all__ = ["Sample", "Vote", "answer_key", "last_program_stdout", "vote"]
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+Evidence = Literal["program", "answer", "none"]
+
+
+def last_program_stdout(result: AgentResult) -> tuple[str, str] | None:
+    """(rendered tool result, stdout) of the last `run_code` call that exited 0, if any."""
+    for message in reversed(result.messages):
+        for part in reversed(message.parts):
+            if (isinstance(part, ToolResultPart) and part.name == "run_code"
+                    and not part.is_error and program_output.succeeded(part.content)):
+                return part.content, program_output.stdout_of(part.content)
+    return None
+
+
+def _normalise(text: str) -> tuple[str, ...]:
+    """The numbers of `text`, rounded to cents and sorted (labels and order do not vote);
+    for text without numbers, its words."""
+    numbers = []
+    for raw in _NUMBER.findall(text):
+        try:
+            numbers.append(f"{round(float(raw.replace(',', '')), 2):.2f}")
+        except ValueError:
+            continue
+    if numbers:
+        return tuple(sorted(numbers))
+    return tuple(text.lower().split())
+
+
+def answer_key(result: AgentResult) -> tuple[Evidence, tuple[str, ...]]:
+    """What a sample votes with: its program's printed numbers, else its answer's."""
+    if not result.ok:
+        return "none", ()
+    program = last_program_stdout(result)
+    if program is not None and program[1].strip():
+        return "program", _normalise(program[1])
+    return ("answer", _normalise(result.answer)) if result.answer.strip() else ("none", ())
+
+
+@dataclass
+class Sample:
+    index: int
+    result: AgentResult | None
+    error: AgentkitError | None
+    evidence: Evidence
+    key: tuple[str, ...]
+
+
+@dataclass
+class Vote:
+    """The chosen sample, every sample, and the accounting of all of them."""
+
+    chosen: Sample
+    samples: list[Sample]
+    votes: int
+    usage: Usage
+    cost_usd: float
+
+
+async def vote(run_sample: Callable[[int], Awaitable[AgentResult]], spec: ConsensusSpec,
+               emit: Callable[[str, dict[str, Any]], Any]) -> Vote:
+    """Run samples until `spec.agree` agree or `spec.samples` ran; return the plurality.
+
+    A sample that raises an agentkit error (a budget, a failed model) counts as a failed
+    sample; if every sample failed, the first error is raised.
+    """
+    samples: list[Sample] = []
+
+    async def one(i: int) -> Sample:
+        try:
+            result = await run_sample(i)
+        except AgentkitError as err:
+            sample = Sample(i, None, err, "none", ())
+        else:
+            evidence, key = answer_key(result)
+            sample = Sample(i, result, None, evidence, key)
+        emit("node.sample", {"sample": i, "ok": sample.result is not None and sample.result.ok,
+                             "evidence": sample.evidence, "key": list(sample.key)[:20],
+                             "error": sample.error.to_dict() if sample.error else None})
+        return sample
+
+    async with asyncio.TaskGroup() as group:  # a crash in one sample cancels the others
+        started = [group.create_task(one(i)) for i in range(min(spec.agree, spec.samples))]
+    samples += [t.result() for t in started]
+    while _leader(samples)[1] < spec.agree and len(samples) < spec.samples:
+        samples.append(await one(len(samples)))
+
+    chosen, votes = _leader(samples)
+    usage, cost = Usage(), 0.0
+    for s in samples:
+        if s.result is not None:
+            usage, cost = usage + s.result.usage, cost + s.result.cost_usd
+    emit("node.consensus", {"samples": len(samples), "chosen": chosen.index if chosen else None,
+                            "votes": votes, "agree": spec.agree,
+                            "evidence": chosen.evidence if chosen else "none"})
+    if chosen is None:
+        failed = next((s.error for s in samples if s.error is not None), None)
+        if failed is not None:
+            raise failed
+        chosen = samples[0]  # no sample answered: the caller reports the first one's failure
+    return Vote(chosen=chosen, samples=samples, votes=votes, usage=usage, cost_usd=cost)
+
+
+def _leader(samples: list[Sample]) -> tuple[Sample | None, int]:
+    """The earliest sample of the most common key, among the best evidence any sample has."""
+    for evidence in ("program", "answer"):
+        voters = [s for s in samples if s.evidence == evidence]
+        if voters:
+            counts = Counter(s.key for s in voters)
+            top = max(counts.values())
+            return next(s for s in voters if counts[s.key] == top), top
+    return None, 0
