@@ -27,8 +27,8 @@ __all__ = ["ProgressDisplay"]
 _STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "bold red",
           "skipped": "magenta"}
 _MILESTONES = frozenset({"run.started", "plan.created", "plan.replanned", "node.started",
-                         "node.finished", "node.failed", "node.skipped", "budget.exceeded",
-                         "run.finished"})
+                         "node.finished", "node.failed", "node.skipped", "node.consensus",
+                         "budget.exceeded", "run.finished"})
 RUN_ROW = "(run)"
 
 
@@ -111,6 +111,10 @@ class ProgressDisplay:
                 view.step = str(data.get("reason") or "")[:60]
         elif event.kind == "tool.call":
             view.step = _call_text(data)
+        elif event.kind == "node.sample":
+            view.step = f"sample {int(data.get('sample') or 0) + 1} done"
+        elif event.kind == "node.consensus":
+            view.step = _consensus_text(data)
         elif event.kind == "model.response":
             usage = data.get("usage") or {}
             view.tokens += sum(int(usage.get(k) or 0) for k in
@@ -152,7 +156,14 @@ class ProgressDisplay:
         extra = data.get("status") or data.get("reason") or data.get("goal") or ""
         if event.kind in ("plan.created", "plan.replanned"):
             extra = f"{len(_plan_nodes(data))} nodes"
+        elif event.kind == "node.consensus":
+            extra = _consensus_text(data)
         return f"[{self._now() - self._start:7.1f}s] {event.kind}{where} {str(extra)[:100]}".rstrip()
+
+
+def _consensus_text(data: dict[str, Any]) -> str:
+    return (f"{data.get('votes')} of {data.get('samples')} samples agree "
+            f"(on {data.get('evidence')} output)")
 
 
 def _call_text(data: dict[str, Any]) -> str:

@@ -115,3 +115,16 @@ def test_event_capture_collects_in_order() -> None:
     assert capture.kinds() == ["run.started", "tool.call", "tool.call"]
     assert [e.data["tool"] for e in capture.of("tool.call")] == ["a", "b"]
     assert capture.first("tool.call").seq == 1 and len(capture) == 3
+
+
+def test_progress_shows_a_nodes_consensus_vote() -> None:
+    ticks = Ticks()
+    out = io.StringIO()
+    display = ProgressDisplay(Console(file=out, width=160), monotonic=ticks)
+    bus = EventBus("r", sinks=[display])
+    bus.emit("node.started", {}, node_id="a")
+    bus.emit("node.sample", {"sample": 1}, node_id="a")
+    assert display.nodes["a"].step == "sample 2 done"
+    bus.emit("node.consensus", {"samples": 3, "votes": 2, "evidence": "program"}, node_id="a")
+    assert display.nodes["a"].step == "2 of 3 samples agree (on program output)"
+    assert "node.consensus a 2 of 3 samples agree (on program output)" in out.getvalue()
