@@ -29,7 +29,7 @@ from agentkit.tools import program_output
 
 __all__ = ["Sample", "Vote", "answer_key", "last_program_stdout", "vote"]
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_NUMBER = re.compile(r"(?:(?<![\w.])-)?\d[\d,]*(?:\.\d+)?")  # "2024-03" is 2024 and 03
 Evidence = Literal["program", "answer", "none"]
 
 

@@ -55,6 +55,7 @@ def test_the_key_is_the_programs_numbers_whatever_the_labels_and_order() -> None
     b = result("done", "South total 10.00\nNorth total 1234.50")
     assert answer_key(a) == answer_key(b) == ("program", ("10.00", "1234.50"))
     assert answer_key(result("North sold 12.")) == ("answer", ("12.00",))
+    assert answer_key(result("x", "2024-03: -4.5")) == ("program", ("-4.50", "2024.00", "3.00"))
     assert answer_key(result("x", "1", ok=False)) == ("none", ())
 
 
