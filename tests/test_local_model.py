@@ -165,6 +165,25 @@ def test_code_comes_back_verbatim_from_a_fenced_block() -> None:
     assert call.arguments == {"language": "python", "code": code}
 
 
+def test_an_action_written_inside_the_code_block_is_cut_off() -> None:
+    """What the 1.5B model wrote (8 of 8 calls of one node, seed 1): a correct program, then
+    its final answer with made-up numbers inside the same block, once with a full-width colon.
+    The program runs; the invented lines never do."""
+    from agentkit.models._local_actions import parse_output
+
+    program = ('import csv\ntotals = {}\nfor row in csv.DictReader(open("sales.csv")):\n'
+               '    totals[row["region"]] = totals.get(row["region"], 0) + 1\n'
+               'for region, n in totals.items():\n    print(f"Region: {region}, rows: {n}")')
+    for stray in ("Action: final", "Action\uff1a final", "Action final"):
+        text = (f"Action: run_code\n```python\n{program}\n\n{stray}\n"
+                f"Region: East, Total Revenue: $1234.56\n```")
+        (call,) = parse_output(text, _tools(), call_id="c")
+        assert call.arguments["code"] == program, stray
+    kept = "Action = 'buy'\nprint(Action)"  # a variable of that name is code, not an action
+    (call,) = parse_output(f"Action: run_code\n```python\n{kept}\n```", _tools(), call_id="c")
+    assert call.arguments["code"] == kept
+
+
 def test_json_tool_final_answer_and_tool_call_tags() -> None:
     from agentkit.models._local_actions import parse_output
 

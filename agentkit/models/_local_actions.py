@@ -50,12 +50,12 @@ _GBNF_THINK = r'''ak-think ::= "<think>\n" ak-think-char* "</think>\n"
 ak-think-char ::= [^<] | "<" [^/]'''
 # A code line may not start with a backtick, so after a newline a backtick can only open the
 # closing fence: the model cannot wander into a half fence ("``'") and keep writing prose.
-# Nor may it start with "Action:": a 1.5B model, done with its program, wrote "Action: final"
-# and made-up result lines *inside* the block (a SyntaxError, every time, in 8 of 8 calls of
-# one measured node); refused that line, it closes the fence instead.
-_GBNF_CODE_LINE = r'''ak-line ::= ( ak-line-start [^\n]* )? "\n"
-ak-line-start ::= [^`A\n] | "A" ( [^c\n] | "c" ( [^t\n] | "t" ( [^i\n] | "i" ( [^o\n]
-  | "o" ( [^n\n] | "n" [^:\n] ) ) ) ) )'''
+_GBNF_CODE_LINE = r'''ak-line ::= ( [^`\n] [^\n]* )? "\n"'''
+# Done with its program, a 1.5B model often forgets the closing fence and writes its next
+# action and made-up result lines *inside* the block ("Action: final" / "Region: East, ..."; a
+# SyntaxError every time, 8 of 8 calls of one measured node). Refused "Action:" by the
+# grammar it wrote "Action： final" (a full-width colon), so the parser cuts the code there.
+_ACTION_IN_CODE = re.compile(r"^Action\s*(?:[:：]|final\b)", re.M)
 _GBNF_FINAL = r'''ak-final ::= "Action: final\n" [^\x00]+'''
 
 
@@ -273,6 +273,9 @@ def _call_from_body(spec: ToolSpec, body: str, call_id: str) -> ToolCallPart:
     if is_code_tool(spec):
         fence = _FENCE.search(body)
         code = fence.group(1) if fence else body.strip().strip("`")
+        stray = _ACTION_IN_CODE.search(code)
+        if stray:
+            code = code[:stray.start()].rstrip()
         args: dict[str, Any] = {"code": code}
         if "language" in spec.parameters.get("properties", {}):
             args = {"language": _code_language(spec), **args}
