@@ -4,8 +4,9 @@ A 1.5B local model's exact output is not reproducible enough to gate CI on (see
 benchmarks/local_model.py for its measured correctness), so this checks structure, from the
 audit ledger: the run ended (succeeded or failed, never crashed or bad input), the planner made
 a valid plan of >= 3 nodes, at least two nodes overlapped in time, code ran in the Docker
-sandbox, the grounding check ran, and the ledger verifies. The answer and the independently
-computed expected numbers are printed side by side for the log.
+sandbox, every finished node's samples voted (`consensus`), the grounding check ran, and the
+ledger verifies. The answer and the independently computed expected numbers are printed side
+by side for the log.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def main() -> int:
     execs = [e["data"] for e in events if e["kind"] == "sandbox.exec"]
     if not execs:
         problems.append("no code ran in the sandbox (no sandbox.exec event)")
+    voted = {e["node_id"] for e in events if e["kind"] == "node.consensus"}
+    finished = {e["node_id"] for e in events if e["kind"] == "node.finished"}
+    if finished - voted:
+        problems.append(f"nodes finished without a consensus vote: {sorted(finished - voted)}")
     if "answer.checked" not in kinds:
         problems.append("the grounding check did not run (no answer.checked event)")
     check = verify_ledger(ledger)
@@ -68,6 +73,10 @@ def main() -> int:
     print(f"plan: {[n['id'] for n in plans[0]['nodes']] if plans else None}")
     print(f"overlapping node pairs: {overlapping_pairs(events)}   sandbox execs: {len(execs)}   "
           f"ungrounded: {result.get('ungrounded')}")
+    for e in events:
+        if e["kind"] == "node.consensus":
+            d = e["data"]
+            print(f"consensus {e['node_id']}: {d['votes']} of {d['samples']} samples agree")
     print("answer:\n" + (result.get("answer") or "(none)"))
     facts = expected_facts()
     print(f"expected (computed from the CSV without a model): {facts}")
