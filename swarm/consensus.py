@@ -78,10 +78,9 @@ class Sample:
 
 @dataclass
 class Vote:
-    """The chosen sample, every sample, and the accounting of all of them."""
+    """The chosen sample, its votes, and the accounting of every sample run."""
 
     chosen: Sample
-    samples: list[Sample]
     votes: int
     usage: Usage
     cost_usd: float
@@ -128,7 +127,7 @@ async def vote(run_sample: Callable[[int], Awaitable[AgentResult]], spec: Consen
         if failed is not None:
             raise failed
         chosen = samples[0]  # no sample answered: the caller reports the first one's failure
-    return Vote(chosen=chosen, samples=samples, votes=votes, usage=usage, cost_usd=cost)
+    return Vote(chosen=chosen, votes=votes, usage=usage, cost_usd=cost)
 
 
 def _leader(samples: list[Sample]) -> tuple[Sample | None, int]:
