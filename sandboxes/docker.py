@@ -264,13 +264,26 @@ class DockerSandboxClient:
             self._docker.api.remove_container(sandbox_id, force=True, v=True)
 
     async def kill(self, sandbox_id: str) -> None:
-        """Stop a runaway container now (the host deadline); removal follows in `destroy`."""
+        """Stop a runaway container now (the host deadline); removal follows in `destroy`.
+
+        The session's output is read and dropped meanwhile: the engine finishes a kill only
+        once the container's stdout is drained, so a full, unread attach stream (code flooding
+        the channel) would hold the kill, and every later call on that container, for minutes.
+        """
         def kill() -> None:
             # best effort: a gone container or a slow engine must not mask the real error;
             # `destroy` removes it (force) afterwards either way
             with contextlib.suppress(Exception):
                 self._docker.api.kill(sandbox_id)
-        await asyncio.to_thread(kill)
+        session = self._sessions.get(sandbox_id)
+        drain = asyncio.create_task(session.discard_output()) if session is not None else None
+        try:
+            await asyncio.to_thread(kill)
+        finally:
+            if drain is not None:
+                drain.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drain
 
     async def inspect_state(self, sandbox_id: str) -> dict[str, Any]:
         def state() -> dict[str, Any]:
@@ -351,6 +364,14 @@ class DockerSession:
             await self._read_answer(30.0, 4096, None)
         else:
             await self._request({"op": "ping"}, 10.0, 4096)
+
+    async def discard_output(self) -> None:
+        """Read and drop whatever the container still sends, until it closes the stream."""
+        if self._reader is None:
+            return
+        with contextlib.suppress(Exception):
+            while await self._reader.read(1 << 16):
+                pass
 
     def disconnect(self) -> None:
         if self._writer is not None:
@@ -495,8 +516,12 @@ class DockerSession:
 
 
 def _parse_answer(line: bytes) -> dict[str, Any] | None:
+    """One answer line; bytes that code in the container wrote before the agent's answer
+    (without a newline) are skipped: every answer starts with ``{"ok": ``, which the agent's
+    JSON never contains elsewhere (strings escape their quotes; output is base64)."""
+    start = line.rfind(b'{"ok": ')
     try:
-        answer = json.loads(line)
+        answer = json.loads(line[max(start, 0):])
     except ValueError:
         return None
     return answer if isinstance(answer, dict) else None

@@ -215,12 +215,30 @@ async def test_a_frozen_agent_hits_the_host_deadline(rt: Runtime) -> None:
     await assert_next_call_works(rt)
 
 
-async def test_flooding_the_agent_channel_is_an_output_limit(rt: Runtime) -> None:
-    code = GUEST_PID + (
+def write_to_agent_channel(nbytes: int) -> str:
+    """Bash that writes `nbytes` x's (no newline) into the agent's answer channel: every pipe of
+    the agent except its stdin, its stderr and the pipes it reads this script's output from."""
+    return GUEST_PID + (
+        "mine=\" $(readlink /proc/$gp/fd/0) $(readlink /proc/$gp/fd/2) "
+        "$(readlink /proc/$$/fd/1) $(readlink /proc/$$/fd/2) \"\n"
+        "n=0\n"
         "for fd in /proc/$gp/fd/*; do\n"
-        "  case $(readlink $fd) in pipe:*) [ ${fd##*/} != 0 ] && "
-        "(head -c 300000000 /dev/zero | tr '\\0' x > $fd &) ;; esac\n"
-        "done\nsleep 5")
+        "  t=$(readlink $fd)\n"
+        "  case $t in pipe:*) case \"$mine\" in *\" $t \"*) ;; *)\n"
+        f"    n=$((n+1)); (head -c {nbytes} /dev/zero | tr '\\0' x > $fd &) ;; esac ;; esac\n"
+        "done\necho channels=$n\n")
+
+
+async def test_bytes_written_into_the_agent_channel_do_not_break_the_answer(rt: Runtime) -> None:
+    out = await run_code(rt, language="bash", code=write_to_agent_channel(30) + "sleep 1; echo done")
+    assert out.data["stdout"] == "channels=1\ndone\n"
+    await assert_next_call_works(rt)
+
+
+async def test_flooding_the_agent_channel_is_an_output_limit(rt: Runtime) -> None:
+    # only the channel: flooding the script's own pipes too raced with the agent's output cap,
+    # which stops the script and answers normally. The engine must not hang on the kill.
+    code = write_to_agent_channel(300_000_000) + "sleep 5"
     with pytest.raises(SandboxError) as info:
         await run_code(rt, language="bash", code=code)
     assert info.value.code == "output_limit"
