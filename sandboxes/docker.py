@@ -268,7 +268,8 @@ class DockerSandboxClient:
 
         The session's output is read and dropped meanwhile: the engine finishes a kill only
         once the container's stdout is drained, so a full, unread attach stream (code flooding
-        the channel) would hold the kill, and every later call on that container, for minutes.
+        the channel) would hold the kill, and every later call on that container, past the
+        engine API's 60 s timeout.
         """
         def kill() -> None:
             # best effort: a gone container or a slow engine must not mask the real error;
