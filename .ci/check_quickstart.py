@@ -8,7 +8,7 @@ check ran, and the ledger verifies.
 It also checks the answer's numbers against those computed from the CSV here, without a model.
 That is a gate, not luck: the local model resets its state per request and derives every seed
 from the request, so a run is reproducible on a machine (two runs of the default seed gave
-identical model outputs, call for call), and `benchmarks/local_model.py` measured 9 of 10
+identical model outputs, call for call), and `benchmarks/local_model.py` measured 10 of 10
 seeds correct, the default seed among them. A wrong answer here means the pipeline changed.
 """
 
