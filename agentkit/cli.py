@@ -145,19 +145,12 @@ def _is_user_error(error: Any) -> bool:
 
 
 async def _after_cancel(handle: Any) -> Any:
-    """Wait (at most 30 s) for the cancelled run to close its ledger. The cancellation is
-    re-issued every second: one that lands while a library is mid-connect can be swallowed
-    (seen once in CI: the run then hung on a silent server until the 30 s ran out)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while loop.time() < deadline:
-        try:
-            return await asyncio.wait_for(handle.result(), timeout=1)
-        except TimeoutError:
-            handle.cancel()
-        except (asyncio.CancelledError, AgentkitError):
-            return None
-    return None
+    """Wait (at most 30 s) for the cancelled run to close its resources and its ledger. The
+    cancellation is issued once: a second one would land in the run's own clean-up."""
+    try:
+        return await asyncio.wait_for(handle.result(), timeout=30)
+    except (asyncio.CancelledError, TimeoutError, AgentkitError):
+        return None
 
 
 def _payload(result: Any, handle: Any, status: str) -> dict[str, Any]:
