@@ -182,8 +182,9 @@ class AgentExecutor:
         else:
             voted = await vote(sample, task.consensus,
                                lambda kind, data: ctx.runtime.emit(kind, data, node_id=node.id))
-            result, usage, cost = voted.chosen.result, voted.usage, voted.cost_usd
-            assert result is not None  # vote() raises when no sample produced a result
+            chosen = voted.chosen.result
+            assert chosen is not None  # vote() raises when no sample produced a result
+            result, usage, cost = chosen, voted.usage, voted.cost_usd
         if not result.ok:
             ctx.add(usage, cost)
             raise RunFailed(f"node {node.id!r} gave no answer ({result.stop_reason})")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agentkit.errors import AgentkitError, BudgetExceeded, RunCancelled, RunFailed
 from agentkit.events import Event
@@ -46,7 +46,7 @@ class SwarmContext:
             self.fetched[event.data["url"]] = {"content_hash": event.data.get("content_hash"),
                                                "title": event.data.get("title")}
 
-    def result(self, status: str, *, answer: str | None = None, error: dict[str, Any] | None = None,
+    def result(self, status: Literal["succeeded", "failed", "cancelled"], *, answer: str | None = None, error: dict[str, Any] | None = None,
                synthesis: Synthesis | None = None) -> RunResult:
         rt = self.runtime
         return RunResult(

@@ -129,13 +129,14 @@ class WebFetch(Tool):
         title, text = await self._extract(ctx, page)
         limit = args.max_chars or settings.max_text_chars
         truncated = len(text) > limit
+        shown = text[:limit]
         data = {"url": args.url, "final_url": page.final_url, "title": title,
-                "text": text[:limit], "content_hash": page.sha256,
+                "text": shown, "content_hash": page.sha256,
                 "truncated": truncated, "status": page.status, "content_type": page.content_type,
                 "bytes": len(page.body), "raw_bytes": page.raw_bytes,
                 "hops": [h.as_dict() for h in page.hops]}
         ctx.emit("url.fetched", {k: v for k, v in data.items() if k != "text"}
-                 | {"chars": len(data["text"]), "policy": policy.describe()})
+                 | {"chars": len(shown), "policy": policy.describe()})
         return ToolOutput(self._content(data), data)
 
     @staticmethod
