@@ -9,12 +9,15 @@ sandboxes and the test doubles have their own public modules: `agentkit.tools`,
 `agentkit.swarm`, `agentkit.sandboxes`, `agentkit.testing`.
 """
 
+from agentkit._version import __version__
 from agentkit.agent import Agent, AgentResult
 from agentkit.audit import Ledger, verify_ledger
+from agentkit.budget import Budget
 from agentkit.errors import (
     AgentkitError,
     BudgetExceeded,
     ConfigError,
+    PlanError,
     ProviderError,
     RunCancelled,
     RunFailed,
@@ -24,35 +27,39 @@ from agentkit.errors import (
     ToolError,
     UserError,
 )
-from agentkit.events import Event, EventBus
+from agentkit.events import Event, EventBus, EventKind
 from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, Turn, Usage
-from agentkit.models.base import ChatModel, ModelSettings
+from agentkit.models import ChatModel, ModelSettings
 from agentkit.retry import RetryPolicy
+from agentkit.run import Run, RunError, RunResult, arun, run_sync, start
 from agentkit.runtime import Runtime
-from agentkit.swarm.run import Run, RunResult, arun, run_sync, start
 from agentkit.task import TaskSpec, load_task
-
-__version__ = "0.1.0"
+from agentkit.usage import RunUsage
 
 __all__ = [
     "Agent",
     "AgentResult",
     "AgentkitError",
+    "Budget",
     "BudgetExceeded",
     "ChatModel",
     "ConfigError",
     "Event",
     "EventBus",
+    "EventKind",
     "Ledger",
     "Message",
     "ModelSettings",
+    "PlanError",
     "ProviderError",
     "ReasoningPart",
     "RetryPolicy",
     "Run",
     "RunCancelled",
+    "RunError",
     "RunFailed",
     "RunResult",
+    "RunUsage",
     "Runtime",
     "SandboxError",
     "SetupError",
@@ -65,6 +72,7 @@ __all__ = [
     "Turn",
     "Usage",
     "UserError",
+    "__version__",
     "arun",
     "load_task",
     "run_sync",

@@ -94,7 +94,7 @@ def run(
         task = task.model_copy(update={"output": str(output.resolve())})
     ledger = ledger_dir or Path(task.output or "runs")
     try:
-        from agentkit.swarm.run import start
+        from agentkit.run import start
     except ImportError as exc:
         _fail(f"the run engine is not available in this install ({exc})")
     with _user_errors():
@@ -162,8 +162,12 @@ def _payload(result: Any, handle: Any, status: str) -> dict[str, Any]:
     payload = {k: full.get(k) for k in ("run_id", "status", "answer", "citations", "ledger",
                                         "usage", "cost_usd", "ungrounded")}
     payload["nodes"] = _node_timings(full.get("nodes") or {})
-    if full.get("error") or full.get("status") != "succeeded":
-        payload["error"] = full.get("error")
+    payload["ledger_head"] = full.get("ledger_head")
+    error = full.get("error")
+    if error or full.get("status") != "succeeded":
+        # flat in JSON, as every other agentkit error dict: {type, message, <facts>}
+        payload["error"] = {"type": error["type"], "message": error["message"],
+                            **error.get("details", {})} if error else None
     return payload
 
 
@@ -313,14 +317,14 @@ def tool_cmd(
 async def _call_tool(task: Any, name: str, arguments: dict[str, Any], ledger_dir: Path | None,
                      workspace: Path | None) -> Any:
     from agentkit.runtime import Runtime
-    from agentkit.tools import ToolContext, build_registry, invoke_tool
+    from agentkit.tools import build_registry, invoke_tool
 
     async with Runtime(task, ledger_dir=ledger_dir, workspace=workspace) as runtime:
         try:  # only this tool's module is imported (not docker for a file tool)
             tool = build_registry([name]).get(name)
         except ImportError as exc:
             raise SetupError(f"tool {name!r} is not available in this install ({exc})") from None
-        ctx = ToolContext(runtime, node_id="cli", agent_id="cli", call_id="cli-1")
+        ctx = runtime.tool_context(node_id="cli", agent_id="cli", call_id="cli-1")
         return await invoke_tool(tool, arguments, ctx)
 
 

@@ -13,6 +13,8 @@
     │   └── ProviderUnavailable        every channel/fallback exhausted or circuit open
     ├── ToolError                      a tool failed; returned to the model as a value, with `code`
     │   └── SandboxError               the code sandbox failed (`code`: timeout, oom, ...)
+    ├── PlanError                      a plan that cannot run: `problems` lists each issue (the
+    │                                  planner reads them and revises; in a task file: the user)
     ├── BudgetExceeded                 a token/cost/time/tool-call/agent/depth budget ran out
     ├── RunFailed                      the run ended without an answer (status says why)
     └── RunCancelled                   the run was cancelled (Ctrl-C, cancel(), deadline)
@@ -29,6 +31,7 @@ __all__ = [
     "AgentkitError",
     "BudgetExceeded",
     "ConfigError",
+    "PlanError",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderHTTPError",
@@ -175,6 +178,24 @@ class ToolError(AgentkitError):
 class SandboxError(ToolError):
     """The code sandbox failed: ``timeout``, ``oom``, ``resource_limit``, ``output_limit``,
     ``unsafe_archive``, ``engine_unavailable``, ``image_missing``, ..."""
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan
+
+
+class PlanError(AgentkitError):
+    """A plan that cannot run. `problems` lists each issue; the message is what the planner reads."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        lines = "\n".join(f"- {p}" for p in self.problems)
+        n = len(self.problems)
+        super().__init__(f"the plan was rejected ({n} problem{'s' if n != 1 else ''}); fix them "
+                         f"all and submit the whole plan again:\n{lines}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "problems": self.problems}
 
 
 # ---------------------------------------------------------------------------------------------

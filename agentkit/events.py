@@ -1,37 +1,62 @@
 """Events: frozen values on one stream with several consumers.
 
 Every step of a run emits an `Event` through the run's `EventBus`. Consumers are plain
-callables in a list (the structlog idea): the audit ledger, a structlog logger, the CLI's
-progress display, and any number of async subscribers (`Run.events()`). The bus assigns `seq`
-and `ts`, so the ledger is exactly the ordered stream of events.
+callables in a list (the structlog idea): the audit ledger (always first), a structlog logger,
+the CLI's progress display, and `Run.events()`. The bus assigns `seq` and `ts`, so the ledger
+is exactly the ordered stream of events.
+
+Event kinds are a `Literal` (`EventKind`): a consumer cannot listen for a kind no producer
+emits, and the type checker catches a misspelt kind on either side. Payloads the engine itself
+reads back have a `TypedDict` here, next to the kind.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, Protocol, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
 from agentkit.clock import Clock, SystemClock
 
-__all__ = ["EVENT_KINDS", "Event", "EventBus", "EventSink"]
+__all__ = ["Emitter", "Event", "EventBus", "EventKind", "EventSink", "NodeFinished", "UrlFetched"]
 
-#: The kinds agentkit itself emits. Other kinds are allowed (custom tools, extensions).
-EVENT_KINDS = frozenset({
+EventKind = Literal[
+    # the run
     "run.started", "run.finished", "recovered",
+    # model calls (model.request/response pairs; retries, fallbacks, breakers between them)
     "model.request", "model.response", "model.error",
-    "tool.call", "tool.result",
+    "retry", "fallback", "breaker.open", "breaker.closed",
+    # tool calls and what they touched
+    "tool.call", "tool.result", "tool.log",
     "file.diff", "url.fetched", "url.blocked", "url.cited", "search.results",
     "sandbox.created", "sandbox.exec", "sandbox.removed", "sandbox.relaxed",
-    "retry", "fallback", "breaker.open", "breaker.closed",
+    # the plan and its nodes
     "plan.created", "plan.rejected", "plan.replanned",
     "node.started", "node.finished", "node.failed", "node.skipped", "node.sample",
     "node.consensus",
+    # budgets and the answer's checks
     "budget.reserved", "budget.released", "budget.exceeded",
-    "answer.checked", "answer.ungrounded",
-})
+    "answer.checked", "answer.ungrounded", "answer.empty",
+]
+
+
+class UrlFetched(TypedDict, total=False):
+    """``url.fetched``: a page `web_fetch` downloaded (the synthesizer cites only these)."""
+
+    url: str
+    final_url: str
+    title: str | None
+    content_hash: str
+    chars: int
+
+
+class NodeFinished(TypedDict):
+    """``node.finished``: a node succeeded."""
+
+    attempt: int
+    output_chars: int
+    duration_s: float
 
 
 class Event(BaseModel):
@@ -39,7 +64,7 @@ class Event(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    kind: str
+    kind: EventKind
     run_id: str
     node_id: str | None = None
     seq: int
@@ -48,6 +73,13 @@ class Event(BaseModel):
 
 
 EventSink = Callable[[Event], None]
+
+
+class Emitter(Protocol):
+    """What producers call: ``emit(kind, data, node_id=...)`` (the bus, or a tagged wrapper)."""
+
+    def __call__(self, kind: EventKind, data: dict[str, Any] | None = None, *,
+                 node_id: str | None = None) -> Event: ...
 
 
 class EventBus:
@@ -63,37 +95,21 @@ class EventBus:
         self.clock: Clock = clock or SystemClock()
         self.sinks: list[EventSink] = list(sinks)
         self._seq = 0
-        self._subscribers: list[asyncio.Queue[Event | None]] = []
-        self.closed = False
 
-    def emit(self, kind: str, data: dict[str, Any] | None = None, *,
+    def emit(self, kind: EventKind, data: dict[str, Any] | None = None, *,
              node_id: str | None = None) -> Event:
-        event = Event(kind=kind, run_id=self.run_id, node_id=node_id, seq=self._seq,
-                      ts=self.clock.time(), data=data or {})
+        # model_construct: the fields are ours and already of the right types; validating
+        # every event would cost more than writing it to the ledger
+        event = Event.model_construct(kind=kind, run_id=self.run_id, node_id=node_id,
+                                      seq=self._seq, ts=self.clock.time(), data=data or {})
         self._seq += 1
         for sink in self.sinks:
             sink(event)
-        for queue in self._subscribers:
-            queue.put_nowait(event)
         return event
 
-    def add_sink(self, sink: EventSink) -> None:
-        self.sinks.append(sink)
-
-    async def subscribe(self) -> AsyncIterator[Event]:
-        """Yield events as they are emitted until the bus is closed."""
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._subscribers.append(queue)
-        try:
-            if self.closed:
-                return
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            self._subscribers.remove(queue)
-
-    def close(self) -> None:
-        """End every subscription (after the last event, normally ``run.finished``)."""
-        self.closed = True
-        for queue in self._subscribers:
-            queue.put_nowait(None)
+    def add_sink(self, sink: EventSink, *, first: bool = False) -> None:
+        """Add a consumer; `first` puts it before the others (the ledger)."""
+        if first:
+            self.sinks.insert(0, sink)
+        else:
+            self.sinks.append(sink)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Message",
@@ -72,11 +72,18 @@ class ToolCallPart(_Part):
 
 
 class ToolResultPart(_Part):
+    """A tool's answer. `content` is what the model reads; `metadata` is the tool's structured
+    result (a program's ``exit_code`` and ``stdout``, a page's ``content_hash`` ...) kept beside
+    it for the application (consensus, grounding, the local model's grammar) and never sent to
+    a model: nothing has to parse the rendered text back."""
+
     kind: Literal["tool_result"] = "tool_result"
     call_id: str
     name: str = ""
     content: str
     is_error: bool = False
+    #: excluded from dumps: the ledger records it once, in the call's ``tool.result`` event
+    metadata: dict[str, Any] | None = Field(default=None, exclude=True)
 
 
 Part = Annotated[TextPart | ReasoningPart | ToolCallPart | ToolResultPart,
@@ -161,5 +168,3 @@ class ToolSpec(BaseModel):
     description: str
     parameters: dict[str, Any]
 
-
-MessagesAdapter: TypeAdapter[list[Message]] = TypeAdapter(list[Message])

@@ -1,32 +1,50 @@
 """The Runtime: one explicit object holding everything a run uses.
 
-Models, tools, the sandbox pool, concurrency limits, budgets, the clock and the event sinks all
-hang off a `Runtime`; nothing is module-global, so several runs can share a process without
-interfering. The constructor does no I/O; resources (ledger file, HTTP clients, containers) are
-opened on first use or in ``async with runtime`` and released by `aclose`.
+Models, tools, shared resources (sandbox pool, HTTP clients), concurrency and rate limits, the
+usage owner, the clock and the event sinks all hang off a `Runtime`; nothing is module-global,
+so several runs can share a process without interfering. The Runtime hands each part only what
+it needs: a model gets its spec, clock, emitter, limits and the usage owner (`build_model`); a
+tool gets a `ToolContext`. The constructor does no I/O; resources (ledger file, HTTP clients,
+containers) are opened on first use or in ``async with runtime`` and released by `aclose`.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
+import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from agentkit.audit import Ledger
 from agentkit.clock import Clock, SystemClock
 from agentkit.errors import ConfigError
-from agentkit.events import Event, EventBus, EventSink
+from agentkit.events import Event, EventBus, EventKind, EventSink
 from agentkit.limits import ResourceLimits
+from agentkit.models import ManagedModel, RateLimits, api_key_envs, build_model, price_for
+from agentkit.prompting import Prompts
+from agentkit.resources import Resources
+from agentkit.retry import RetryPolicy
 from agentkit.task import TaskSpec
+from agentkit.tools import ToolContext, ToolRegistry, build_registry
+from agentkit.usage import RunUsage
 
-__all__ = ["Runtime"]
+__all__ = ["RUN_ID_PATTERN", "Runtime", "new_run_id"]
 
-T = TypeVar("T")
+#: what a run id may look like: it names the ledger file, so no separators, no dot-dot
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id) or ".." in run_id:
+        raise ConfigError(f"run id {run_id!r} is not allowed: use 1-128 letters, digits, '_', "
+                          f"'-' or '.', starting with a letter or digit (it names the ledger file)")
+    return run_id
 
 
 class Runtime:
@@ -34,107 +52,115 @@ class Runtime:
 
     Parameters: the validated `task`; an optional `run_id`; `clock` (a fake one in tests);
     extra event `sinks`; `ledger_dir` where the audit ledger is written (``None``: no ledger
-    file, events still flow to the sinks); `environ` for API keys (defaults to ``os.environ``,
-    read only when a model is built).
+    file, events still flow to the sinks); `workspace` for the file tools (default: the
+    task's); `environ` for API keys (default ``os.environ``, read only when a model is built);
+    `rate_limits` to share RPM/TPM limits with other runs (default: this run's own); `tools`
+    to use instead of the task's built-in ones.
     """
 
     def __init__(self, task: TaskSpec, *, run_id: str | None = None, clock: Clock | None = None,
                  sinks: Iterable[EventSink] = (), ledger_dir: str | Path | None = None,
-                 workspace: str | Path | None = None,
-                 environ: dict[str, str] | None = None, fsync: str = "close") -> None:
+                 workspace: str | Path | None = None, environ: Mapping[str, str] | None = None,
+                 fsync: str = "close", rate_limits: RateLimits | None = None,
+                 tools: ToolRegistry | None = None) -> None:
         self.task = task
-        self.run_id = run_id or new_run_id()
+        self.run_id = check_run_id(run_id) if run_id is not None else new_run_id()
         self.clock: Clock = clock or SystemClock()
         self.bus = EventBus(self.run_id, clock=self.clock, sinks=sinks)
-        self.environ = environ
+        self.environ: Mapping[str, str] = environ if environ is not None else os.environ
         self.ledger_dir = Path(ledger_dir) if ledger_dir is not None else None
         self.ledger_path: Path | None = None
         self.fsync = fsync
         self.workspace = Path(workspace or task.workspace or ".").resolve()
-        self.limits = ResourceLimits({
-            "sandbox": task.sandbox.max_concurrency,
-            "fetch": task.fetch.max_concurrency,
-            "agents": task.budget.max_agents,
-        })
-        self._resources: dict[str, Any] = {}
-        self._resource_locks: dict[str, asyncio.Lock] = {}
-        self._closers: list[Callable[[], Awaitable[None]]] = []
-        self._ledger: Any = None
-        self._tools: Any = None
+        self.limits = ResourceLimits({"sandbox": task.sandbox.max_concurrency,
+                                      "fetch": task.fetch.max_concurrency,
+                                      "agents": task.budget.max_agents})
+        self.rate_limits = rate_limits or RateLimits(self.clock)
+        self.usage = RunUsage()
+        self.resources = Resources()
+        self._policy = RetryPolicy.from_spec(task.retry)
+        self._tools = tools
+        self._ledger: Ledger | None = None
+        self._prompts: Prompts | None = None
         self.closed = False
 
     # -- events -------------------------------------------------------------------------------
 
-    def emit(self, kind: str, data: dict[str, Any] | None = None, *,
+    def emit(self, kind: EventKind, data: dict[str, Any] | None = None, *,
              node_id: str | None = None) -> Event:
         return self.bus.emit(kind, data, node_id=node_id)
 
     def secrets(self) -> list[str]:
         """Values of every environment variable a model reads a key from (for redaction)."""
-        import os
-
-        from agentkit.models import api_key_envs
-
-        env = self.environ if self.environ is not None else os.environ
         names = set().union(*(api_key_envs(m) for m in self.task.models.values()))
-        return [env[n] for n in sorted(names) if env.get(n)]
+        return [self.environ[n] for n in sorted(names) if self.environ.get(n)]
 
     def open_ledger(self) -> Path | None:
-        """Open the run's audit ledger (idempotent). Called by ``async with runtime``."""
+        """Create the run's audit ledger (idempotent). Called by ``async with runtime``.
+
+        A run never writes into an existing ledger: a repeated run id is a `ConfigError`.
+        """
         if self._ledger is not None or self.ledger_dir is None:
             return self.ledger_path
-        from agentkit.audit import Ledger
-
         self.ledger_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger_path = self.ledger_dir / f"{self.run_id}.jsonl"
-        self._ledger = Ledger(self.ledger_path, secrets=self.secrets(), fsync=self.fsync)
-        self.bus.sinks.insert(0, self._ledger.append)
-        return self.ledger_path
-
-    # -- tools, models and shared resources ---------------------------------------------------
+        path = self.ledger_dir / f"{self.run_id}.jsonl"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except FileExistsError:
+            raise ConfigError(f"run id {self.run_id!r} already has a ledger at {path}: a run id "
+                              f"is used once; start a new run without run_id, or resume that "
+                              f"one") from None
+        self.ledger_path = path
+        self._ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
+        self.bus.add_sink(self._ledger.append, first=True)
+        return path
 
     @property
-    def tools(self) -> Any:
-        """The run's `ToolRegistry` (every tool the task lists)."""
-        if self._tools is None:
-            from agentkit.tools import build_registry
+    def ledger(self) -> Ledger | None:
+        return self._ledger
 
+    @property
+    def prompts(self) -> Prompts:
+        """The run's prompt templates (package defaults with the task's overrides)."""
+        if self._prompts is None:
+            self._prompts = Prompts.for_task(self.task)
+        return self._prompts
+
+    # -- tools and models ---------------------------------------------------------------------
+
+    @property
+    def tools(self) -> ToolRegistry:
+        """The run's tools (the task's built-in ones unless given to the constructor)."""
+        if self._tools is None:
             self._tools = build_registry(self.task.tools)
         return self._tools
 
-    async def resource(self, key: str, factory: Callable[[], Awaitable[T]],
-                       close: Callable[[T], Awaitable[None]] | None = None) -> T:
-        """A run-scoped shared object (HTTP client, sandbox pool, loaded model), made once.
+    def tool_context(self, *, node_id: str | None = None, agent_id: str | None = None,
+                     call_id: str | None = None) -> ToolContext:
+        """What a tool call made by `node_id`/`agent_id` may use."""
+        protected = (self.ledger_dir.resolve(),) if self.ledger_dir is not None else ()
+        return ToolContext(task=self.task, workspace=self.workspace, events=self.emit,
+                           clock=self.clock, limits=self.limits, resources=self.resources,
+                           run_id=self.run_id, protected=protected, node_id=node_id,
+                           agent_id=agent_id, call_id=call_id)
 
-        `close` is awaited by `aclose`, in reverse order of creation.
-        """
-        if self.closed:
-            raise ConfigError("the runtime is closed")
-        if key in self._resources:
-            return self._resources[key]
-        lock = self._resource_locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if key not in self._resources:
-                value = await factory()
-                self._resources[key] = value
-                if close is not None:
-                    self._closers.append(lambda: close(value))
-        return self._resources[key]
-
-    async def model(self, name: str) -> Any:
-        """The `ChatModel` for a name in ``task.models`` (built once, with retries/limits)."""
-        if name not in self.task.models:
+    async def model(self, name: str) -> ManagedModel:
+        """The model `name` of ``task.models`` (built once, with budgets, retries, limits)."""
+        spec = self.task.models.get(name)
+        if spec is None:
             raise ConfigError(f"model {name!r} is not defined in the task's models "
                               f"(defined: {sorted(self.task.models)})")
-        from agentkit.models import build_model
 
-        async def make() -> Any:
-            return build_model(name, self)
+        async def make() -> ManagedModel:
+            return build_model(name, spec, clock=self.clock, events=self.emit, usage=self.usage,
+                               policy=self._policy, price=price_for(name, spec, self.task),
+                               rate_limits=self.rate_limits, resolve=self.model,
+                               environ=self.environ, think=self.task.think)
 
-        async def close(m: Any) -> None:
-            await m.aclose()
+        async def close(model: ManagedModel) -> None:
+            await model.aclose()
 
-        return await self.resource(f"model:{name}", make, close)
+        return await self.resources.get(f"model:{name}", make, close)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -146,20 +172,12 @@ class Runtime:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Release every resource (containers, connections) and close the ledger."""
+        """Release every resource (containers, connections, models) and close the ledger."""
         if self.closed:
             return
         self.closed = True
-        errors: list[BaseException] = []
-        for closer in reversed(self._closers):
-            try:
-                await asyncio.shield(closer())
-            except BaseException as exc:  # keep closing the rest; re-raise below
-                errors.append(exc)
-        self._closers.clear()
-        self._resources.clear()
-        self.bus.close()
-        if self._ledger is not None:
-            self._ledger.close()
-        if errors:
-            raise errors[0]
+        try:
+            await self.resources.aclose()
+        finally:
+            if self._ledger is not None:
+                self._ledger.close()

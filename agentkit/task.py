@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentkit import _yaml
-from agentkit._plan import Plan
 from agentkit.errors import TaskFileError
+from agentkit.plan import Plan
 
 __all__ = [
     "TOOL_NAMES",
@@ -167,7 +167,8 @@ class FilesSettings(_Spec):
 class BudgetSpec(_Spec):
     tokens: int | None = Field(default=None, ge=1)
     cost_usd: float | None = Field(default=None, ge=0)
-    wall_seconds: float | None = Field(default=None, gt=0)
+    #: the run's wall-clock limit: finite by default (15 minutes), raise it for long runs
+    wall_seconds: float | None = Field(default=900.0, gt=0)
     tool_calls: int | None = Field(default=None, ge=0)
     max_agents: int = Field(default=8, ge=1, le=1000)
     max_depth: int = Field(default=2, ge=0, le=10)

@@ -118,7 +118,7 @@ async def run_web_fetch(port: int, ids: list[str], pool: str, workers: int,
                         concurrency: int) -> dict[str, Any]:
     from agentkit.runtime import Runtime
     from agentkit.task import FetchSettings, ModelSpec, TaskSpec
-    from agentkit.tools import ToolContext, invoke_tool
+    from agentkit.tools import invoke_tool
     from agentkit.tools._ssrf import StaticResolver
     from agentkit.tools.web_fetch import WebFetch
 
@@ -130,7 +130,7 @@ async def run_web_fetch(port: int, ids: list[str], pool: str, workers: int,
     texts: dict[str, str] = {}
     latencies: list[float] = []
     async with Runtime(task) as runtime:
-        ctx = ToolContext(runtime)
+        ctx = runtime.tool_context()
         await invoke_tool(tool, {"url": f"http://bench.test:{port}/{ids[0]}"}, ctx)  # warm-up
         queue: asyncio.Queue[str] = asyncio.Queue()
         for page_id in ids:
@@ -173,8 +173,8 @@ async def run_pool_direct(pages: dict[str, bytes], kind: str, workers: int,
                           concurrency: int) -> tuple[dict[str, str], float]:
     """web_fetch's extractor (same options, same pool class and size, same concurrency) called
     directly on the page bytes: no HTTP, no guard, no tool protocol, no events."""
+    from agentkit.tools._extract import extract_page
     from agentkit.tools._extract_pool import ExtractPool, ProcessExtractPool, ThreadExtractPool
-    from agentkit.tools.web_fetch import extract_page
 
     pool: ExtractPool = (ThreadExtractPool(extract_page, workers) if kind == "thread"
                          else ProcessExtractPool(workers))
@@ -200,8 +200,8 @@ async def run_plain_pipeline(port: int, ids: list[str], kind: str, workers: int,
     pinning), then the same extractor in the same pool, at the same concurrency."""
     import httpx
 
+    from agentkit.tools._extract import extract_page
     from agentkit.tools._extract_pool import ExtractPool, ProcessExtractPool, ThreadExtractPool
-    from agentkit.tools.web_fetch import extract_page
 
     pool: ExtractPool = (ThreadExtractPool(extract_page, workers) if kind == "thread"
                          else ProcessExtractPool(workers))

@@ -146,11 +146,11 @@ def _task(seed: int) -> Any:
 
 
 async def plan_once(seed: int) -> tuple[bool, str, float]:
+    from agentkit.budget import Budget
+    from agentkit.prompting import Prompts
     from agentkit.runtime import Runtime
     from agentkit.swarm.agents import Planner
-    from agentkit.swarm.budget import Budget
     from agentkit.swarm.engine import SwarmContext
-    from agentkit.swarm.prompting import Prompts
 
     task = _task(seed)
     t0 = time.perf_counter()
@@ -168,7 +168,7 @@ async def plan_once(seed: int) -> tuple[bool, str, float]:
 
 
 async def run_once(seed: int, facts: dict[str, Any]) -> dict[str, Any]:
-    from agentkit.swarm.run import arun
+    from agentkit.run import arun
 
     events: list[Any] = []
     t0 = time.perf_counter()

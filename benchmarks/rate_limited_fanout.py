@@ -40,7 +40,7 @@ from agentkit.messages import Message
 from agentkit.models import build_model
 from agentkit.models.openai_compat import OpenAICompatModel
 from agentkit.models.profiles import get_profile
-from agentkit.models.ratelimit import RATE_LIMITS_KEY, RateLimits
+from agentkit.models.ratelimit import RateLimits
 from agentkit.retry import RetryPolicy
 from agentkit.runtime import Runtime
 from agentkit.task import ModelSpec, RetrySpec, TaskSpec
@@ -99,13 +99,14 @@ async def run_agentkit(args: argparse.Namespace, calls: list[list[Message]]) -> 
     async with make_server(args, tokens) as srv:
         task = TaskSpec(name="bench", goal="g", model="m", models={"m": spec(srv.base_url, args)},
                         retry=RetrySpec(attempts=20, base_delay_s=0.5, max_delay_s=10))
-        async with Runtime(task, clock=SystemClock(), sinks=[sink]) as rt:
-            async def limits() -> RateLimits:
-                return RateLimits(rt.clock, window_s=args.window)
-
-            await rt.resource(RATE_LIMITS_KEY, limits)
-            model = build_model("m", rt, policy=RetryPolicy(attempts=20, max_delay=10,
-                                                            breaker_threshold=10_000))
+        clock = SystemClock()
+        async with Runtime(task, clock=clock, sinks=[sink],
+                           rate_limits=RateLimits(clock, window_s=args.window)) as rt:
+            spec_ = task.models["m"]
+            model = build_model("m", spec_, clock=rt.clock, events=rt.emit, usage=rt.usage,
+                                policy=RetryPolicy(attempts=20, max_delay=10,
+                                                   breaker_threshold=10_000),
+                                rate_limits=rt.rate_limits)
             results: list[bool] = []
 
             async def one(messages: list[Message]) -> None:

@@ -37,10 +37,10 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from agentkit.budget import Budget
 from agentkit.clock import SystemClock
 from agentkit.events import EventBus
-from agentkit.swarm.budget import Budget
-from agentkit.swarm.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
 from agentkit.swarm.scheduler import NodeOutput, Scheduler
 from agentkit.task import BudgetSpec
 

@@ -38,18 +38,22 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import docker
+import requests
+
 from agentkit.errors import SandboxError
+from agentkit.events import Emitter, EventKind
 from agentkit.sandboxes.base import ExecResult, Language, build_tar, check_relative_path, safe_extract
+from agentkit.sandboxes.image import resolve_image
 from agentkit.task import SandboxSettings
 
 __all__ = ["DockerSandboxClient", "DockerSession", "container_kwargs", "sweep_orphans"]
 
-Emit = Callable[[str, dict[str, Any]], Any]
 RUN_LABEL, OWNER_LABEL, CREATED_LABEL = "agentkit.run", "agentkit.owner", "agentkit.created"
 ORPHAN_MAX_AGE_S = 24 * 3600.0
 SANDBOX_USER = "65534:65534"
@@ -61,22 +65,14 @@ HOST_GRACE_S = 5.0
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 
-def _docker() -> Any:
-    import docker
-
-    return docker
-
-
 @contextlib.contextmanager
 def _engine_errors(what: str) -> Iterator[None]:
     """Map docker SDK / HTTP failures to `SandboxError` ``engine_error`` at this boundary."""
-    import requests
-
     try:
         yield
     except SandboxError:
         raise
-    except (_docker().errors.DockerException, requests.exceptions.RequestException) as exc:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise SandboxError("engine_error", f"{what}: {exc}", retry_hint="retry once; if it "
                            "persists, check the Docker engine") from None
 
@@ -137,7 +133,7 @@ def relaxations(settings: SandboxSettings) -> list[dict[str, Any]]:
 def container_kwargs(settings: SandboxSettings, *, image: str, run_id: str, command: list[str],
                      owner: str) -> dict[str, Any]:
     """The `containers.create` arguments: the hardening checklist as data."""
-    types = _docker().types
+    types = docker.types
     mb = settings.memory_mb
     workspace = types.Mount(
         "/workspace", None, type="volume", driver_config=types.DriverConfig("local", {
@@ -167,7 +163,7 @@ class DockerSandboxClient:
     records relaxations; the constructor only stores its arguments.
     """
 
-    def __init__(self, settings: SandboxSettings, *, run_id: str, emit: Emit | None = None,
+    def __init__(self, settings: SandboxSettings, *, run_id: str, emit: Emitter | None = None,
                  image: str | None = None, docker_client: Any = None) -> None:
         self.settings, self.run_id, self.image = settings, run_id, image
         self._emit = emit
@@ -179,7 +175,7 @@ class DockerSandboxClient:
         self._start_lock = asyncio.Lock()
         self.started = False
 
-    def emit(self, kind: str, data: dict[str, Any]) -> None:
+    def emit(self, kind: EventKind, data: dict[str, Any]) -> None:
         if self._emit is not None:
             self._emit(kind, data)
 
@@ -189,8 +185,6 @@ class DockerSandboxClient:
                 await self._start()
 
     async def _start(self) -> None:
-        from agentkit.sandboxes.image import resolve_image
-
         if self._docker is None:
             self._docker = await asyncio.to_thread(_connect)
         with _engine_errors("could not look up the sandbox image"):
@@ -230,10 +224,10 @@ class DockerSandboxClient:
     def _create_blocking(self, kwargs: dict[str, Any]) -> str:
         try:
             return str(self._docker.containers.create(**kwargs).id)
-        except _docker().errors.ImageNotFound:
+        except docker.errors.ImageNotFound:
             raise SandboxError("image_missing", f"sandbox image {self.image!r} is not present; run "
                                "`agentkit sandbox build`") from None
-        except _docker().errors.DockerException as exc:
+        except docker.errors.DockerException as exc:
             raise SandboxError("engine_error", f"docker refused to create the sandbox: {exc}") from None
         except Exception as exc:  # requests timeouts and connection errors
             raise SandboxError("engine_error", f"docker did not create the sandbox: {exc}") from None
@@ -260,7 +254,7 @@ class DockerSandboxClient:
 
     def _remove_blocking(self, sandbox_id: str) -> None:
         with _engine_errors("could not remove the sandbox"), \
-                contextlib.suppress(_docker().errors.NotFound):
+                contextlib.suppress(docker.errors.NotFound):
             self._docker.api.remove_container(sandbox_id, force=True, v=True)
 
     async def kill(self, sandbox_id: str) -> None:
@@ -323,7 +317,6 @@ class DockerSandboxClient:
 
 
 def _connect() -> Any:
-    docker = _docker()
     try:
         client = docker.from_env(timeout=60, max_pool_size=64)
         client.ping()
@@ -425,7 +418,7 @@ class DockerSession:
         with _engine_errors(f"could not read {rel!r} from the sandbox"):
             try:
                 stream, stat = api.get_archive(self.id, f"/workspace/{rel}")
-            except _docker().errors.NotFound:
+            except docker.errors.NotFound:
                 raise SandboxError("not_found", f"{rel!r} does not exist in /workspace") from None
         if stat.get("size", 0) > MAX_FILE_BYTES:
             raise SandboxError("too_large", f"{rel!r} is larger than {MAX_FILE_BYTES} bytes")

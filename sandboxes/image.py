@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import docker
+
 from agentkit.errors import SandboxError, SetupError
 
 __all__ = ["IMAGE_REPO", "build_image", "default_image", "image_tag", "resolve_image"]
@@ -82,8 +84,6 @@ def build_image(extra_packages: list[str] | None = None, force: bool = False,
     Raises `SetupError` when neither mmdebstrap nor debootstrap is installed (the message
     says which apt package to install) or when the build fails.
     """
-    import docker
-
     client = docker_client or docker.from_env(timeout=300)
     tag = image_tag(extra_packages or ())
     try:
@@ -109,8 +109,6 @@ def build_image(extra_packages: list[str] | None = None, force: bool = False,
 
 
 def _image_exists(client: Any, tag: str) -> bool:
-    import docker
-
     try:
         client.api.inspect_image(tag)
         return True
@@ -162,8 +160,6 @@ def resolve_image(client: Any, wanted: str | None) -> str:
 
 def default_image(settings_image: str | None = None, docker_client: Any = None) -> str:
     """Resolve the sandbox image name (see `resolve_image`), connecting if needed. Blocking."""
-    import docker
-
     client = docker_client or docker.from_env(timeout=30)
     try:
         return resolve_image(client, settings_image)

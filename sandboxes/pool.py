@@ -7,8 +7,8 @@ persist, and with ``SandboxSettings.persistent`` so do its Python variables. Con
 never shared between keys; a container whose call ended in ``timeout``, ``oom``,
 ``resource_limit``, ``output_limit`` or a crash is destroyed and the key gets a fresh one next
 time. Refills run as tasks the pool owns and cancels and awaits in `aclose`, never
-fire-and-forget. `sandbox_pool(runtime)` makes the pool a run resource, so closing the runtime
-removes every container of the run.
+fire-and-forget. The `run_code` tool keeps one pool per run among the run's resources, so
+closing the run removes every container of the run.
 """
 
 from __future__ import annotations
@@ -17,15 +17,12 @@ import asyncio
 import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentkit.sandboxes.docker import DockerSandboxClient, DockerSession
 from agentkit.task import SandboxSettings
 
-if TYPE_CHECKING:
-    from agentkit.runtime import Runtime
-
-__all__ = ["SandboxPool", "sandbox_pool"]
+__all__ = ["SandboxPool"]
 
 #: bound containers kept per pool, as a multiple of max(pool_size, max_concurrency)
 BOUND_FACTOR = 4
@@ -170,23 +167,3 @@ class SandboxPool:
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.shield(self.aclose())
-
-
-async def sandbox_pool(runtime: Runtime) -> SandboxPool:
-    """The run's pool, made once via ``runtime.resource`` and closed with the runtime."""
-
-    async def make() -> SandboxPool:
-        settings = runtime.task.sandbox
-        client = DockerSandboxClient(settings, run_id=runtime.run_id, emit=runtime.emit)
-        pool = SandboxPool(client, settings)
-        try:
-            await pool.start()
-        except BaseException:
-            await asyncio.shield(pool.aclose())
-            raise
-        return pool
-
-    async def close(pool: SandboxPool) -> None:
-        await pool.aclose()
-
-    return await runtime.resource("sandbox_pool", make, close)

@@ -12,24 +12,21 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import Field
 
-from agentkit.agent import Agent, AgentResult
-from agentkit.errors import RunFailed, ToolError
+from agentkit.agent import Agent, AgentResult, no_answer_reason
+from agentkit.budget import Budget
+from agentkit.errors import PlanError, RunFailed, ToolError
 from agentkit.messages import ToolResultPart
-from agentkit.models.base import ModelSettings
-from agentkit.swarm.budget import Budget
+from agentkit.models import ModelSettings
+from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
 from agentkit.swarm.consensus import last_program_stdout, vote
-from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
+from agentkit.swarm.context import SwarmContext
 from agentkit.swarm.scheduler import NodeOutput, ReplanRequest
-from agentkit.tools import program_output
-from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
-
-if TYPE_CHECKING:
-    from agentkit.swarm.engine import SwarmContext
-    from agentkit.task import TaskSpec
+from agentkit.task import TaskSpec
+from agentkit.tools import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 
 #: the tool that lets a node spawn a sub-team (planner + scheduler one level deeper)
 DELEGATE = "delegate"
@@ -38,7 +35,11 @@ DELEGATE = "delegate"
 #: (with failing code) instead of planning it.
 PLANNER_TOOLS = frozenset({"web_search", "web_fetch", "read_file", "list_files"})
 
-__all__ = ["DELEGATE", "AgentExecutor", "Planner", "SubmitPlan", "agent_ask", "known_tools"]
+__all__ = ["DELEGATE", "AgentExecutor", "DelegateFactory", "Planner", "SubmitPlan", "agent_ask",
+           "known_tools"]
+
+#: makes the `delegate` tool of a node (see `agentkit.swarm.spawn`)
+DelegateFactory = Callable[[PlanNode, Budget], Tool]
 
 
 class SubmitPlanArgs(ToolArgs):
@@ -131,14 +132,13 @@ class Planner:
         budget = ctx.budget.child(node_id)
         try:
             agent = Agent(ctx.runtime, task.model_for("planner"), tools,
-                          system_prompt=ctx.prompts.render(f"{prompt}.system", **values),
+                          system_prompt=ctx.runtime.prompts.render(f"{prompt}.system", **values),
                           node_id=node_id, max_steps=task.budget.max_steps + task.retry.plan_attempts,
                           budget=budget, agent_id=node_id,
                           done=lambda: submit.accepted is not None)
-            result = await agent.run(ctx.prompts.render(f"{prompt}.user", **values))
+            result = await agent.run(ctx.runtime.prompts.render(f"{prompt}.user", **values))
         finally:
             budget.close()
-        ctx.add(result.usage, result.cost_usd)
         if submit.accepted is not None:
             return submit.accepted
         if submit.rejections:
@@ -151,23 +151,22 @@ class Planner:
 class AgentExecutor:
     """Runs a node as one `Agent` on the node's model (or the task's worker model)."""
 
-    def __init__(self, ctx: SwarmContext) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: SwarmContext, delegate: DelegateFactory | None = None) -> None:
+        self.ctx, self.delegate = ctx, delegate
 
     async def run_node(self, node: PlanNode, inputs: Mapping[str, str],
                        budget: Budget) -> NodeOutput:
         ctx, task = self.ctx, self.ctx.runtime.task
+        prompts = ctx.runtime.prompts
         tools = ctx.runtime.tools.only(node.tools) if node.tools else ToolRegistry()
-        if DELEGATE in node.tools:
-            from agentkit.swarm.spawn import Delegate
-
-            tools.add(Delegate(ctx, node, budget))
+        if DELEGATE in node.tools and self.delegate is not None:
+            tools.add(self.delegate(node, budget))
         deps = "\n\n".join(f"### Output of `{k}`\n{v}" for k, v in inputs.items())
         values = {"goal": node.goal, "tools": ", ".join(node.tools) or "none",
                   "expected": f"Expected output: {node.expected_output}" if node.expected_output
                   else "", "inputs": f"Results you build on:\n\n{deps}" if deps else ""}
-        system = ctx.prompts.render("worker.system", **values)
-        user = ctx.prompts.render("worker.user", **values)
+        system = prompts.render("worker.system", **values)
+        user = prompts.render("worker.user", **values)
 
         async def sample(i: int) -> AgentResult:
             agent = Agent(ctx.runtime, node.model or task.model_for("worker"), tools,
@@ -178,18 +177,16 @@ class AgentExecutor:
 
         if task.consensus.samples == 1:
             result = await sample(0)
-            usage, cost = result.usage, result.cost_usd
         else:
             voted = await vote(sample, task.consensus,
                                lambda kind, data: ctx.runtime.emit(kind, data, node_id=node.id))
             chosen = voted.chosen.result
             assert chosen is not None  # vote() raises when no sample produced a result
-            result, usage, cost = chosen, voted.usage, voted.cost_usd
+            result = chosen
         if not result.ok:
-            ctx.add(usage, cost)
-            raise RunFailed(f"node {node.id!r} gave no answer ({result.stop_reason})")
-        return NodeOutput(output=with_program_output(result), usage=usage, cost_usd=cost,
-                          sources=_tool_texts(result))
+            raise RunFailed(f"node {node.id!r} gave no answer: "
+                            f"{no_answer_reason(result, task.budget.max_steps)}")
+        return NodeOutput(output=with_program_output(result), sources=_tool_texts(result))
 
 
 def with_program_output(result: AgentResult) -> str:
@@ -215,7 +212,7 @@ def _tool_texts(result: AgentResult) -> list[str]:
     """
     return [p.content for m in result.messages if m.role == "tool" for p in m.parts
             if isinstance(p, ToolResultPart) and not p.is_error
-            and not (p.name == "run_code" and not program_output.succeeded(p.content))]
+            and (p.metadata or {}).get("exit_code", 0) == 0]
 
 
 def agent_ask(ctx: SwarmContext) -> Callable[[str, str, str], Awaitable[str]]:
@@ -230,9 +227,8 @@ def agent_ask(ctx: SwarmContext) -> Callable[[str, str, str], Awaitable[str]]:
             result = await agent.run(user)
         finally:
             budget.close()
-        ctx.add(result.usage, result.cost_usd)
         if not result.ok:
-            raise RunFailed(f"the synthesizer gave no answer ({result.stop_reason})")
+            raise RunFailed(f"the synthesizer gave no answer: {no_answer_reason(result, 2)}")
         return result.answer
 
     return ask

@@ -23,9 +23,9 @@ from typing import Any, Literal
 
 from agentkit.agent import AgentResult
 from agentkit.errors import AgentkitError
-from agentkit.messages import ToolResultPart, Usage
+from agentkit.events import EventKind
+from agentkit.messages import ToolResultPart
 from agentkit.task import ConsensusSpec
-from agentkit.tools import program_output
 
 __all__ = ["Sample", "Vote", "answer_key", "last_program_stdout", "vote"]
 
@@ -34,12 +34,14 @@ Evidence = Literal["program", "answer", "none"]
 
 
 def last_program_stdout(result: AgentResult) -> tuple[str, str] | None:
-    """(rendered tool result, stdout) of the last `run_code` call that exited 0, if any."""
+    """(rendered tool result, stdout) of the last program that exited 0, if any: read from the
+    tool's structured result (``exit_code``, ``stdout``), never parsed back from its text."""
     for message in reversed(result.messages):
         for part in reversed(message.parts):
-            if (isinstance(part, ToolResultPart) and part.name == "run_code"
-                    and not part.is_error and program_output.succeeded(part.content)):
-                return part.content, program_output.stdout_of(part.content)
+            if not isinstance(part, ToolResultPart) or part.is_error or not part.metadata:
+                continue
+            if part.metadata.get("exit_code") == 0 and "stdout" in part.metadata:
+                return part.content, str(part.metadata["stdout"])
     return None
 
 
@@ -78,16 +80,14 @@ class Sample:
 
 @dataclass
 class Vote:
-    """The chosen sample, its votes, and the accounting of every sample run."""
+    """The chosen sample and its votes (what every sample used is in the run's usage owner)."""
 
     chosen: Sample
     votes: int
-    usage: Usage
-    cost_usd: float
 
 
 async def vote(run_sample: Callable[[int], Awaitable[AgentResult]], spec: ConsensusSpec,
-               emit: Callable[[str, dict[str, Any]], Any]) -> Vote:
+               emit: Callable[[EventKind, dict[str, Any]], Any]) -> Vote:
     """Run samples until `spec.agree` agree or `spec.samples` ran; return the plurality.
 
     A sample that raises an agentkit error (a budget, a failed model) counts as a failed
@@ -115,10 +115,6 @@ async def vote(run_sample: Callable[[int], Awaitable[AgentResult]], spec: Consen
         samples.append(await one(len(samples)))
 
     chosen, votes = _leader(samples)
-    usage, cost = Usage(), 0.0
-    for s in samples:
-        if s.result is not None:
-            usage, cost = usage + s.result.usage, cost + s.result.cost_usd
     emit("node.consensus", {"samples": len(samples), "chosen": chosen.index if chosen else None,
                             "votes": votes, "agree": spec.agree,
                             "evidence": chosen.evidence if chosen else "none"})
@@ -127,7 +123,7 @@ async def vote(run_sample: Callable[[int], Awaitable[AgentResult]], spec: Consen
         if failed is not None:
             raise failed
         chosen = samples[0]  # no sample answered: the caller reports the first one's failure
-    return Vote(chosen=chosen, votes=votes, usage=usage, cost_usd=cost)
+    return Vote(chosen=chosen, votes=votes)
 
 
 def _leader(samples: list[Sample]) -> tuple[Sample | None, int]:

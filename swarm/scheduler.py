@@ -6,8 +6,8 @@ same `asyncio.TaskGroup`. Cancelling the run cancels the group, which cancels ev
 (and through them HTTP streams and sandbox sessions).
 
 The work of a node is done by a `NodeExecutor` (the default runs an `Agent`; benchmarks and
-tests use simulated ones; a Ray executor can come later), so nodes get only plain values: their
-`PlanNode`, their dependencies' outputs and their `Budget`. Failure handling, in order: retry
+tests use simulated ones), so nodes get only plain values: their `PlanNode`, their
+dependencies' outputs and their `Budget`. Failure handling, in order: retry
 the node (``task.retry.node_attempts``), then ask the `Replanner` for a new subtree
 (``task.retry.replans``) keeping every finished node's result, else skip the dependents with a
 recorded reason (``node.skipped``).
@@ -19,16 +19,16 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel
-
-from agentkit.errors import AgentkitError, BudgetExceeded
+from agentkit.budget import Budget
+from agentkit.clock import Clock
+from agentkit.errors import AgentkitError, BudgetExceeded, PlanError
+from agentkit.events import Emitter
 from agentkit.limits import ResourceLimits
 from agentkit.messages import Usage
-from agentkit.swarm.budget import Budget
-from agentkit.swarm.plan import Plan, PlanError, PlanGraph, PlanNode, validate_plan
+from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
 
 __all__ = ["NodeExecutor", "NodeOutput", "NodeResult", "ReplanRequest", "Replanner", "Scheduler"]
 
@@ -37,29 +37,18 @@ NodeStatus = Literal["waiting", "running", "succeeded", "failed", "skipped", "ca
 
 @dataclass
 class NodeOutput:
-    """What a node hands on: text for dependents and the synthesizer, plus accounting."""
+    """What a node hands on: text for dependents and the synthesizer, and what grounds it."""
 
     output: str
-    usage: Usage = field(default_factory=Usage)
-    cost_usd: float = 0.0
     #: raw tool outputs the node saw (used by the synthesizer's grounding check)
     sources: list[str] = field(default_factory=list)
 
 
-class NodeResult(BaseModel):
-    """One node's outcome, as reported in `RunResult.nodes`."""
-
-    status: NodeStatus = "waiting"
-    output: str | None = None
-    error: dict[str, Any] | None = None
-    started: float | None = None
-    finished: float | None = None
-    attempts: int = 0
-
-
 @dataclass
-class _NodeState:
-    """The scheduler's own mutable record of a node (plain attributes: cheap to update)."""
+class NodeResult:
+    """One node's outcome, as reported in `RunResult.nodes` (and the scheduler's own record:
+    plain attributes, cheap to update). `usage`/`cost_usd` are filled from the run's usage
+    owner when the run's result is assembled: every attempt's calls are in them."""
 
     status: NodeStatus = "waiting"
     output: str | None = None
@@ -67,6 +56,8 @@ class _NodeState:
     started: float | None = None
     finished: float | None = None
     attempts: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
 
 
 class NodeExecutor(Protocol):
@@ -98,7 +89,7 @@ class Scheduler:
     """Runs one `PlanGraph` to completion; `results` holds every node's outcome."""
 
     def __init__(self, graph: PlanGraph, executor: NodeExecutor, *, budget: Budget,
-                 emit: Callable[..., Any], clock: Any, limits: ResourceLimits | None = None,
+                 emit: Emitter, clock: Clock, limits: ResourceLimits | None = None,
                  node_attempts: int = 1, replans: int = 0, replanner: Replanner | None = None,
                  known_tools: tuple[str, ...] = (), known_models: tuple[str, ...] = (),
                  max_nodes: int | None = None) -> None:
@@ -106,7 +97,7 @@ class Scheduler:
         self._emit, self.clock, self.limits = emit, clock, limits or ResourceLimits()
         self.node_attempts, self.replans_left, self.replanner = node_attempts, replans, replanner
         self._validate_args = (known_tools, known_models, max_nodes)
-        self.state: dict[str, _NodeState] = {n: _NodeState() for n in graph.order}
+        self.state: dict[str, NodeResult] = {n: NodeResult() for n in graph.order}
         #: global cap on concurrent sub-agents (task.budget.max_agents); None: unbounded
         self._cap = self.limits.limit("agents")
         self._running = 0
@@ -127,7 +118,7 @@ class Scheduler:
     @property
     def results(self) -> dict[str, NodeResult]:
         """Every node's outcome so far (a snapshot)."""
-        return {k: NodeResult.model_construct(**vars(v)) for k, v in self.state.items()}
+        return {k: replace(v) for k, v in self.state.items()}
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -215,7 +206,7 @@ class Scheduler:
         assert error is not None
         await self._fail(node, error)
 
-    async def _attempt(self, node: PlanNode, result: _NodeState, attempt: int) -> NodeOutput:
+    async def _attempt(self, node: PlanNode, result: NodeResult, attempt: int) -> NodeOutput:
         result.started = self.clock.time()
         inputs = {d: self.outputs[d].output for d in node.depends_on}
         self._emit("node.started", {"attempt": attempt, "depends_on": node.depends_on},
@@ -269,7 +260,7 @@ class Scheduler:
         self.graph = new_graph
         self._rank = _ranks(new_graph)
         for node_id in added:
-            self.state[node_id] = _NodeState()
+            self.state[node_id] = NodeResult()
         self._emit("plan.replanned", {"failed": node.id, "removed": removed, "added": added,
                                       **new_graph.summary()}, node_id=node.id)
         self._arm(added)

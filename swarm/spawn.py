@@ -11,21 +11,29 @@ calls stay bounded by everything above. Sub-node ids are prefixed with the paren
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
+from agentkit.budget import Budget
 from agentkit.errors import AgentkitError, BudgetExceeded, ToolError
-from agentkit.swarm.agents import DELEGATE, AgentExecutor, Planner, known_tools
-from agentkit.swarm.budget import Budget
-from agentkit.swarm.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.swarm.agents import DELEGATE, AgentExecutor, DelegateFactory, Planner, known_tools
+from agentkit.swarm.context import SwarmContext
 from agentkit.swarm.scheduler import Scheduler
-from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
+from agentkit.tools import Tool, ToolArgs, ToolContext, ToolOutput
 
-if TYPE_CHECKING:
-    from agentkit.swarm.engine import SwarmContext
+__all__ = ["Delegate", "delegate_factory"]
 
-__all__ = ["Delegate"]
+
+def delegate_factory(ctx: SwarmContext) -> DelegateFactory:
+    """What `AgentExecutor` calls to give a node the `delegate` tool (nodes of a sub-team may
+    delegate again, while the depth budget allows)."""
+
+    def make(node: PlanNode, budget: Budget) -> Tool:
+        return Delegate(ctx, node, budget)
+
+    return make
 
 
 class DelegateArgs(ToolArgs):
@@ -58,7 +66,8 @@ class Delegate(Tool):
             self.ctx.runtime.emit("plan.created", {"source": "delegate", "parent": self.parent.id,
                                                    "depth": budget.depth, **graph.summary()},
                                   node_id=self.parent.id)
-            sched = Scheduler(graph, AgentExecutor(self.ctx), budget=budget,
+            sched = Scheduler(graph, AgentExecutor(self.ctx, delegate_factory(self.ctx)),
+                              budget=budget,
                               emit=self.ctx.runtime.emit, clock=self.ctx.runtime.clock,
                               limits=None, node_attempts=self.ctx.runtime.task.retry.node_attempts)
             results = await sched.run()
@@ -66,8 +75,6 @@ class Delegate(Tool):
             raise ToolError("delegate_failed", str(err)) from None
         finally:
             budget.close()
-        for out in sched.outputs.values():
-            self.ctx.add(out.usage, out.cost_usd)
         parts = [f"## {k}: {graph.nodes[k].goal}\n{sched.outputs[k].output}"
                  for k in graph.order if k in sched.outputs]
         failed = [f"- {k}: {r.status} ({(r.error or {}).get('message', '')})"

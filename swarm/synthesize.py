@@ -2,10 +2,10 @@
 
 Two checks run on the draft, both recorded as events:
 
-- grounding: every number and URL in the answer must appear in some tool output, fetched page,
-  node output or the task itself; the rest are flagged (``answer.ungrounded``) and the
-  synthesizer gets exactly one chance to fix them. What is still unsupported is reported in
-  `RunResult.ungrounded`.
+- grounding: every number and URL in the answer must appear in some tool output, fetched page or
+  the task itself (sub-agents' own words are no source); the rest are flagged
+  (``answer.ungrounded``) and the synthesizer gets exactly one chance to fix them. What is still
+  unsupported is reported in `RunResult.ungrounded`.
 - citations: every URL in the answer is checked against the pages fetched in this run
   (``url.fetched``); each check is a ``url.cited`` event. A URL never fetched is removed from
   the answer and from the citations.
@@ -20,15 +20,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["Citation", "Synthesis", "check_citations", "find_ungrounded", "synthesize"]
+from agentkit.events import Emitter
+
+__all__ = ["Ask", "Citation", "Synthesis", "check_citations", "find_ungrounded", "synthesize"]
 
 _URL = re.compile(r"https?://[^\s\[\]()<>\"'`]+")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?%?")
 _REMOVED = "unverified source removed"
 
-#: (system prompt, user prompt, node id) -> (answer text, usage-like accounting dict)
+#: the synthesizer's model call: (system prompt, user prompt, node id) -> answer text
 Ask = Callable[[str, str, str], Awaitable[str]]
-Emit = Callable[..., Any]
 
 
 class Citation(BaseModel):
@@ -58,7 +59,7 @@ def _urls(text: str) -> list[str]:
     return out
 
 
-def check_citations(answer: str, fetched: Mapping[str, Mapping[str, Any]], emit: Emit,
+def check_citations(answer: str, fetched: Mapping[str, Mapping[str, Any]], emit: Emitter,
                     ) -> tuple[str, list[Citation], list[str]]:
     """Keep URLs fetched in this run; remove the others from the text. One event per URL."""
     by_norm = {_norm_url(u): (u, info) for u, info in fetched.items()}
@@ -104,7 +105,7 @@ def find_ungrounded(answer: str, corpus: Iterable[str]) -> list[str]:
 
 async def synthesize(*, ask: Ask, system: str, user: str, fix_template: Callable[[list[str]], str],
                      corpus: list[str], fetched: Mapping[str, Mapping[str, Any]],
-                     emit: Emit) -> Synthesis:
+                     emit: Emitter) -> Synthesis:
     """Draft, check grounding (one fix round), then check citations."""
     answer = await ask(system, user, "synthesizer")
     ungrounded = find_ungrounded(answer, [*corpus, *fetched])

@@ -9,7 +9,7 @@ import docker
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import ModelSpec, SandboxSettings, TaskSpec
-from agentkit.tools.base import ToolContext, ToolOutput, invoke_tool
+from agentkit.tools.base import ToolOutput, invoke_tool
 
 
 def make_runtime(events: list[Event], **sandbox: Any) -> Runtime:
@@ -22,7 +22,7 @@ def make_runtime(events: list[Event], **sandbox: Any) -> Runtime:
 
 
 async def run_code(rt: Runtime, agent: str = "agent-1", **args: Any) -> ToolOutput:
-    ctx = ToolContext(rt, node_id="node-1", agent_id=agent, call_id="c1")
+    ctx = rt.tool_context(node_id="node-1", agent_id=agent, call_id="c1")
     return await invoke_tool(rt.tools.get("run_code"), args, ctx)
 
 

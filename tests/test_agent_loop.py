@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from agentkit.agent import BRIEF_PROMPT, Agent, TaskBudget, run_agent_task
+from agentkit.agent import Agent, run_agent_task
+from agentkit.budget import Budget
 from agentkit.errors import BudgetExceeded, RunFailed, ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
@@ -88,6 +89,7 @@ async def test_parallel_tool_calls_and_reasoning_replay() -> None:
         async with make_runtime(srv, events) as rt:
             agent = Agent(rt, "m", ToolRegistry([meet]), node_id="n1")
             result = await agent.run("meet")
+            used = rt.usage.node("n1").usage
     assert result.ok and result.answer == "all met"
     assert meet.peak == 3  # all three calls were running at the same moment
     assert result.steps == 2 and result.tool_calls == 3
@@ -97,7 +99,7 @@ async def test_parallel_tool_calls_and_reasoning_replay() -> None:
     assert assistant["reasoning_content"] == "Ask three at once."
     assert result.messages[2].reasoning == "Ask three at once."  # kept as returned
     assert {e.node_id for e in events if e.kind.startswith(("model.", "tool."))} == {"n1"}
-    assert result.usage.input_tokens == 80  # two turns of the scripted default usage
+    assert used.input_tokens == 80  # two turns of the scripted default usage, counted once
 
 
 async def test_tool_failures_are_reported_to_the_model() -> None:
@@ -137,8 +139,9 @@ async def test_truncated_turn_asks_once_then_fails() -> None:
         srv.script(reply("The answer is", finish_reason="length"), reply("Sunny."))
         async with make_runtime(srv, []) as rt:
             result = await Agent(rt, "m").run("weather?")
+            brief = rt.prompts.render("agent.brief", goal="")
         assert result.ok and result.answer == "Sunny."
-        assert srv.requests[1].messages[-1] == {"role": "user", "content": BRIEF_PROMPT}
+        assert srv.requests[1].messages[-1] == {"role": "user", "content": brief}
         srv.script(reply("cut", finish_reason="length"), reply("cut again", finish_reason="length"))
         async with make_runtime(srv, []) as rt:
             result = await Agent(rt, "m").run("weather?")
@@ -146,22 +149,24 @@ async def test_truncated_turn_asks_once_then_fails() -> None:
 
 
 async def test_budgets_stop_model_calls_and_refuse_tool_calls() -> None:
+    """A model call holds its prompt estimate plus max_tokens (256): with 700 tokens, two calls
+    fit (each settles at the 70 it used) and the third hold does not, so it is never sent."""
     events: list[Event] = []
     async with ScriptedModelServer("deepseek") as srv:
         srv.script(reply(reasoning="Two.", tool_calls=[call("meet", {"i": 0}), call("meet", {"i": 1})]),
                    reply(reasoning="More.", tool_calls=[call("meet", {"i": 2})]))
         async with make_runtime(srv, events) as rt:
-            budget = TaskBudget(BudgetSpec(tool_calls=1, tokens=100), rt.clock,
-                                emit=lambda k, d: rt.emit(k, d))
+            budget = Budget.root(BudgetSpec(tool_calls=1, tokens=700), emit=rt.emit, clock=rt.clock)
             agent = Agent(rt, "m", ToolRegistry([Meet(parties=1)]), budget=budget)
             with pytest.raises(BudgetExceeded) as info:
                 await agent.run("x")
-    assert info.value.budget == "tokens"  # 70 + 70 tokens used: the third call is refused
+    assert info.value.budget == "tokens"
     contents = [m["content"] for m in tool_messages(srv, 1)]
     assert contents[0] == "met 0" and contents[1].startswith("ERROR [budget_exceeded]")
-    refused = [e.data["budget"] for e in events if e.kind == "budget.exceeded"]
-    assert refused == ["tool_calls", "tool_calls", "tokens"]  # i=1, i=2, then the 3rd model call
-    assert srv.stats.requests == 2
+    refused = [e.data for e in events if e.kind == "budget.exceeded"]
+    assert [r["budget"] for r in refused] == ["tool_calls", "tool_calls", "tokens"]
+    assert refused[-1]["requested"] > 700 - 140  # the third hold did not fit next to 140 used
+    assert srv.stats.requests == 2 and budget.pools["tokens"].used == 140
 
 
 async def test_agent_mode_task_writes_a_file_and_answers(tmp_path: Path) -> None:
@@ -172,7 +177,8 @@ async def test_agent_mode_task_writes_a_file_and_answers(tmp_path: Path) -> None
             reply("Saved the forecast to out/answer.md."))
         async with make_runtime(srv, events, tmp_path, mode="agent",
                                 tools=["write_file", "read_file"]) as rt:
-            result = await run_agent_task(rt)
+            result = await run_agent_task(rt, Budget.root(rt.task.budget, emit=rt.emit,
+                                                          clock=rt.clock))
     assert result.answer == "Saved the forecast to out/answer.md."
     assert (tmp_path / "out/answer.md").read_text() == "Sunny\n"
     (diff,) = [e for e in events if e.kind == "file.diff"]
@@ -187,4 +193,4 @@ async def test_agent_mode_without_answer_is_a_run_failure() -> None:
         async with make_runtime(srv, [], tools=["list_files"], mode="agent",
                                 budget=BudgetSpec(max_steps=2)) as rt:
             with pytest.raises(RunFailed, match="within 2 steps"):
-                await run_agent_task(rt)
+                await run_agent_task(rt, Budget.root(rt.task.budget, emit=rt.emit, clock=rt.clock))

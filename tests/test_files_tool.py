@@ -13,7 +13,7 @@ from agentkit.errors import ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import FilesSettings, ModelSpec, TaskSpec
-from agentkit.tools import ToolContext, build_registry, invoke_tool
+from agentkit.tools import build_registry, invoke_tool
 
 
 def make_runtime(tmp_path: Path, events: list[Event], **files: int) -> Runtime:
@@ -26,7 +26,7 @@ def make_runtime(tmp_path: Path, events: list[Event], **files: int) -> Runtime:
 
 
 async def call(rt: Runtime, name: str, **args: object) -> str:
-    out = await invoke_tool(rt.tools.get(name), dict(args), ToolContext(rt, node_id="n", call_id="c"))
+    out = await invoke_tool(rt.tools.get(name), dict(args), rt.tool_context(node_id="n", call_id="c"))
     return out.content
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from test_swarm_e2e import ENV, Router, answer_with, events_of, nodes, task_for, who
 
-from agentkit.swarm.run import arun
+from agentkit.run import arun
 from agentkit.swarm.synthesize import find_ungrounded
 from agentkit.testing import RecordedRequest, ScriptedModelServer, call, reply
 
@@ -101,18 +101,21 @@ def test_node_output_carries_the_last_successful_program_output_verbatim() -> No
     """Issue 7: numbers reach the synthesizer as the sandbox printed them, even when the
     worker's own answer retells them wrongly."""
     from agentkit.agent import AgentResult
-    from agentkit.messages import Message, ToolResultPart, Usage
+    from agentkit.messages import Message, ToolResultPart
     from agentkit.swarm.agents import with_program_output
 
-    def tool(content: str, is_error: bool = False) -> Message:
+    def tool(content: str, data: dict[str, object] | None, is_error: bool = False) -> Message:
         return Message(role="tool", parts=(ToolResultPart(call_id="c", name="run_code",
-                                                          content=content, is_error=is_error),))
+                                                          content=content, is_error=is_error,
+                                                          metadata=data),))
 
-    messages = [Message.user("go"), tool("exit code 0 (0.01 s)\n--- stdout ---\nNorth 4909.75"),
-                tool("exit code 1 (0.01 s)\n--- stderr ---\nTraceback"),
-                tool("[timeout] too slow", is_error=True)]
-    result = AgentResult(answer="North is about 4900.", messages=messages, usage=Usage(),
-                         cost_usd=0.0, steps=3, tool_calls=3)
+    messages = [Message.user("go"),
+                tool("exit code 0 (0.01 s)\n--- stdout ---\nNorth 4909.75",
+                     {"exit_code": 0, "stdout": "North 4909.75\n"}),
+                tool("exit code 1 (0.01 s)\n--- stderr ---\nTraceback",
+                     {"exit_code": 1, "stdout": ""}),
+                tool("[timeout] too slow", None, is_error=True)]
+    result = AgentResult(answer="North is about 4900.", messages=messages, steps=3, tool_calls=3)
     out = with_program_output(result)
     assert out.startswith("North is about 4900.")
     assert out.endswith("exit code 0 (0.01 s)\n--- stdout ---\nNorth 4909.75")

@@ -202,7 +202,7 @@ def test_grammars_compile_and_history_replays_in_the_same_format() -> None:
 
     from agentkit.messages import Message, ToolCallPart, ToolResultPart
     from agentkit.models._local_actions import action_grammar, render_history, schema_grammar
-    from agentkit.swarm.plan import Plan
+    from agentkit.plan import Plan
 
     for think in (False, True):
         for g in (action_grammar(_tools(), think=think, allow_final=True),
@@ -277,14 +277,14 @@ async def test_sandbox_inputs_are_copied_from_the_workspace(tmp_path: Path) -> N
     """Code sees the workspace file without passing it; a deleted input is copied again."""
     from agentkit.runtime import Runtime
     from agentkit.task import ModelSpec, SandboxSettings, TaskSpec
-    from agentkit.tools.base import ToolContext, invoke_tool
+    from agentkit.tools.base import invoke_tool
 
     (tmp_path / "sales.csv").write_text("region,units\nNorth,3\nSouth,4\n")
     task = TaskSpec(name="inputs", goal="g", model="m", models={"m": ModelSpec(model="unused")},
                     tools=["run_code"], sandbox=SandboxSettings(inputs=["sales.csv"], pool_size=0,
                                                                 timeout_s=10.0))
     async with Runtime(task, workspace=tmp_path) as rt:
-        ctx = ToolContext(rt, node_id="n", agent_id="a", call_id="c")
+        ctx = rt.tool_context(node_id="n", agent_id="a", call_id="c")
         tool = rt.tools.get("run_code")
         code = "import csv, os\nprint(sum(int(r['units']) for r in csv.DictReader(open('sales.csv'))))"
         out = await invoke_tool(tool, {"code": code + "\nos.remove('sales.csv')"}, ctx)
@@ -322,22 +322,26 @@ def test_after_a_failed_program_the_grammar_offers_no_final_answer() -> None:
     error that is no program failure (budget refused, timeout) leaves `final` open."""
     from agentkit.messages import Message, ToolResultPart, ToolSpec
     from agentkit.models._local_actions import after_failed_program
-    from agentkit.tools import program_output
     from agentkit.tools.run_code import RunCode
 
     code = RunCode()
     tools = [ToolSpec(name=code.name, description=code.description,
                       parameters=code.args_model.model_json_schema())]
 
-    def after(content: str, is_error: bool = False) -> bool:
-        msg = Message(role="tool", parts=(ToolResultPart(call_id="c", name="run_code",
-                                                         content=content, is_error=is_error),))
-        return after_failed_program([Message.user("go"), msg], tools)
+    def result(exit_code: int | None, is_error: bool = False) -> ToolResultPart:
+        # the text the model reads is irrelevant: the grammar reads the structured result
+        data = None if exit_code is None else {"exit_code": exit_code, "stdout": ""}
+        return ToolResultPart(call_id="c", name="run_code", content="(shown to the model)",
+                              is_error=is_error, metadata=data)
 
-    failed = program_output.render(1, 0.1, "", "SyntaxError: invalid syntax")
+    def after(part: ToolResultPart) -> bool:
+        return after_failed_program([Message.user("go"), Message(role="tool", parts=(part,))],
+                                    tools)
+
+    failed = result(1)
     assert after(failed)
-    assert not after(program_output.render(0, 0.1, "North 12.50\n", ""))
-    assert not after("ERROR [budget_exceeded] no more tool calls are allowed", is_error=True)
+    assert not after(result(0))
+    assert not after(result(None, is_error=True))  # e.g. a budget refusal: no program ran
     assert not after_failed_program([Message.user("go")], tools)
     # and the request the local model builds follows it
     from agentkit.models.base import ModelSettings
@@ -345,21 +349,10 @@ def test_after_a_failed_program_the_grammar_offers_no_final_answer() -> None:
     from agentkit.task import ModelSpec
 
     model = LocalModel(ModelSpec(provider="local", model="m"))
-    msg = Message(role="tool", parts=(ToolResultPart(call_id="c", name="run_code", content=failed),))
+    msg = Message(role="tool", parts=(failed,))
     _, grammar = model._request([Message.user("go"), msg], tools, ModelSettings())
     _, fresh = model._request([Message.user("go")], tools, ModelSettings())
     assert "ak-final" not in grammar and "ak-final" in fresh
-
-
-def test_program_output_round_trips_exit_code_and_stdout() -> None:
-    from agentkit.tools import program_output
-
-    text = program_output.render(0, 0.25, "a 1\nb 2\n", "warn", files=["added out.csv (3 bytes)"])
-    assert program_output.exit_code(text) == 0 and program_output.succeeded(text)
-    assert program_output.stdout_of(text) == "a 1\nb 2"
-    assert program_output.exit_code(program_output.render(-9, 1, "", "")) == -9
-    assert program_output.exit_code("ERROR [timeout] too slow") is None
-    assert program_output.stdout_of("ERROR [timeout] too slow") == ""
 
 
 @pytest.mark.local_model

@@ -73,7 +73,6 @@ async def test_incomplete_response_is_truncation() -> None:
 
 
 async def test_build_model_routes_the_responses_profile() -> None:
-    from agentkit.models import build_model
     from agentkit.runtime import Runtime
     from agentkit.task import TaskSpec
 
@@ -83,8 +82,7 @@ async def test_build_model_routes_the_responses_profile() -> None:
                          api_key_env="TEST_KEY")
         rt = Runtime(TaskSpec(name="t", goal="g", model="m", models={"m": spec}),
                      environ={"TEST_KEY": KEY})
-        model = build_model("m", rt)
+        model = await rt.model("m")
         turn = await model.turn([Message.user("q")])
-        await model.aclose()
         await rt.aclose()
     assert turn.message.text == "hi from responses" and srv.requests[0].path == "/v1/responses"

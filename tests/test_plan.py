@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agentkit.swarm.plan import Plan, PlanError, validate_plan
+from agentkit.plan import Plan, PlanError, validate_plan
 
 
 def _plan(*nodes: dict) -> Plan:

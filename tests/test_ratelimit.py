@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from agentkit.messages import Message
-from agentkit.models.ratelimit import RATE_LIMITS_KEY, RateLimiter, RateLimits, estimate_tokens
+from agentkit.models.ratelimit import RateLimiter, RateLimits, estimate_tokens
 from agentkit.runtime import Runtime
 from agentkit.task import ModelSpec, TaskSpec
 from agentkit.testing import FakeClock
@@ -124,25 +124,20 @@ def test_estimate_grows_with_prompt() -> None:
 
 
 async def test_limits_are_run_scoped_unless_shared_explicitly() -> None:
-    task = TaskSpec(name="t", goal="g", model="m", models={"m": ModelSpec(model="x", tpm=100)})
+    task = TaskSpec(name="t", goal="g", model="m", models={"m": ModelSpec(model="x", tpm=100,
+                                                                  base_url="http://127.0.0.1:9/v1")})
     clock = FakeClock()
 
-    async def limits_of(rt: Runtime) -> RateLimits:
-        async def make() -> RateLimits:
-            return RateLimits(rt.clock)
-        return await rt.resource(RATE_LIMITS_KEY, make)
-
     a, b = Runtime(task, clock=clock), Runtime(task, clock=clock)
-    assert await limits_of(a) is not await limits_of(b)
+    assert a.rate_limits is not b.rate_limits
+    assert (await a.model("m")).resilient.limiter is not (await b.model("m")).resilient.limiter
     shared = RateLimits(clock)
-    c, d = Runtime(task, clock=clock), Runtime(task, clock=clock)
-    for rt in (c, d):
-        async def give() -> RateLimits:
-            return shared
-        await rt.resource(RATE_LIMITS_KEY, give)
-    one = (await limits_of(c)).for_model("m", rpm=None, tpm=100, max_concurrency=None)
-    two = (await limits_of(d)).for_model("m", rpm=None, tpm=100, max_concurrency=None)
-    assert one is two
+    c, d = Runtime(task, clock=clock, rate_limits=shared), Runtime(task, clock=clock,
+                                                                  rate_limits=shared)
+    one, two = (await c.model("m")).resilient.limiter, (await d.model("m")).resilient.limiter
+    assert one is not None and one is two
+    for rt in (a, b, c, d):
+        await rt.aclose()
 
 
 async def test_default_margin_keeps_the_client_window_behind_the_providers() -> None:

@@ -14,7 +14,7 @@ import pytest
 from agentkit.errors import ConfigError, ProviderError, ProviderHTTPError, ProviderUnavailable
 from agentkit.events import Event
 from agentkit.messages import Message
-from agentkit.models import build_model, call_scope, cost_meter
+from agentkit.models import ManagedModel, build_model, call_scope, price_for
 from agentkit.retry import CircuitBreaker, RetryPolicy
 from agentkit.runtime import Runtime
 from agentkit.task import ChannelSpec, ModelSpec, RetrySpec, TaskSpec
@@ -29,6 +29,16 @@ def runtime(models: dict[str, ModelSpec], events: list[Event], clock: FakeClock,
     task = TaskSpec(name="t", goal="g", model=next(iter(models)), models=models,
                     retry=RetrySpec(attempts=attempts, base_delay_s=0.5, max_delay_s=4))
     return Runtime(task, clock=clock, sinks=[events.append], environ={"TEST_KEY": KEY})
+
+
+def build(rt: Runtime, name: str, *, policy: RetryPolicy | None = None,
+          rng: random.Random | None = None) -> ManagedModel:
+    """The model `name` of `rt`'s task, built from parts (a chosen retry policy and seed)."""
+    spec = rt.task.models[name]
+    return build_model(name, spec, clock=rt.clock, events=rt.emit, usage=rt.usage,
+                       policy=policy or RetryPolicy.from_spec(rt.task.retry),
+                       price=price_for(name, spec, rt.task), rate_limits=rt.rate_limits,
+                       resolve=rt.model, environ=rt.environ, rng=rng)
 
 
 def spec(base_url: str, **kw: Any) -> ModelSpec:
@@ -47,7 +57,7 @@ async def test_429_retry_after_is_a_floor_then_success() -> None:
     async with ScriptedModelServer("deepseek") as srv:
         srv.script(error(429, "slow down", retry_after=7), reply("hi"))
         rt = runtime({"m": spec(srv.base_url)}, events, clock)
-        model = build_model("m", rt, rng=random.Random(1))
+        model = build(rt, "m", rng=random.Random(1))
         turn = await model.turn(HELLO)
         await model.aclose()
     assert turn.message.text == "hi"
@@ -66,7 +76,7 @@ async def test_503_storm_opens_breaker_and_fails_over_to_second_channel() -> Non
                     ChannelSpec(base_url=bad.base_url, priority=1, name="primary")]
         rt = runtime({"m": spec(bad.base_url, channels=channels)}, events, clock)
         policy = RetryPolicy(attempts=4, breaker_threshold=3, breaker_cooldown=30.0)
-        model = build_model("m", rt, policy=policy, rng=random.Random(1))
+        model = build(rt, "m", policy=policy, rng=random.Random(1))
         answers = [(await model.turn(HELLO)).message.text for _ in range(5)]
         assert answers == ["from backup"] * 5
         # three failures open the primary's breaker; calls 4 and 5 skip it entirely
@@ -98,7 +108,7 @@ async def test_client_errors_are_not_retried(status: int, message: str, hint: st
     async with ScriptedModelServer("deepseek") as srv:
         srv.script(error(status, message), reply("never reached"))
         rt = runtime({"m": spec(srv.base_url)}, events, clock)
-        model = build_model("m", rt)
+        model = build(rt, "m")
         with pytest.raises(ProviderHTTPError) as info:
             await model.turn(HELLO)
         await model.aclose()
@@ -117,7 +127,7 @@ async def test_reset_mid_stream_reissues_and_yields_one_turn() -> None:
         srv.script(reply("a long answer that gets cut", reasoning="thinking...", reset_after=3),
                    reply("the whole answer", reasoning="thinking again"))
         rt = runtime({"m": spec(srv.base_url, stream=True)}, events, clock)
-        model = build_model("m", rt, rng=random.Random(3))
+        model = build(rt, "m", rng=random.Random(3))
         turn = await model.turn(HELLO)
         await model.aclose()
     assert srv.stats.requests == 2
@@ -155,7 +165,7 @@ async def test_all_channels_down_raises_unavailable() -> None:
     clock = FakeClock()
     async with ScriptedModelServer("deepseek", default=error(502)) as srv:
         rt = runtime({"m": spec(srv.base_url)}, [], clock, attempts=3)
-        model = build_model("m", rt, rng=random.Random(0))
+        model = build(rt, "m", rng=random.Random(0))
         with pytest.raises(ProviderUnavailable) as info:
             await model.turn(HELLO)
         await model.aclose()
@@ -170,7 +180,7 @@ async def test_request_and_response_are_audited_with_cost() -> None:
         srv.script(reply("Oslo is sunny", reasoning="Check the weather.",
                          usage={"input_tokens": 1_000_000, "output_tokens": 1_000_000}))
         rt = runtime({"m": spec(srv.base_url)}, events, clock)
-        model = build_model("m", rt)
+        model = build(rt, "m")
         with call_scope("node-7", step=2):
             await model.turn([Message.system("be brief"), Message.user("weather?")])
         await model.aclose()
@@ -182,15 +192,16 @@ async def test_request_and_response_are_audited_with_cost() -> None:
     assert response.data["content"] == "Oslo is sunny"
     assert response.data["usage"]["input_tokens"] == 1_000_000
     assert response.data["cost_usd"] == pytest.approx(0.28 + 0.42)  # built-in deepseek-chat price
-    meter = await cost_meter(rt)
-    assert meter.calls == 1 and meter.by_model == {"m": pytest.approx(0.70)}
+    line = rt.usage.by_model["m"]
+    assert line.calls == 1 and line.cost_usd == pytest.approx(0.70)
+    assert rt.usage.node("node-7").cost_usd == pytest.approx(0.70)  # counted for its node
 
 
 def test_missing_key_names_variable_and_model() -> None:
     task = TaskSpec(name="t", goal="g", model="m",
                     models={"m": ModelSpec(model="x", profile="deepseek", api_key_env="NOPE_KEY")})
     with pytest.raises(ConfigError) as info:
-        build_model("m", Runtime(task, environ={}))
+        build(Runtime(task, environ={}), "m")
     assert "NOPE_KEY" in str(info.value) and "'m'" in str(info.value)
 
 
@@ -225,7 +236,7 @@ async def test_anthropic_529_overloaded_is_retried() -> None:
         m = ModelSpec(provider="anthropic", profile="anthropic", model="claude-sonnet-4-5",
                       base_url=srv.base_url, api_key_env="TEST_KEY", stream=False, max_tokens=512)
         rt = runtime({"m": m}, events, clock)
-        model = build_model("m", rt, rng=random.Random(5))
+        model = build(rt, "m", rng=random.Random(5))
         turn = await model.turn(HELLO)
         await model.aclose()
     assert turn.message.text == "fine now" and srv.stats.requests == 2

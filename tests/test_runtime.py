@@ -42,9 +42,9 @@ async def test_resources_are_made_once_and_closed_in_reverse_order() -> None:
     async def close(value: str) -> None:
         closed.append(value)
 
-    assert await runtime.resource("a", factory("a"), close) == "a"
-    assert await runtime.resource("a", factory("a-again"), close) == "a"
-    await runtime.resource("b", factory("b"), close)
+    assert await runtime.resources.get("a", factory("a"), close) == "a"
+    assert await runtime.resources.get("a", factory("a-again"), close) == "a"
+    await runtime.resources.get("b", factory("b"), close)
     await runtime.aclose()
     assert made == ["a", "b"]
     assert closed == ["b", "a"]
@@ -54,7 +54,7 @@ async def test_a_missing_sandbox_input_is_a_config_error_before_anything_runs(tm
     import pytest
 
     from agentkit.errors import ConfigError
-    from agentkit.swarm.run import start
+    from agentkit.run import start
 
     task = TaskSpec(name="t", goal="g", model="m", models={"m": {"model": "x"}},
                     tools=["run_code"], sandbox={"inputs": ["sales.csv"]}, workspace=str(tmp_path))

@@ -23,8 +23,9 @@ from agentkit.sandboxes.docker import (
     sweep_orphans,
 )
 from agentkit.sandboxes.image import IMAGE_REPO
-from agentkit.sandboxes.pool import BOUND_FACTOR, SandboxPool, sandbox_pool
+from agentkit.sandboxes.pool import BOUND_FACTOR, SandboxPool
 from agentkit.task import SandboxSettings
+from agentkit.tools.run_code import sandbox_pool
 
 pytestmark = pytest.mark.docker
 
@@ -115,7 +116,7 @@ async def test_non_persistent_calls_share_files_but_not_variables() -> None:
 async def test_warm_pool_hands_out_prestarted_containers_and_reuses_per_agent() -> None:
     events: list[Event] = []
     async with make_runtime(events, pool_size=2) as rt:
-        pool = await sandbox_pool(rt)
+        pool = await sandbox_pool(rt.tool_context())
         for _ in range(100):  # wait for the refill tasks to start both containers
             if pool.stats()["idle"] == 2:
                 break

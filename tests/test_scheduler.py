@@ -13,13 +13,13 @@ from collections.abc import Mapping
 import pytest
 
 from agentkit.audit import verify_ledger
+from agentkit.budget import Budget
 from agentkit.clock import SystemClock
 from agentkit.errors import BudgetExceeded, ConfigError
 from agentkit.events import EventBus
 from agentkit.limits import ResourceLimits
-from agentkit.swarm.budget import Budget
-from agentkit.swarm.plan import Plan, PlanGraph, PlanNode, validate_plan
-from agentkit.swarm.run import arun, run_sync, start
+from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.run import arun, run_sync, start
 from agentkit.swarm.scheduler import NodeOutput, ReplanRequest, Scheduler
 from agentkit.task import BudgetSpec, TaskSpec
 from agentkit.testing import EventCapture
@@ -176,17 +176,17 @@ def test_budget_shares_are_reserved_up_front_and_unused_part_returned() -> None:
     events: list[tuple[str, dict]] = []
     root = Budget.root(BudgetSpec(tokens=1000, max_depth=1),
                        emit=lambda k, d, **kw: events.append((k, d)), clock=SystemClock())
-    from agentkit.swarm.plan import NodeBudget
+    from agentkit.plan import NodeBudget
 
     child = root.child("n1", NodeBudget(tokens=600))
     with pytest.raises(BudgetExceeded):
         root.child("n2", NodeBudget(tokens=600))  # only 400 left for others
-    child.reserve_model(500)
+    hold = child.reserve_model(500, 0.0)
     with pytest.raises(BudgetExceeded):
-        child.reserve_model(200)  # 500 in flight counts at its max_tokens
+        child.reserve_model(200, 0.0)  # the 500 in flight count in full until settled
     from agentkit.messages import Usage
 
-    child.commit_model(Usage(input_tokens=100, output_tokens=50), 0.0)
+    child.settle_model(hold, Usage(input_tokens=100, output_tokens=50), 0.0)
     child.close()
     assert root.pools["tokens"].used == 150 and root.pools["tokens"].held == 0
     assert root.child("n3", NodeBudget(tokens=850)) is not None
@@ -224,7 +224,7 @@ async def test_cancel_mid_run_stops_every_node_and_leaves_a_verifiable_ledger(tm
         if kinds.count("node.started") == 6:
             run.cancel()
     result = await run.result()
-    assert result.status == "cancelled" and result.error["type"] == "RunCancelled"
+    assert result.status == "cancelled" and result.error.type == "RunCancelled"
     assert sorted(ex.cancelled) == [f"w{i}" for i in range(5)] and ex.running == 0
     assert {result.nodes[f"w{i}"].status for i in range(5)} == {"cancelled"}
     assert result.nodes["fast"].status == "succeeded"
@@ -259,7 +259,7 @@ def test_run_sync_outside_a_loop() -> None:
 async def test_invalid_hand_written_plan_fails_the_run_clearly() -> None:
     result = await arun(_task([{"id": "a", "goal": "0", "depends_on": ["nope"]}]),
                         executor=Sleeper(), synthesizer=_answer)
-    assert result.status == "failed" and "depends on 'nope'" in result.error["message"]
+    assert result.status == "failed" and "depends on 'nope'" in result.error.message
 
 
 async def test_unknown_prompt_override_is_refused_before_the_run_starts() -> None:
@@ -286,9 +286,11 @@ def test_cost_budget_refuses_the_next_model_call_once_spent() -> None:
 
     root = Budget.root(BudgetSpec(cost_usd=0.01), emit=lambda *a, **k: None, clock=SystemClock())
     node = root.child("n")
-    node.reserve_model(100)
-    node.commit_model(Usage(input_tokens=10, output_tokens=10), 0.01)
+    hold = node.reserve_model(100, 0.004)
     with pytest.raises(BudgetExceeded, match="cost_usd"):
-        node.reserve_model(100)
+        node.reserve_model(100, 0.007)  # 0.004 held + 0.007 > 0.01: not made
+    node.settle_model(hold, Usage(input_tokens=10, output_tokens=10), 0.01)
+    with pytest.raises(BudgetExceeded, match="cost_usd"):
+        node.reserve_model(100, 0.0)  # spent: even a call of unknown price is refused
     node.close()
     assert root.pools["cost_usd"].used == pytest.approx(0.01) and root.pools["tokens"].held == 0

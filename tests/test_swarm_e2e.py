@@ -20,7 +20,7 @@ import pytest
 from _fetch_server import FetchTestServer, static
 
 from agentkit.audit import verify_ledger
-from agentkit.swarm.run import RunResult, arun, start
+from agentkit.run import RunResult, arun, start
 from agentkit.task import TaskSpec
 from agentkit.testing import RecordedRequest, Reply, ScriptedModelServer, call, error, reply
 
@@ -355,7 +355,7 @@ async def test_delegate_is_not_a_known_tool_when_max_depth_is_zero(tmp_path: Pat
     async with ScriptedModelServer("deepseek") as srv:
         result = await arun(task_for(srv, tmp_path, budget={"max_depth": 0},
                                      plan=nodes(("a", "x", [], ["delegate"]))), environ=ENV)
-    assert result.status == "failed" and "unknown tool(s) delegate" in result.error["message"]
+    assert result.status == "failed" and "unknown tool(s) delegate" in result.error.message
     assert srv.requests == []
 
 

@@ -30,7 +30,7 @@ from agentkit.errors import ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import FetchSettings, TaskSpec
-from agentkit.tools import ToolContext, invoke_tool
+from agentkit.tools import invoke_tool
 from agentkit.tools._fetch_http import SafeFetcher, make_client
 from agentkit.tools._ssrf import FetchPolicy, StaticResolver
 from agentkit.tools.web_fetch import WebFetch
@@ -51,7 +51,7 @@ class Harness:
         self.runtime, self.events, self.tool = runtime, events, tool
 
     async def fetch(self, url: str, **args: Any) -> Any:
-        return await invoke_tool(self.tool, {"url": url, **args}, ToolContext(self.runtime))
+        return await invoke_tool(self.tool, {"url": url, **args}, self.runtime.tool_context())
 
     async def refused(self, url: str, code: str) -> ToolError:
         with pytest.raises(ToolError) as info:
@@ -185,7 +185,7 @@ async def test_connection_is_pinned_to_the_checked_address(server: FetchTestServ
     events: list[Event] = []
     async with Runtime(task(allow_hosts=["rebind.test"]), sinks=[events.append]) as runtime:
         out = await invoke_tool(WebFetch(resolver=resolver, workers=1),
-                                {"url": f"http://rebind.test:{server.port}/"}, ToolContext(runtime))
+                                {"url": f"http://rebind.test:{server.port}/"}, runtime.tool_context())
     assert resolver.calls == 1 and server.connections == 1
     assert out.data["hops"][0]["address"] == "127.0.0.1"
 
@@ -317,7 +317,7 @@ async def test_works_from_a_plain_runtime_registry() -> None:
     async with Runtime(task(), sinks=[events.append]) as runtime:
         with pytest.raises(ToolError) as info:
             await invoke_tool(runtime.tools.get("web_fetch"),
-                              {"url": "http://169.254.169.254/latest/"}, ToolContext(runtime))
+                              {"url": "http://169.254.169.254/latest/"}, runtime.tool_context())
     assert info.value.code == "blocked" and "cloud metadata" in info.value.message
     assert [e.kind for e in events] == ["tool.call", "url.blocked", "tool.result"]
 
@@ -335,7 +335,7 @@ async def test_a_dead_extraction_worker_is_replaced(server: FetchTestServer,
                                  + b"Some words in a paragraph. " * 40 + b"</p></article></body>")
     url = f"http://news.test:{server.port}/p"
     assert "Some words" in (await allowed.fetch(url)).data["text"]
-    pool = await allowed.runtime.resource("web_fetch.extract.process", _unused)
+    pool = await allowed.runtime.resources.get("web_fetch.extract.process", _unused)
     for worker in list(pool._all):
         worker.kill()
         await worker.proc.wait()
@@ -391,7 +391,7 @@ async def test_thread_extraction_pool_gives_the_same_text(server: FetchTestServe
         async with Runtime(task(allow_hosts=["news.test"])) as runtime:
             tool = WebFetch(resolver=StaticResolver(RESOLVER), extract_pool=kind, workers=1)
             out = await invoke_tool(tool, {"url": f"http://news.test:{server.port}/p"},
-                                    ToolContext(runtime))
+                                    runtime.tool_context())
             texts.append(out.data["text"])
     assert texts[0] == texts[1] and len(texts[0]) > 200
 

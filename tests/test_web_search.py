@@ -22,7 +22,7 @@ from agentkit.errors import ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import SearchSettings, TaskSpec
-from agentkit.tools import ToolContext, invoke_tool
+from agentkit.tools import invoke_tool
 from agentkit.tools.search_backends import SearchBackendRegistry, SearchQuery, SearchResult
 from agentkit.tools.search_backends.ddgs_backend import DDGSBackend
 from agentkit.tools.web_search import WebSearch
@@ -69,7 +69,7 @@ async def run_search(registry: SearchBackendRegistry, args: dict[str, Any], **se
     events: list[Event] = []
     runtime = Runtime(task(**search), sinks=[events.append])
     try:
-        out = await invoke_tool(WebSearch(registry), args, ToolContext(runtime))
+        out = await invoke_tool(WebSearch(registry), args, runtime.tool_context())
     finally:
         await runtime.aclose()
     return out, events, runtime

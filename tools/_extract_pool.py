@@ -4,7 +4,7 @@ Why our own worker processes instead of ``concurrent.futures.ProcessPoolExecutor
 executor's spawn/forkserver start re-runs the user's ``__main__`` script in every worker (a
 script without an ``if __name__ == "__main__"`` guard breaks), and its feeder and manager
 threads pickle payloads in the main process, competing with the event loop for the GIL. Here
-each worker is ``python -m agentkit.tools._extract_pool`` talking length-prefixed frames over
+each worker is ``python -m agentkit.tools._extract_worker`` talking length-prefixed frames over
 its stdin/stdout through asyncio pipes: nothing but the loop runs in the parent, a worker
 stuck on a hostile page is killed and replaced when its call is cancelled, and the parent's
 ``__main__`` is never imported. The thread variant exists for comparison (``benchmarks/
@@ -27,9 +27,9 @@ from typing import Any, Protocol
 
 __all__ = ["ExtractPool", "ProcessExtractPool", "ThreadExtractPool", "WorkerCrashed"]
 
-_HEADER = struct.Struct("!II")  # meta length, payload length
+FRAME_HEADER = struct.Struct("!II")  # meta length, payload length
 _MAX_FRAME = 1 << 30
-#: added to the workers' nice value (see `_serve`)
+#: added to the workers' nice value (see `agentkit.tools._extract_worker`)
 WORKER_NICENESS = 5
 
 Extractor = Callable[[bytes, str, str | None], tuple[str, str]]
@@ -64,13 +64,13 @@ class ThreadExtractPool:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _frame(meta: dict[str, Any], payload: bytes) -> bytes:
+def frame(meta: dict[str, Any], payload: bytes) -> bytes:
     raw = json.dumps(meta).encode()
-    return _HEADER.pack(len(raw), len(payload)) + raw + payload
+    return FRAME_HEADER.pack(len(raw), len(payload)) + raw + payload
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
-    meta_len, payload_len = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+async def _readframe(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
+    meta_len, payload_len = FRAME_HEADER.unpack(await reader.readexactly(FRAME_HEADER.size))
     if meta_len > _MAX_FRAME or payload_len > _MAX_FRAME:
         raise WorkerCrashed("oversized frame from an extraction worker")
     meta = json.loads(await reader.readexactly(meta_len))
@@ -83,9 +83,9 @@ class _Worker:
 
     async def call(self, body: bytes, content_type: str, charset: str | None) -> tuple[str, str]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(_frame({"content_type": content_type, "charset": charset}, body))
+        self.proc.stdin.write(frame({"content_type": content_type, "charset": charset}, body))
         await self.proc.stdin.drain()
-        meta, answer = await _read_frame(self.proc.stdout)
+        meta, answer = await _readframe(self.proc.stdout)
         if "error" in meta:
             raise RuntimeError(meta["error"])
         return meta["title"], answer.decode("utf-8")
@@ -107,8 +107,12 @@ class ProcessExtractPool:
     async def _spawn(self) -> _Worker:
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-m", "agentkit.tools._extract_pool",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20)
+                sys.executable, "-P", "-m", "agentkit.tools._extract_worker",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
+                # a session of its own: a terminal's Ctrl-C reaches the run (which then closes
+                # the pool), not the workers, which would die printing KeyboardInterrupt
+                # tracebacks; a worker whose parent dies sees EOF on stdin and exits
+                start_new_session=True)
         except OSError as exc:
             raise WorkerCrashed(f"could not start an extraction worker: {exc}") from None
         worker = _Worker(proc)
@@ -158,40 +162,3 @@ class ProcessExtractPool:
                 worker.kill()
                 await worker.proc.wait()
         self._all.clear()
-
-
-def _serve() -> None:
-    """Worker main loop: read a frame, extract, answer; exit on EOF."""
-    import os
-
-    import trafilatura  # noqa: F401  (imported before the first page, not during it)
-
-    from agentkit.tools.web_fetch import extract_page
-
-    # Extraction is batch work; the parent's event loop is latency-sensitive. A lower priority
-    # lets the loop's process preempt a busy worker at once when it wakes (loop lag).
-    with contextlib.suppress(OSError, AttributeError):
-        os.nice(WORKER_NICENESS)
-    # frames go to the original stdout; anything a library prints goes to stderr instead
-    stdout = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    stdin = sys.stdin.buffer
-    while True:
-        header = stdin.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            return
-        meta_len, payload_len = _HEADER.unpack(header)
-        meta = json.loads(stdin.read(meta_len))
-        payload = stdin.read(payload_len)
-        try:
-            title, text = extract_page(payload, meta["content_type"], meta["charset"])
-            out = _frame({"title": title}, text.encode("utf-8", "replace"))
-        except Exception as exc:  # reported to the parent as an extraction error
-            out = _frame({"error": f"{type(exc).__name__}: {exc}"}, b"")
-        stdout.write(out)
-        stdout.flush()
-
-
-if __name__ == "__main__":
-    _serve()

@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from agentkit.clock import Clock
 from agentkit.errors import ToolError
-from agentkit.events import Event
+from agentkit.events import Emitter, Event, EventKind
+from agentkit.limits import ResourceLimits
 from agentkit.messages import ToolSpec
+from agentkit.resources import Resources
+from agentkit.task import TaskSpec
 
-if TYPE_CHECKING:
-    from agentkit.runtime import Runtime
+T = TypeVar("T")
 
 __all__ = ["Tool", "ToolArgs", "ToolContext", "ToolOutput", "ToolRegistry", "invoke_tool"]
 
@@ -41,21 +44,42 @@ class ToolOutput:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ToolContext:
-    """What a tool may use: the run's runtime (settings, shared resources) and who calls."""
+    """What a tool may use, handed over explicitly by the run (never looked up globally).
 
-    runtime: Runtime
+    `task` holds the run's settings (`task.fetch`, `task.sandbox`, `task.files` ...);
+    `resources` the objects the run's agents share (an HTTP client, the sandbox pool), made on
+    first use with `resource`; `emit` records an event, attributed to the calling node.
+    `protected` lists folders no tool may read or write, wherever they are (the ledger and
+    its blobs: an agent must never be able to touch the audit trail).
+    """
+
+    task: TaskSpec
+    workspace: Path
+    events: Emitter
+    clock: Clock
+    limits: ResourceLimits
+    resources: Resources
+    run_id: str
+    protected: tuple[Path, ...] = ()
     node_id: str | None = None
     agent_id: str | None = None
     call_id: str | None = None
 
-    def emit(self, kind: str, data: dict[str, Any]) -> Event:
-        return self.runtime.emit(kind, data, node_id=self.node_id)
+    def emit(self, kind: EventKind, data: dict[str, Any]) -> Event:
+        return self.events(kind, data, node_id=self.node_id)
 
-    @property
-    def workspace(self) -> Path:
-        return self.runtime.workspace
+    async def resource(self, key: str, factory: Callable[[], Awaitable[T]],
+                       close: Callable[[T], Awaitable[None]] | None = None) -> T:
+        """A run-scoped shared object (see `agentkit.resources.Resources.get`)."""
+        return await self.resources.get(key, factory, close)
+
+    def for_call(self, call_id: str | None, *, node_id: str | None = None,
+                 agent_id: str | None = None) -> ToolContext:
+        """The same run, another call (and caller)."""
+        return replace(self, call_id=call_id, node_id=node_id or self.node_id,
+                       agent_id=agent_id or self.agent_id)
 
 
 class Tool:
@@ -68,8 +92,13 @@ class Tool:
     timeout_s: ClassVar[float] = 60.0
     #: calls in the same class share a concurrency limit (``fetch``, ``sandbox``, ``files``...)
     concurrency_class: ClassVar[str] = "default"
-    #: True if the tool changes something outside the run (journaled before the effect)
+    #: True if the tool changes something outside the run (a file, a remote system). Today
+    #: this is a declaration only; it is the hook durable runs use to journal a call's intent
+    #: before its effect, and approvals to ask a person first.
     side_effects: ClassVar[bool] = False
+    #: False for the engine's own control tools (the planner's `submit_plan`): they do not
+    #: use the ``tool_calls`` budget
+    counts_against_budget: ClassVar[bool] = True
 
     def spec(self) -> ToolSpec:
         schema = self.args_model.model_json_schema()
@@ -131,19 +160,18 @@ def parse_args(tool: Tool, arguments: dict[str, Any]) -> Any:
                         f"{json.dumps(tool.spec().parameters)[:2000]}", tool=tool.name) from None
 
 
-async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext,
-                      *, limiter: Callable[[str], Any] | None = None) -> ToolOutput:
+async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -> ToolOutput:
     """Validate, run under the tool's timeout and concurrency class, record call and result.
 
     Raises `ToolError` (never anything else for a tool's own failure); the caller decides
     whether to hand it to the model (the agent loop) or print it (the CLI).
     """
     ctx.emit("tool.call", {"tool": tool.name, "call_id": ctx.call_id, "arguments": arguments})
-    started = ctx.runtime.clock.monotonic()
+    started = ctx.clock.monotonic()
     try:
         args = parse_args(tool, arguments)
         timeout = tool.timeout_for(args)
-        async with ctx.runtime.limits.slot(tool.concurrency_class):
+        async with ctx.limits.slot(tool.concurrency_class):
             try:
                 output = await asyncio.wait_for(tool.call(args, ctx), timeout)
             except TimeoutError:
@@ -154,9 +182,9 @@ async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext,
             err.tool = tool.name
         ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id, "ok": False,
                                  "error": err.to_dict(),
-                                 "duration_s": ctx.runtime.clock.monotonic() - started})
+                                 "duration_s": ctx.clock.monotonic() - started})
         raise
     ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id, "ok": True,
                              "data": output.data,
-                             "duration_s": ctx.runtime.clock.monotonic() - started})
+                             "duration_s": ctx.clock.monotonic() - started})
     return output

@@ -87,7 +87,7 @@ class ReadFile(Tool):
     concurrency_class = "files"
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
-        cap = ctx.runtime.task.files.max_read_bytes
+        cap = ctx.task.files.max_read_bytes
         path = confine(ctx.workspace, args.path, self.name)
         try:
             data, size = await asyncio.to_thread(self._read, path, args.offset, cap)
@@ -129,7 +129,7 @@ class WriteFile(Tool):
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         new = args.content.encode("utf-8")
-        cap = ctx.runtime.task.files.max_write_bytes
+        cap = ctx.task.files.max_write_bytes
         if len(new) > cap:
             raise ToolError("too_large", f"content is {len(new)} bytes; the limit is {cap} "
                             f"(files.max_write_bytes)", tool=self.name)

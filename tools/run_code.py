@@ -18,12 +18,12 @@ from pydantic import Field
 
 from agentkit.errors import SandboxError, ToolError
 from agentkit.sandboxes.base import REPLACE_CODES, ExecResult, check_relative_path, classify
-from agentkit.sandboxes.docker import DockerSession
-from agentkit.sandboxes.pool import sandbox_pool
-from agentkit.tools import program_output
+from agentkit.sandboxes.docker import DockerSandboxClient, DockerSession
+from agentkit.sandboxes.pool import SandboxPool
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
+from agentkit.tools.files import confine
 
-__all__ = ["RunCode", "RunCodeArgs"]
+__all__ = ["RunCode", "RunCodeArgs", "sandbox_pool"]
 
 MAX_CHANGED_FILES = 50
 MAX_READ_BYTES = 1_000_000
@@ -56,7 +56,7 @@ class RunCode(Tool):
         return float(args.timeout_s or 3600.0) + 60.0
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
-        pool = await sandbox_pool(ctx.runtime)
+        pool = await sandbox_pool(ctx)
         key = ctx.agent_id or ctx.node_id or "main"
         async with pool.lease(key) as session:
             try:
@@ -67,7 +67,7 @@ class RunCode(Tool):
                 raise
 
     async def _run(self, session: DockerSession, args: RunCodeArgs, ctx: ToolContext) -> ToolOutput:
-        settings = ctx.runtime.task.sandbox
+        settings = ctx.task.sandbox
         await _copy_inputs(session, settings.inputs, ctx)
         if args.files:
             inputs = {check_relative_path(p): c.encode() for p, c in args.files.items()}
@@ -75,14 +75,14 @@ class RunCode(Tool):
             session.files_seen.update(inputs)
         before = (await session.manifest())["files"]
         timeout = min(args.timeout_s or settings.timeout_s, settings.timeout_s)
-        started = ctx.runtime.clock.monotonic()
+        started = ctx.clock.monotonic()
         try:
             result = await session.exec(args.code, language=args.language, timeout_s=timeout)
         except SandboxError as err:  # the host deadline, a crash, a flooded channel
-            _exec_event(ctx, session, args, None, err, ctx.runtime.clock.monotonic() - started)
+            _exec_event(ctx, session, args, None, err, ctx.clock.monotonic() - started)
             raise
         error = classify(result, timeout_s=timeout, memory_mb=settings.memory_mb, pids=settings.pids)
-        _exec_event(ctx, session, args, result, error, ctx.runtime.clock.monotonic() - started)
+        _exec_event(ctx, session, args, result, error, ctx.clock.monotonic() - started)
         if error is not None:
             raise error
         files = await _changed_files(session, before, ctx)
@@ -90,19 +90,38 @@ class RunCode(Tool):
         return ToolOutput(content=_render(result, files), data=data)
 
 
+async def sandbox_pool(ctx: ToolContext) -> SandboxPool:
+    """The run's warm pool, made on the first `run_code` call and closed with the run (which
+    removes every container of the run)."""
+
+    async def make() -> SandboxPool:
+        client = DockerSandboxClient(ctx.task.sandbox, run_id=ctx.run_id, emit=ctx.events)
+        pool = SandboxPool(client, ctx.task.sandbox)
+        try:
+            await pool.start()
+        except BaseException:
+            await asyncio.shield(pool.aclose())
+            raise
+        return pool
+
+    async def close(pool: SandboxPool) -> None:
+        await pool.aclose()
+
+    return await ctx.resource("sandbox_pool", make, close)
+
+
 async def _copy_inputs(session: DockerSession, inputs: list[str], ctx: ToolContext) -> None:
     """Copy the task's `sandbox.inputs` from the workspace (once per sandbox; again if deleted)."""
     missing = [p for p in inputs if check_relative_path(p) not in session.files_seen]
     if not missing:
         return
-    from agentkit.tools.files import confine
 
     try:
-        data = {check_relative_path(p): confine(ctx.runtime.workspace, p, "run_code").read_bytes()
+        data = {check_relative_path(p): confine(ctx.workspace, p, "run_code").read_bytes()
                 for p in missing}
     except OSError as exc:
         raise ToolError("setup", f"sandbox.inputs: cannot read {exc.filename!r} from the "
-                        f"workspace {str(ctx.runtime.workspace)!r}: {exc.strerror}") from None
+                        f"workspace {str(ctx.workspace)!r}: {exc.strerror}") from None
     await session.write_files(data)
     session.files_seen.update(data)
 
@@ -173,8 +192,16 @@ def _text_diff(path: str, old: bytes | None, new: bytes) -> str | None:
 
 
 def _render(result: ExecResult, files: list[dict[str, Any]]) -> str:
-    """The text the model reads (format owned by `agentkit.tools.program_output`)."""
-    return program_output.render(
-        result.exit_code, result.duration_s, result.stdout, result.stderr,
-        state_reset=result.state_reset,
-        files=[f"{f['status']} {f['path']} ({f['size']} bytes)" for f in files])
+    """The text the model reads: ``exit code N (T s)``, then ``--- stdout ---`` /
+    ``--- stderr ---`` / files sections. Only models read it: the application reads the same
+    facts from the result's structured data (`ToolOutput.data`)."""
+    lines = [f"exit code {result.exit_code} ({result.duration_s:.2f} s)"]
+    if result.state_reset:
+        lines.append("note: the Python interpreter was restarted; earlier variables are gone")
+    for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+        if text:
+            lines += [f"--- {name} ---", text.rstrip("\n")]
+    if files:
+        lines += ["--- files in /workspace ---",
+                  *(f"{f['status']} {f['path']} ({f['size']} bytes)" for f in files)]
+    return "\n".join(lines)

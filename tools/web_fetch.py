@@ -19,15 +19,14 @@ scores F1 0.961 against 0.953 for plain defaults.
 from __future__ import annotations
 
 import asyncio
-import html as html_lib
 import os
-import re
 from typing import Any, ClassVar, Literal
 
 import httpx
 from pydantic import Field
 
 from agentkit.errors import ToolError
+from agentkit.tools._extract import extract_page
 from agentkit.tools._extract_pool import (
     ExtractPool,
     ProcessExtractPool,
@@ -39,18 +38,9 @@ from agentkit.tools._ssrf import Blocked, FetchPolicy, Resolver, SystemResolver
 from agentkit.tools._untrusted import wrap_untrusted
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 
-__all__ = ["EXTRACT_OPTIONS", "WebFetch", "WebFetchArgs", "extract_page"]
-
-#: trafilatura options (measured best F1 on the article-extraction benchmark; see docstring)
-EXTRACT_OPTIONS: dict[str, Any] = {"output_format": "markdown", "favor_precision": True,
-                                   "include_comments": False}
+__all__ = ["WebFetch", "WebFetchArgs"]
 
 PoolKind = Literal["process", "thread"]
-
-_OG_TITLE = re.compile(r"""<meta\b[^>]*?property\s*=\s*["']og:title["'][^>]*?content\s*=\s*"""
-                       r"""(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
-_TITLE = re.compile(r"<title\b[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
-
 
 class WebFetchArgs(ToolArgs):
     url: str = Field(min_length=1, max_length=8192,
@@ -58,36 +48,6 @@ class WebFetchArgs(ToolArgs):
     max_chars: int | None = Field(default=None, ge=100, le=2_000_000,
                                   description="Return at most this many characters of text "
                                               "(default: the task's fetch.max_text_chars).")
-
-
-def page_title(page: str) -> str:
-    """The page title (og:title, else <title>), from the head of the document."""
-    head = page[:300_000]
-    match = _OG_TITLE.search(head)
-    if match:
-        title = match.group(1) if match.group(1) is not None else match.group(2)
-    else:
-        found = _TITLE.search(head)
-        title = found.group(1) if found else ""
-    return " ".join(html_lib.unescape(title).split())[:500]
-
-
-def extract_page(body: bytes, content_type: str = "text/html",
-                 charset: str | None = None) -> tuple[str, str]:
-    """(title, main text) of a page. Runs in an extraction worker, so decoding happens there
-    too. An HTTP charset is honoured; without one trafilatura detects it from the bytes."""
-    page: bytes | str = body
-    if charset:
-        try:
-            page = body.decode(charset, "replace")
-        except LookupError:
-            pass
-    if content_type == "text/plain":
-        return "", page if isinstance(page, str) else page.decode("utf-8", "replace")
-    import trafilatura
-
-    head = page[:300_000] if isinstance(page, str) else page[:300_000].decode("utf-8", "replace")
-    return page_title(head), trafilatura.extract(page, **EXTRACT_OPTIONS) or ""
 
 
 class WebFetch(Tool):
@@ -107,7 +67,7 @@ class WebFetch(Tool):
         self.workers = workers or min(4, os.cpu_count() or 2)
 
     async def call(self, args: WebFetchArgs, ctx: ToolContext) -> ToolOutput:
-        settings = ctx.runtime.task.fetch
+        settings = ctx.task.fetch
         policy = FetchPolicy(tuple(settings.allow_hosts), settings.allow_private)
         fetcher = SafeFetcher(await self._client(ctx), self.resolver, policy, settings)
         try:
@@ -168,7 +128,7 @@ class WebFetch(Tool):
                                   "hops": hops})
 
     async def _client(self, ctx: ToolContext) -> httpx.AsyncClient:
-        settings = ctx.runtime.task.fetch
+        settings = ctx.task.fetch
 
         async def make() -> httpx.AsyncClient:
             return make_client(settings, PinnedBackend())
@@ -176,7 +136,7 @@ class WebFetch(Tool):
         async def close(client: httpx.AsyncClient) -> None:
             await client.aclose()
 
-        return await ctx.runtime.resource("web_fetch.http", make, close)
+        return await ctx.resource("web_fetch.http", make, close)
 
     async def _pool(self, ctx: ToolContext) -> ExtractPool:
         kind, workers = self.extract_pool, self.workers
@@ -189,7 +149,7 @@ class WebFetch(Tool):
         async def close(pool: ExtractPool) -> None:
             await pool.aclose()
 
-        return await ctx.runtime.resource(f"web_fetch.extract.{kind}", make, close)
+        return await ctx.resource(f"web_fetch.extract.{kind}", make, close)
 
     async def _extract(self, ctx: ToolContext, page: FetchedBody) -> tuple[str, str]:
         pool = await self._pool(ctx)

@@ -56,7 +56,7 @@ class WebSearch(Tool):
         self.registry = registry or SearchBackendRegistry.default()
 
     async def _backend(self, ctx: ToolContext) -> SearchBackend:
-        settings = ctx.runtime.task.search
+        settings = ctx.task.search
 
         async def make() -> SearchBackend:
             return self.registry.create(settings.backend, settings)
@@ -64,10 +64,10 @@ class WebSearch(Tool):
         async def close(backend: SearchBackend) -> None:
             await backend.aclose()
 
-        return await ctx.runtime.resource(f"web_search.backend:{settings.backend}", make, close)
+        return await ctx.resource(f"web_search.backend:{settings.backend}", make, close)
 
     async def call(self, args: WebSearchArgs, ctx: ToolContext) -> ToolOutput:
-        settings = ctx.runtime.task.search
+        settings = ctx.task.search
         query = SearchQuery(query=args.query, region=args.region or settings.region,
                             timelimit=args.timelimit or settings.timelimit,
                             max_results=args.max_results or settings.max_results,

@@ -29,11 +29,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from llama_cpp.llama_grammar import SchemaConverter
-
+from agentkit._extras import require
 from agentkit.messages import Message, Part, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, ToolSpec
 from agentkit.models._parsing import ThinkSplitter, extract_text_tool_calls, make_tool_call
-from agentkit.tools import program_output
 
 __all__ = ["action_grammar", "after_failed_program", "describe_actions", "free_text_grammar",
            "is_code_tool", "parse_output", "reasoning_part", "render_history", "schema_grammar",
@@ -119,11 +117,14 @@ def _nullable(schema: Any) -> bool:
     return any(_nullable(s) for s in schema.get("anyOf", []) + schema.get("oneOf", []))
 
 
-def _converter() -> SchemaConverter:
-    return SchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+def _converter() -> Any:
+    """llama.cpp's JSON-schema-to-GBNF converter (from the [local] extra)."""
+    grammar = require("llama_cpp.llama_grammar", "local", feature="provider: local")
+    return grammar.SchemaConverter(prop_order={}, allow_fetch=False, dotall=False,
+                                   raw_pattern=False)
 
 
-def _visit(conv: SchemaConverter, schema: dict[str, Any], name: str) -> str:
+def _visit(conv: Any, schema: dict[str, Any], name: str) -> str:
     schema = conv.resolve_refs(_simplify(schema), f"agentkit:{name}")
     return str(conv.visit(schema, name))
 
@@ -224,8 +225,8 @@ def after_failed_program(messages: Sequence[Message], tools: Sequence[ToolSpec])
     if not messages or messages[-1].role != "tool":
         return False
     code_tools = {t.name for t in tools if is_code_tool(t)}
-    return any(isinstance(p, ToolResultPart) and p.name in code_tools
-               and program_output.exit_code(p.content) not in (None, 0)
+    return any(isinstance(p, ToolResultPart) and p.name in code_tools and p.metadata
+               and p.metadata.get("exit_code") not in (None, 0)
                for p in messages[-1].parts)
 
 

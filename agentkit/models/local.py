@@ -29,9 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
+from agentkit._extras import require
 from agentkit.clock import Clock
 from agentkit.errors import ProviderResponseError, SetupError
 from agentkit.messages import Message, TextPart, ToolSpec, Turn, Usage
@@ -71,6 +69,8 @@ class LoadedModel:
     key: LoadKey
     llm: Any
     formatter: Any
+    #: the llama_cpp module (an optional extra, imported when a model is first loaded)
+    lib: Any
     worker: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="agentkit-llama"))
@@ -80,7 +80,7 @@ class LoadedModel:
                  cancel: threading.Event) -> Generation:
         """Blocking; runs on `worker`. Resets llama.cpp state first (see module docstring)."""
         rendered = self.formatter(messages=chat)
-        grammar = llama_cpp.LlamaGrammar.from_string(grammar_text, verbose=False) \
+        grammar = self.lib.LlamaGrammar.from_string(grammar_text, verbose=False) \
             if grammar_text else None
         stops = [*(rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if
                    rendered.stop else []), *stop]
@@ -88,7 +88,7 @@ class LoadedModel:
         result = self.llm.create_completion(
             rendered.prompt, max_tokens=max_tokens, temperature=temperature,
             top_p=top_p if top_p is not None else 0.95, seed=seed, stop=stops, grammar=grammar,
-            stopping_criteria=llama_cpp.StoppingCriteriaList([lambda _ids, _logits: cancel.is_set()]))
+            stopping_criteria=self.lib.StoppingCriteriaList([lambda _ids, _logits: cancel.is_set()]))
         choice, usage = result["choices"][0], result["usage"]
         return Generation(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
                           completion_tokens=usage["completion_tokens"],
@@ -136,6 +136,9 @@ LOADED_MODELS = LoadedModels()
 
 
 def _load(key: LoadKey) -> LoadedModel:
+    feature = "provider: local (the embedded llama.cpp model)"
+    llama_cpp = require("llama_cpp", "local", feature=feature)
+    chat_format = require("llama_cpp.llama_chat_format", "local", feature=feature)
     try:
         llm = llama_cpp.Llama(model_path=key.path, n_ctx=key.context_tokens, n_threads=key.threads,
                               n_threads_batch=key.threads, verbose=False)
@@ -146,10 +149,10 @@ def _load(key: LoadKey) -> LoadedModel:
     bos = _token_text(llm, llm.token_bos())
     formatter: Any
     if template:
-        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        formatter = chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
     else:
         formatter = _chatml
-    return LoadedModel(key=key, llm=llm, formatter=formatter)
+    return LoadedModel(key=key, llm=llm, formatter=formatter, lib=llama_cpp)
 
 
 def _token_text(llm: Any, token: int) -> str:

@@ -1,10 +1,22 @@
-"""The model a run actually calls: audit events, cost accounting and the fallback chain.
+"""The model a run actually calls: budget holds, audit events, usage and the fallback chain.
 
 Layers, outside in (built by `agentkit.models.build_model`):
 
-    ManagedModel     model.request / model.response / model.error events, cost, fallback models
+    ManagedModel     reserve from the budget -> model.request -> call -> model.response,
+                     usage counted once (the run's `RunUsage`), fallback models
       ResilientModel retries, channel failover, circuit breakers, rate limits (per attempt)
-        adapter      one wire API (OpenAICompatModel, AnthropicModel, LocalModel)
+        adapter      one wire API (OpenAICompatModel, AnthropicModel, LocalModel, ...)
+
+Every model call of a run passes `ManagedModel.turn_without_fallback`, which makes it the one
+point where a call is reserved before it is made (prompt, estimated from above, plus
+``max_tokens``, and their cost at the model's price: a call that does not fit is not made),
+and where what it used is counted, exactly once, for the node that made it.
+
+A character count cannot know a provider's tokenizer, so under a token or cost cap the hold is
+calibrated by the answers (`HoldEstimator`): the first capped call to a model goes alone, and
+every answer raises the prompt multiplier to the largest ratio of reported to estimated prompt
+tokens seen (and the output allowance to the most a call went past ``max_tokens``, as reasoning
+models that do not count their thinking against it do).
 
 Fallback models (``ModelSpec.fallbacks``) are tried in order for *availability* errors only
 (`ProviderUnavailable`: every attempt and channel failed, or every breaker is open); a
@@ -13,32 +25,67 @@ request the provider rejects as invalid would be rejected by the fallback too, s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+from agentkit.budget import Budget, ModelHold
+from agentkit.clock import Clock
 from agentkit.errors import ProviderError, ProviderUnavailable
-from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolSpec, Turn
+from agentkit.events import Emitter
+from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolSpec, Turn, Usage
 from agentkit.models.base import DeltaCallback, ModelSettings
-from agentkit.models.context import current_call
-from agentkit.models.pricing import CostMeter, call_cost, price_for
+from agentkit.models.context import current_call, tagged
+from agentkit.models.pricing import call_cost
+from agentkit.models.ratelimit import estimate_tokens
 from agentkit.models.resilient import ResilientModel
+from agentkit.task import ModelSpec, PriceSpec
+from agentkit.usage import RunUsage
 
-if TYPE_CHECKING:
-    from agentkit.runtime import Runtime
+__all__ = ["BUDGET_CHARS_PER_TOKEN", "HoldEstimator", "ManagedModel", "ModelResolver",
+           "PricedTurn"]
 
-__all__ = ["COSTS_KEY", "ManagedModel", "PricedTurn", "cost_meter", "event_emitter"]
+#: characters per prompt token assumed when a call is reserved from a budget: fewer than the
+#: ~4 of English text for BPE tokenizers, so that the hold is an estimate from above
+BUDGET_CHARS_PER_TOKEN = 3
 
-#: the `runtime.resource` key of the run's `CostMeter`
-COSTS_KEY = "agentkit.costs"
+#: another model of the same run, by name (for the fallback chain)
+ModelResolver = Callable[[str], Awaitable["ManagedModel"]]
 
 
-async def cost_meter(runtime: Runtime) -> CostMeter:
-    """The run's running cost totals (per model and overall)."""
+class HoldEstimator:
+    """The most one call to a model can use, learnt from that model's answers (one per model).
 
-    async def make() -> CostMeter:
-        return CostMeter()
+    Until the first answer under a cap arrives, further capped calls wait for it (`admit`), so
+    a fan-out of thirty never reserves thirty uncalibrated guesses at once.
+    """
 
-    return await runtime.resource(COSTS_KEY, make)
+    def __init__(self) -> None:
+        self.prompt_ratio = 1.0
+        self.extra_output = 0
+        self._calibrated = asyncio.Event()
+        self._probing = False
+
+    async def admit(self) -> None:
+        """Return at once for the first capped call and after calibration; else wait."""
+        if self._calibrated.is_set():
+            return
+        if not self._probing:
+            self._probing = True
+            return
+        await self._calibrated.wait()
+
+    def hold(self, prompt_estimate: int, max_tokens: int) -> tuple[int, int]:
+        """(prompt tokens, output tokens) to hold for one call."""
+        return math.ceil(prompt_estimate * self.prompt_ratio), max_tokens + self.extra_output
+
+    def learn(self, prompt_estimate: int, max_tokens: int, usage: Usage | None) -> None:
+        """An answer (or, with None, a failed call) arrived: calibrate and let waiters in."""
+        if usage is not None and prompt_estimate > 0:
+            self.prompt_ratio = max(self.prompt_ratio, usage.input_tokens / prompt_estimate)
+            self.extra_output = max(self.extra_output, usage.output_tokens - max_tokens)
+        self._calibrated.set()
 
 
 class PricedTurn(Turn):
@@ -48,34 +95,22 @@ class PricedTurn(Turn):
     model_name: str | None = None
 
 
-def event_emitter(runtime: Runtime) -> Callable[[str, dict[str, Any]], None]:
-    """Emit on the run's bus, tagged with the node/step/agent of the current model call."""
-
-    def emit(kind: str, data: dict[str, Any]) -> None:
-        call = current_call()
-        if call.step is not None:
-            data["step"] = call.step
-        if call.agent_id is not None:
-            data["agent_id"] = call.agent_id
-        runtime.emit(kind, data, node_id=call.node_id)
-
-    return emit
-
-
 class ManagedModel:
-    """A `ChatModel` that audits every call, prices it and falls back to other models."""
+    """A `ChatModel` that reserves, audits, counts and prices every call, with fallbacks."""
 
-    def __init__(self, name: str, runtime: Runtime, resilient: ResilientModel) -> None:
-        self.name = name
-        self.runtime = runtime
-        self.resilient = resilient
-        self.spec = runtime.task.models[name]
-        self._emit = event_emitter(runtime)
+    def __init__(self, name: str, spec: ModelSpec, resilient: ResilientModel, *, clock: Clock,
+                 events: Emitter, usage: RunUsage, price: PriceSpec | None = None,
+                 resolve: ModelResolver | None = None) -> None:
+        self.name, self.spec, self.resilient = name, spec, resilient
+        self.clock, self.usage = clock, usage
+        #: events of a call are attributed to the node (step, agent) that made it
+        self._emit = tagged(events)
+        self.price, self.resolve = price, resolve
+        self.holds = HoldEstimator()
 
     async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                    settings: ModelSettings | None = None, *,
                    on_delta: DeltaCallback | None = None) -> PricedTurn:
-        settings = self._settings(settings)
         try:
             return await self.turn_without_fallback(messages, tools, settings, on_delta=on_delta)
         except ProviderUnavailable as err:
@@ -83,7 +118,9 @@ class ManagedModel:
         for fallback in self.spec.fallbacks:
             self._emit("fallback", {"kind": "model", "from": self.name, "to": fallback,
                                     "status": error.status, "reason": str(error)})
-            other = await self.runtime.model(fallback)
+            if self.resolve is None:
+                break
+            other = await self.resolve(fallback)
             try:
                 return await other.turn_without_fallback(messages, tools, settings,
                                                          on_delta=on_delta)
@@ -95,27 +132,59 @@ class ManagedModel:
                                     tools: Sequence[ToolSpec] = (),
                                     settings: ModelSettings | None = None, *,
                                     on_delta: DeltaCallback | None = None) -> PricedTurn:
-        """One audited, priced call to this model only (used by other models' fallback)."""
+        """One reserved, audited, counted call to this model only."""
         settings = self._settings(settings)
+        budget = current_call().budget
+        if budget is None or not budget.limits_model_calls():
+            return await self._call(messages, tools, settings, on_delta, None)
+        prompt = estimate_tokens(messages, tools, chars_per_token=BUDGET_CHARS_PER_TOKEN)
+        output = settings.max_tokens or self.resilient.default_max_tokens
+        await self.holds.admit()
+        usage: Usage | None = None
+        try:
+            turn = await self._call(messages, tools, settings, on_delta,
+                                    self._reserve(budget, prompt, output))
+            usage = turn.usage
+            return turn
+        finally:  # answered, failed or refused: calls waiting for calibration go on
+            self.holds.learn(prompt, output, usage)
+
+    async def _call(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
+                    settings: ModelSettings, on_delta: DeltaCallback | None,
+                    hold: ModelHold | None) -> PricedTurn:
+        node_id = current_call().node_id
         self._emit("model.request", {
             "model": self.name, "provider_model": self.spec.model, "profile": self.spec.profile,
             "messages": [m.model_dump(mode="json") for m in messages],
             "tools": [t.model_dump(mode="json") for t in tools],
             "settings": settings.model_dump(mode="json", exclude_none=True)})
-        started = self.runtime.clock.monotonic()
+        started = self.clock.monotonic()
         try:
             turn = await self.resilient.turn(messages, tools, settings, on_delta=on_delta)
-        except ProviderError as err:
-            self._emit("model.error", {"model": self.name, "error": err.to_dict(),
-                                       "latency_s": self.runtime.clock.monotonic() - started})
+        except BaseException as err:
+            if hold is not None:
+                hold.budget.release_model(hold)
+            if isinstance(err, ProviderError):
+                self._emit("model.error", {"model": self.name, "error": err.to_dict(),
+                                           "latency_s": self.clock.monotonic() - started})
             raise
-        latency = self.runtime.clock.monotonic() - started
-        price = price_for(self.name, self.spec, self.runtime.task)
-        cost = call_cost(turn.usage, price)
-        (await cost_meter(self.runtime)).add(self.name, turn.usage, cost)
-        self._emit("model.response", _response_data(self.name, turn, cost, price is not None,
-                                                    latency))
+        cost = call_cost(turn.usage, self.price)
+        # counted first, before anything that could still fail: a billed call is never lost
+        self.usage.record(node_id=node_id, model=self.name, usage=turn.usage, cost_usd=cost)
+        if hold is not None:
+            hold.budget.settle_model(hold, turn.usage, cost)
+        self._emit("model.response", _response_data(self.name, turn, cost, self.price is not None,
+                                                    self.clock.monotonic() - started))
         return PricedTurn(**dict(turn), cost_usd=cost, model_name=self.name)
+
+    def _reserve(self, budget: Budget, prompt_estimate: int, max_tokens: int) -> ModelHold:
+        """Hold the most this call can use; `BudgetExceeded` if it does not fit (not made)."""
+        prompt, output = self.holds.hold(prompt_estimate, max_tokens)
+        cost = 0.0
+        if self.price is not None:
+            cost = (prompt * self.price.input + output * max(
+                self.price.output, self.price.reasoning or 0.0)) * self.price.ratio / 1_000_000
+        return budget.reserve_model(prompt + output, cost)
 
     async def aclose(self) -> None:
         await self.resilient.aclose()

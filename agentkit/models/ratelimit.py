@@ -8,10 +8,9 @@ in any 60 s (a sliding window, so a client that keeps to it is never refused by 
 counting the same way or with a token bucket of that size). Waiters are admitted in FIFO
 order so a large request is not starved by small ones.
 
-Sharing: a Runtime keeps one `RateLimits` (run-scoped, `runtime.resource`). Several runtimes in
-one process share limits only when the caller passes the same `RateLimits` object explicitly
-(``await runtime.resource(RATE_LIMITS_KEY, lambda: shared)`` before the first model call);
-there is no module-global registry.
+Sharing: a Runtime keeps one `RateLimits` of its own. Several runtimes in one process share
+limits only when the caller passes the same object explicitly (``Runtime(...,
+rate_limits=shared)``, ``start(..., rate_limits=shared)``); there is no module-global registry.
 """
 
 from __future__ import annotations
@@ -26,17 +25,19 @@ from dataclasses import dataclass
 from agentkit.clock import Clock
 from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolSpec
 
-__all__ = ["RATE_LIMITS_KEY", "RateLimiter", "RateLimits", "Reservation", "estimate_tokens"]
+__all__ = ["RateLimiter", "RateLimits", "Reservation", "estimate_tokens"]
 
 #: the `runtime.resource` key under which a run keeps its `RateLimits`
-RATE_LIMITS_KEY = "agentkit.rate_limits"
 
 
-def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> int:
-    """A cheap estimate of prompt tokens: about 4 characters a token, plus message framing.
+def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec] = (), *,
+                    chars_per_token: int = 4) -> int:
+    """A cheap estimate of prompt tokens: `chars_per_token` characters a token (about 4 for
+    English with BPE tokenizers), plus message framing.
 
-    Used only to reserve rate-limit capacity before the call; the provider's usage figure
-    settles the account afterwards (an underestimate becomes a small debt, not an error).
+    Used only to reserve capacity before the call (rate limits; budgets, with a smaller
+    divisor so the hold is from above); the provider's usage figure settles the account
+    afterwards.
     """
     chars = 0
     for message in messages:
@@ -51,7 +52,7 @@ def estimate_tokens(messages: Sequence[Message], tools: Sequence[ToolSpec] = ())
                 chars += len(part.content) + len(part.call_id)
     for tool in tools:
         chars += len(json.dumps(tool.parameters)) + len(tool.description) + len(tool.name) + 16
-    return -(-chars // 4) + 4
+    return -(-chars // chars_per_token) + 4
 
 
 class _Window:

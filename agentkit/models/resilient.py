@@ -19,20 +19,18 @@ Rate limits are taken per attempt (a retried request is counted by the provider 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from agentkit.clock import Clock
 from agentkit.errors import ProviderError, ProviderHTTPError, ProviderUnavailable
+from agentkit.events import Emitter
 from agentkit.messages import Message, ToolSpec, Turn
 from agentkit.models.base import ChatModel, DeltaCallback, ModelSettings
 from agentkit.models.ratelimit import RateLimiter, estimate_tokens
 from agentkit.retry import CircuitBreaker, RetryPolicy
 
 __all__ = ["Channel", "ResilientModel"]
-
-Emit = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -51,21 +49,21 @@ class ResilientModel:
     """A `ChatModel` that retries, fails over between channels and trips breakers."""
 
     def __init__(self, name: str, channels: Sequence[Channel], policy: RetryPolicy, *,
-                 clock: Clock, emit: Emit, limiter: Callable[[], Any] | None = None,
+                 clock: Clock, emit: Emitter, limiter: RateLimiter | None = None,
                  default_max_tokens: int = 4096, rng: random.Random | None = None) -> None:
         if not channels:
             raise ValueError(f"model {name!r} has no channel")
         self.name = name
         self.channels = list(channels)
         self.policy, self.clock, self.emit = policy, clock, emit
-        self._limiter = limiter  # async factory -> RateLimiter | None (run-scoped, lazy)
+        self.limiter = limiter  # the run's limiter for this model (None: no limits)
         self.default_max_tokens = default_max_tokens
         self.rng = rng or random.Random()
 
     async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                    settings: ModelSettings | None = None, *,
                    on_delta: DeltaCallback | None = None) -> Turn:
-        limiter: RateLimiter | None = await self._limiter() if self._limiter else None
+        limiter = self.limiter
         max_tokens = (settings.max_tokens if settings and settings.max_tokens
                       else self.default_max_tokens)
         reserve = estimate_tokens(messages, tools) + max_tokens

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ddgs import DDGS
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
 from agentkit.errors import ToolError
@@ -66,8 +67,6 @@ class DDGSBackend:
         self._client_factory = client_factory or self._default_client
 
     def _default_client(self) -> Any:
-        from ddgs import DDGS
-
         return DDGS(timeout=max(1, math.ceil(self._timeout)))
 
     def _search_sync(self, q: SearchQuery) -> list[SearchResult]:

@@ -1,52 +1,62 @@
-"""Hierarchical budgets that hold under fan-out.
+"""Budgets: one semantics for every mode, hierarchical so that they hold under fan-out.
 
-A run has one root `Budget` (from the task's `BudgetSpec`); each node and each spawned
-sub-planner gets a child. Per quantity (tokens, cost_usd, tool_calls) a child is either
+A run has one root `Budget` (from the task's `BudgetSpec`); in ``mode: agent`` the agent spends
+from it directly, in a swarm each node and each spawned sub-planner gets a child. Per quantity
+(tokens, cost_usd, tool_calls) a child is either
 
 - *prepaid*: its plan gave it a share, reserved from the parent before the node starts and
   returned (minus what it used) when it finishes, or
 - *pass-through*: every reservation walks up the chain and must fit at every level.
 
-Every spend is reserved before it happens (a model call with its ``max_tokens``, a tool call
-with 1) and settled after, all without an ``await`` between check and hold, so twenty agents
-reserving at once can never take more than the limit. Every decision where a limit exists is an
-event (``budget.reserved`` / ``budget.released`` / ``budget.exceeded``); with no limit anywhere
-in the chain there is nothing to decide and nothing is emitted (keeps the engine cheap).
+Every spend is reserved before it happens and settled after, without an ``await`` between check
+and hold, so thirty agents reserving at once can never take more than the limit: a model call
+holds its prompt (estimated from above) plus its ``max_tokens`` output, and the cost of both at
+the model's price; a tool call holds 1. A call whose hold does not fit is not made. Every
+decision where a limit exists is an event (``budget.reserved`` / ``budget.released`` /
+``budget.exceeded``); with no limit anywhere in the chain there is nothing to decide and nothing
+is emitted (keeps the engine cheap).
 
 Wall time is a deadline (`deadline`, monotonic seconds) and spawn depth a counter; both are
-checked when a child is made. Concurrent agents are a limit (``runtime.limits`` "agents"), not
-a budget.
+checked when a child is made. Concurrent agents are a limit (``runtime.limits`` "agents"), not a
+budget.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal
 
 from agentkit.clock import Clock
 from agentkit.errors import BudgetExceeded
+from agentkit.events import Emitter
 from agentkit.messages import Usage
-from agentkit.swarm.plan import NodeBudget
+from agentkit.plan import NodeBudget
 from agentkit.task import BudgetSpec
 
-__all__ = ["QUANTITIES", "Budget", "Reservation"]
+__all__ = ["QUANTITIES", "Budget", "ModelHold", "Reservation"]
 
+Quantity = Literal["tokens", "cost_usd", "tool_calls"]
 #: the quantities reserved and settled (wall time and depth are checked, not reserved)
-QUANTITIES = ("tokens", "cost_usd", "tool_calls")
-
-Emit = Callable[..., Any]
+QUANTITIES: tuple[Quantity, ...] = ("tokens", "cost_usd", "tool_calls")
 
 
 @dataclass
 class Reservation:
     """What one call holds until it is settled."""
 
-    kind: str
+    kind: Quantity
     amount: float
     what: str
     settled: bool = False
+
+
+@dataclass
+class ModelHold:
+    """What one model call holds: its tokens and, where a cost limit exists, its cost."""
+
+    budget: Budget
+    tokens: Reservation
+    cost: Reservation | None
 
 
 class _Pool:
@@ -64,7 +74,7 @@ class _Pool:
 class Budget:
     """A node in the budget tree. Use `root`, then `child` per node; `close` when done."""
 
-    def __init__(self, *, scope: str, emit: Emit, clock: Clock, parent: Budget | None = None,
+    def __init__(self, *, scope: str, emit: Emitter, clock: Clock, parent: Budget | None = None,
                  limits: dict[str, float | None] | None = None, depth: int = 0,
                  max_depth: int = 0, deadline: float | None = None) -> None:
         self.scope, self.parent, self.depth, self.max_depth = scope, parent, depth, max_depth
@@ -73,11 +83,11 @@ class Budget:
         #: prepaid quantities have a pool here; others pass through to the parent
         self.pools = {k: _Pool(limits[k]) for k in QUANTITIES if k in limits}
         self.used = {k: 0.0 for k in QUANTITIES}
-        self._model_holds: deque[tuple[Reservation, Reservation | None]] = deque()
+        self._open_holds: list[ModelHold] = []
         self.closed = False
 
     @classmethod
-    def root(cls, spec: BudgetSpec, *, emit: Emit, clock: Clock) -> Budget:
+    def root(cls, spec: BudgetSpec, *, emit: Emitter, clock: Clock) -> Budget:
         deadline = clock.monotonic() + spec.wall_seconds if spec.wall_seconds else None
         return cls(scope="run", emit=emit, clock=clock, max_depth=spec.max_depth,
                    deadline=deadline, limits={"tokens": spec.tokens, "cost_usd": spec.cost_usd,
@@ -114,11 +124,8 @@ class Budget:
         if self.closed:
             return
         self.closed = True
-        while self._model_holds:  # a model call that never came back: nothing was used
-            hold, cost = self._model_holds.popleft()
-            self.settle(hold, 0.0)
-            if cost is not None:
-                self.settle(cost, 0.0)
+        for hold in list(self._open_holds):  # a model call that never came back: nothing used
+            self.release_model(hold)
         if self.parent is None:
             return
         for kind, pool in self.pools.items():
@@ -130,7 +137,7 @@ class Budget:
 
     # -- reserve / settle ---------------------------------------------------------------------
 
-    def reserve(self, kind: str, amount: float, what: str) -> Reservation:
+    def reserve(self, kind: Quantity, amount: float, what: str) -> Reservation:
         """Hold `amount` of `kind` at every level up to a prepaid pool, or raise BudgetExceeded."""
         self._hold(kind, amount, what)
         return Reservation(kind, amount, what)
@@ -142,7 +149,7 @@ class Budget:
         res.settled = True
         self._settle_amount(res.kind, res.amount, actual, res.what)
 
-    def _levels(self, kind: str) -> list[Budget]:
+    def _levels(self, kind: Quantity) -> list[Budget]:
         """This budget and its ancestors up to (including) the first that prepaid `kind`."""
         out: list[Budget] = []
         level: Budget | None = self
@@ -153,7 +160,7 @@ class Budget:
             level = level.parent
         return out
 
-    def _hold(self, kind: str, amount: float, what: str) -> None:
+    def _hold(self, kind: Quantity, amount: float, what: str) -> None:
         levels = self._levels(kind)
         limited = [b for b in levels if kind in b.pools and b.pools[kind].limit is not None]
         for level in limited:
@@ -176,7 +183,7 @@ class Budget:
             self._emit("budget.reserved", {"budget": kind, "scope": self.scope, "amount": amount,
                                            "what": what, "room": pool.room()}, node_id=self._node())
 
-    def _settle_amount(self, kind: str, held: float, actual: float, what: str) -> None:
+    def _settle_amount(self, kind: Quantity, held: float, actual: float, what: str) -> None:
         levels = self._levels(kind)
         limited = False
         for level in levels:
@@ -200,44 +207,50 @@ class Budget:
     def _node(self) -> str | None:
         return None if self.parent is None else self.scope
 
-    # -- the agent loop's hook protocol -------------------------------------------------------
+    # -- model and tool calls ----------------------------------------------------------------
 
-    def reserve_model(self, max_tokens: int, cost_usd: float = 0.0) -> None:
-        """Before a model call: hold its `max_tokens` (and an estimated cost)."""
-        tokens = self.reserve("tokens", float(max_tokens), "model call")
+    def reserve_model(self, tokens: int, cost_usd: float) -> ModelHold:
+        """Before a model call: hold its largest possible `tokens` (prompt + max output) and
+        `cost_usd`; raises `BudgetExceeded` (and holds nothing) if either does not fit."""
+        held = self.reserve("tokens", float(tokens), "model call")
         cost = None
         try:
             if cost_usd or self._has_limit("cost_usd"):
                 cost = self.reserve("cost_usd", cost_usd, "model call")
         except BudgetExceeded:
-            self.settle(tokens, 0.0)
+            self.settle(held, 0.0)
             raise
-        self._model_holds.append((tokens, cost))
+        hold = ModelHold(self, held, cost)
+        self._open_holds.append(hold)
+        return hold
 
-    def commit_model(self, usage: Usage, cost: float) -> None:
-        """After a model call: settle the oldest hold with what the call really used."""
-        if self._model_holds:
-            tokens, held_cost = self._model_holds.popleft()
-            self.settle(tokens, float(usage.input_tokens + usage.output_tokens))
-            if held_cost is not None:
-                self.settle(held_cost, cost)
-                return
+    def settle_model(self, hold: ModelHold, usage: Usage, cost_usd: float) -> None:
+        """After the call: what it really used replaces what it held."""
+        self._forget(hold)
+        self.settle(hold.tokens, float(usage.input_tokens + usage.output_tokens))
+        if hold.cost is not None:
+            self.settle(hold.cost, cost_usd)
         else:
-            self._settle_amount("tokens", 0.0, float(usage.input_tokens + usage.output_tokens),
-                                "model call")
-        self._settle_amount("cost_usd", 0.0, cost, "model call")
+            self._settle_amount("cost_usd", 0.0, cost_usd, "model call")
 
-    def release_model(self) -> None:
-        """A model call failed: give its hold back."""
-        if self._model_holds:
-            tokens, cost = self._model_holds.popleft()
-            self.settle(tokens, 0.0)
-            if cost is not None:
-                self.settle(cost, 0.0)
+    def release_model(self, hold: ModelHold) -> None:
+        """The call failed before an answer: give its hold back."""
+        self._forget(hold)
+        self.settle(hold.tokens, 0.0)
+        if hold.cost is not None:
+            self.settle(hold.cost, 0.0)
+
+    def _forget(self, hold: ModelHold) -> None:
+        if hold in self._open_holds:
+            self._open_holds.remove(hold)
 
     def reserve_tool(self) -> None:
         """Before a tool call: one call of the tool_calls budget, spent at once."""
         self.settle(self.reserve("tool_calls", 1.0, "tool call"), 1.0)
 
-    def _has_limit(self, kind: str) -> bool:
+    def limits_model_calls(self) -> bool:
+        """Whether a token or cost limit applies to model calls made from here."""
+        return self._has_limit("tokens") or self._has_limit("cost_usd")
+
+    def _has_limit(self, kind: Quantity) -> bool:
         return any(kind in b.pools and b.pools[kind].limit is not None for b in self._levels(kind))

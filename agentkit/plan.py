@@ -1,7 +1,10 @@
 """The plan: a DAG of sub-tasks, as written by the planner or by hand in a task file.
 
-Shape: ``{"nodes": [{"id", "goal", "depends_on": [ids], "tools": [names], "model"?, "budget"?}]}``.
-Validation of the graph (cycles, unknown dependencies, ...) is `validate_plan` (networkx).
+Shape: ``{"nodes": [{"id", "goal", "depends_on": [ids], "tools": [names], "model"?, "budget"?}]}``
+(`Plan`, `PlanNode`, `NodeBudget`: also the type of `TaskSpec.plan`). `validate_plan` checks a
+plan with networkx and builds its `PlanGraph`; a plan that cannot run is a `PlanError` listing
+every problem at once, in words the planner can act on (it gets the exact message back and
+revises: one revision, not five).
 """
 
 from __future__ import annotations
@@ -12,30 +15,39 @@ from itertools import islice
 from typing import Any
 
 import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field
 
-from agentkit._plan import NodeBudget, Plan, PlanNode
-from agentkit.errors import AgentkitError
+from agentkit.errors import PlanError
 
-__all__ = ["NodeBudget", "Plan", "PlanError", "PlanGraph", "PlanNode", "validate_plan"]
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation: the planner gets the exact message back and revises, so every problem says what
-# is wrong and what to change, and all problems are reported at once (one revision, not five).
+__all__ = ["NodeBudget", "Plan", "PlanGraph", "PlanNode", "validate_plan"]
 
 
-class PlanError(AgentkitError):
-    """A plan that cannot run. `problems` lists each issue; the message is what the planner reads."""
+class _PlanModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        lines = "\n".join(f"- {p}" for p in problems)
-        super().__init__(f"the plan was rejected ({len(problems)} problem"
-                         f"{'s' if len(problems) != 1 else ''}); fix them all and submit the "
-                         f"whole plan again:\n{lines}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "problems": self.problems}
+class NodeBudget(_PlanModel):
+    """A node's share of the run's budget (absent fields: an even share of what is left)."""
+
+    tokens: int | None = Field(default=None, ge=1)
+    cost_usd: float | None = Field(default=None, ge=0)
+    tool_calls: int | None = Field(default=None, ge=0)
+    wall_seconds: float | None = Field(default=None, gt=0)
+
+
+class PlanNode(_PlanModel):
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    goal: str = Field(min_length=1, max_length=20_000)
+    depends_on: list[str] = Field(default_factory=list, max_length=100)
+    tools: list[str] = Field(default_factory=list, max_length=20)
+    expected_output: str | None = Field(default=None, max_length=5_000)
+    model: str | None = None
+    role: str | None = None
+    budget: NodeBudget | None = None
+
+
+class Plan(_PlanModel):
+    nodes: list[PlanNode] = Field(min_length=1, max_length=1000)
 
 
 @dataclass(frozen=True)

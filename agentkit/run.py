@@ -1,0 +1,324 @@
+"""The run API, for swarm and agent tasks alike: start a run, stream its events, cancel it,
+get a typed `RunResult`.
+
+    run = start(task)                     # inside a running event loop
+    async for event in run.events(): ...  # every event from run.started to run.finished
+    result = await run.result()           # RunResult; run.cancel() stops it cleanly
+    result.raise_for_status()             # the run's error as an exception, if it failed
+
+`arun` is ``await start(...).result()``; `run_sync` is the one-line sync wrapper for scripts
+(it refuses to run inside an event loop rather than nesting one). Each run owns its Runtime:
+nothing is shared between runs, so a backend can run many at once in one process.
+
+`execute` is the run's lifecycle: it opens the Runtime (ledger), always emits ``run.started``
+and ``run.finished``, enforces the wall clock, and always closes the Runtime — on success,
+failure and cancellation — then assembles the result from the run's usage owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, PrivateAttr
+
+from agentkit import errors
+from agentkit.agent import run_agent_task
+from agentkit.budget import Budget
+from agentkit.clock import Clock
+from agentkit.errors import AgentkitError, BudgetExceeded, ConfigError, RunCancelled, RunFailed
+from agentkit.events import Event, EventSink
+from agentkit.messages import Usage
+from agentkit.models import RateLimits
+from agentkit.runtime import Runtime
+from agentkit.swarm.context import SwarmContext
+from agentkit.swarm.engine import PlanSource, run_swarm
+from agentkit.swarm.scheduler import NodeExecutor, NodeResult, Replanner
+from agentkit.swarm.synthesize import Ask, Citation
+from agentkit.task import TaskSpec, load_task
+
+__all__ = ["Run", "RunError", "RunResult", "RunStatus", "arun", "execute", "run_sync", "start"]
+
+RunStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+class RunError(BaseModel):
+    """Why a run did not succeed. `type` names the exception class in `agentkit.errors`
+    (``RunFailed``, ``BudgetExceeded``, ``ProviderHTTPError``, ``ConfigError``, ...); `details`
+    holds that error's own facts (provider, status, budget, limit, nodes, ...)."""
+
+    type: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exc: BaseException) -> RunError:
+        if isinstance(exc, AgentkitError):
+            data = exc.to_dict()
+            return cls(type=data.pop("type"), message=data.pop("message"), details=data)
+        return cls(type=type(exc).__name__, message=str(exc), details={"internal": True})
+
+    def exception(self) -> AgentkitError:
+        """This error as an exception of the agentkit tree (`RunFailed` if the type is not one)."""
+        cls = getattr(errors, self.type, None)
+        if isinstance(cls, type) and issubclass(cls, AgentkitError):
+            try:
+                return cls(self.message)
+            except TypeError:  # a constructor with required facts: keep the words
+                pass
+        return RunFailed(f"{self.type}: {self.message}")
+
+
+class RunResult(BaseModel):
+    """What a run produced, and why it ended the way it did.
+
+    `usage`/`cost_usd` count every model call of the run, including calls of node attempts
+    that failed, outvoted consensus samples and the work done before a cancellation; each
+    node's share is in `nodes[...]`. `ledger_head` is the hash of the ledger's last line: keep
+    it elsewhere and check the file later with ``agentkit audit verify --expect-head``.
+    """
+
+    run_id: str
+    status: RunStatus
+    answer: str | None = None
+    citations: list[Citation] = Field(default_factory=list)
+    nodes: dict[str, NodeResult] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    ledger: str | None = None
+    ledger_head: str | None = None
+    error: RunError | None = None
+    ungrounded: list[str] = Field(default_factory=list)
+    _exception: AgentkitError | None = PrivateAttr(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    def raise_for_status(self) -> RunResult:
+        """Return self if the run succeeded, else raise its error (the original exception when
+        this result was made in this process)."""
+        if self.status == "succeeded":
+            return self
+        if self._exception is not None:
+            raise self._exception
+        if self.error is not None:
+            raise self.error.exception()
+        raise RunCancelled("the run was cancelled") if self.status == "cancelled" \
+            else RunFailed("the run failed")
+
+
+class Run:
+    """A handle on one running task. Made by `start`; cheap; holds no global state."""
+
+    def __init__(self, runtime: Runtime, overrides: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.run_id = runtime.run_id
+        self._history: list[Event] = []
+        self._readers: list[asyncio.Queue[Event | None]] = []
+        self._done = False
+        self._started = self._cancel_requested = False
+        runtime.bus.add_sink(self._record)
+        self._task: asyncio.Task[RunResult] = asyncio.get_running_loop().create_task(
+            self._main(overrides), name=f"agentkit-run:{self.run_id}")
+
+    def _record(self, event: Event) -> None:
+        self._history.append(event)
+        for queue in self._readers:
+            queue.put_nowait(event)
+
+    async def _main(self, overrides: dict[str, Any]) -> RunResult:
+        self._started = True
+        if self._cancel_requested:  # cancelled before it began: nothing ran, nothing to record
+            await self.runtime.aclose()
+            self._done = True
+            return self._cancelled()
+        try:
+            return await execute(self.runtime, **overrides)
+        finally:
+            self._done = True
+            for queue in self._readers:
+                queue.put_nowait(None)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event of the run, from the first (replayed if already emitted) to the last."""
+        queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        for event in self._history:
+            queue.put_nowait(event)
+        if self._done:
+            queue.put_nowait(None)
+        self._readers.append(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            self._readers.remove(queue)
+
+    def cancel(self) -> None:
+        """Stop the run: every sub-agent, HTTP stream and container is cancelled and closed;
+        `result()` then returns a RunResult with status "cancelled"."""
+        self._cancel_requested = True
+        if self._started:  # a task cancelled before its first step never enters its body
+            self._task.cancel()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def result(self) -> RunResult:
+        try:
+            return await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if not self._task.done():  # our caller was cancelled, not the run: stop it too
+                self._task.cancel()
+                raise
+            if self._cancel_requested and self._task.cancelled():
+                return self._cancelled()  # the run was stopped before its handlers could run
+            raise
+
+    def _cancelled(self) -> RunResult:
+        return _assemble(self.runtime, "cancelled", error=RunCancelled("the run was cancelled"))
+
+
+def _task_of(task: TaskSpec | str | Path) -> TaskSpec:
+    if isinstance(task, TaskSpec):
+        return task
+    if isinstance(task, str | Path):
+        return load_task(task)
+    raise ConfigError(f"task must be a TaskSpec or a path to a task file, not {type(task).__name__}")
+
+
+def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
+          workspace: str | Path | None = None, sinks: Iterable[EventSink] = (),
+          clock: Clock | None = None, environ: dict[str, str] | None = None,
+          run_id: str | None = None, rate_limits: RateLimits | None = None,
+          executor: NodeExecutor | None = None, replanner: Replanner | None = None,
+          planner: PlanSource | None = None, synthesizer: Ask | None = None) -> Run:
+    """Start a run in the current event loop and return its handle at once.
+
+    `executor`, `planner`, `replanner` and `synthesizer` replace the swarm's default parts
+    (tests and benchmarks use simulated ones).
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
+                          "in async code or `run_sync(...)` in a script") from None
+    spec = _task_of(task)
+    runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks, ledger_dir=ledger_dir,
+                      workspace=workspace, environ=environ, rate_limits=rate_limits)
+    runtime.prompts  # noqa: B018  a bad prompt override is a ConfigError now, not a failed run
+    _check_inputs(spec, runtime.workspace)
+    overrides = {"executor": executor, "replanner": replanner, "planner": planner,
+                 "synthesizer": synthesizer}
+    return Run(runtime, overrides)
+
+
+def _check_inputs(spec: TaskSpec, workspace: Path) -> None:
+    """Files the sandbox needs must exist before any model is called (not fail every node)."""
+    missing = [p for p in spec.sandbox.inputs if not (workspace / p).is_file()]
+    if missing:
+        raise ConfigError(f"sandbox.inputs: {', '.join(map(repr, missing))} not found in the "
+                          f"workspace {str(workspace)!r} (workspace paths in a task file are "
+                          f"relative to the file)")
+
+
+async def arun(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:
+    """Run a task to the end and return its result (the async entry point)."""
+    return await start(task, **kwargs).result()
+
+
+def run_sync(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:
+    """`arun` for synchronous code (scripts, workers). Not for use inside an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arun(task, **kwargs))
+    raise ConfigError("run_sync() was called inside a running event loop (a notebook, an async "
+                      "web handler); use `await agentkit.arun(task)` there instead")
+
+
+# ---------------------------------------------------------------------------------------------
+# The lifecycle
+
+
+async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
+                  replanner: Replanner | None = None, planner: PlanSource | None = None,
+                  synthesizer: Ask | None = None) -> RunResult:
+    """Run the task held by `runtime`. Never raises for a failed or cancelled run."""
+    task = runtime.task
+    async with runtime:
+        budget = Budget.root(task.budget, emit=runtime.emit, clock=runtime.clock)
+        swarm = SwarmContext(runtime=runtime, budget=budget)
+        runtime.bus.add_sink(swarm.on_event)
+        runtime.emit("run.started", {"task": task.name, "mode": task.mode, "goal": task.goal})
+        result = _assemble(runtime, "failed", error=RunFailed("did not finish"))
+        try:
+            async with asyncio.timeout(budget.remaining_seconds()):
+                if task.mode == "agent":
+                    answer = (await run_agent_task(runtime, budget)).answer
+                    result = _assemble(runtime, "succeeded", answer=answer)
+                else:
+                    outcome = await run_swarm(swarm, executor=executor, replanner=replanner,
+                                              planner=planner, synthesizer=synthesizer)
+                    result = _swarm_result(runtime, swarm, outcome.synthesis.answer, outcome)
+        except asyncio.CancelledError:
+            result = _assemble(runtime, "cancelled", swarm,
+                               error=RunCancelled("the run was cancelled"))
+        except TimeoutError:
+            limit = task.budget.wall_seconds or 0.0
+            runtime.emit("budget.exceeded", {"budget": "wall_seconds", "limit": limit,
+                                             "scope": "run"})
+            result = _assemble(runtime, "failed", swarm, error=BudgetExceeded("wall_seconds", limit))
+        except Exception as exc:  # AgentkitError, or a bug: end the run cleanly, say what
+            result = _assemble(runtime, "failed", swarm, error=exc)
+        finally:
+            runtime.emit("run.finished", {
+                "status": result.status,
+                "error": result.error.model_dump() if result.error else None,
+                "usage": runtime.usage.total.usage.model_dump(),
+                "cost_usd": runtime.usage.total.cost_usd,
+                "nodes": {k: v.status for k, v in swarm.nodes.items()}})
+    return _with_ledger_head(result, runtime)
+
+
+def _swarm_result(runtime: Runtime, swarm: SwarmContext, answer: str, outcome: Any) -> RunResult:
+    synthesis, bad = outcome.synthesis, outcome.not_succeeded
+    error = None
+    if bad:
+        error = RunFailed(f"{len(bad)} node(s) did not succeed; the answer uses the others")
+    result = _assemble(runtime, "failed" if bad else "succeeded", swarm, answer=answer,
+                       error=error)
+    result.citations, result.ungrounded = synthesis.citations, synthesis.ungrounded
+    if error is not None and result.error is not None:
+        result.error.details["nodes"] = bad
+    return result
+
+
+def _assemble(runtime: Runtime, status: RunStatus, swarm: SwarmContext | None = None, *,
+              answer: str | None = None, error: BaseException | None = None) -> RunResult:
+    """The result as the run's usage owner and node records say it is now."""
+    nodes: dict[str, NodeResult] = {}
+    for node_id, node in (swarm.nodes if swarm is not None else {}).items():
+        line = runtime.usage.node(node_id)
+        nodes[node_id] = NodeResult(**{**vars(node), "usage": line.usage,
+                                       "cost_usd": line.cost_usd})
+    result = RunResult(run_id=runtime.run_id, status=status, answer=answer, nodes=nodes,
+                       usage=runtime.usage.total.usage, cost_usd=runtime.usage.total.cost_usd,
+                       ledger=str(runtime.ledger_path) if runtime.ledger_path else None,
+                       error=RunError.of(error) if error is not None else None)
+    if isinstance(error, AgentkitError):
+        result._exception = error
+    return result
+
+
+def _with_ledger_head(result: RunResult, runtime: Runtime) -> RunResult:
+    """After the ledger closed: its head hash and the final totals (calls of the clean-up)."""
+    ledger = runtime.ledger
+    result.ledger_head = ledger.head if ledger is not None else None
+    result.usage, result.cost_usd = runtime.usage.total.usage, runtime.usage.total.cost_usd
+    return result

@@ -1,0 +1,30 @@
+"""What the swarm's parts share during one run: the runtime, the root budget, fetched pages,
+and the nodes' outcomes so far. One per run, never module-global."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkit.budget import Budget
+from agentkit.events import Event
+from agentkit.runtime import Runtime
+from agentkit.swarm.scheduler import NodeResult
+
+__all__ = ["SwarmContext"]
+
+
+@dataclass
+class SwarmContext:
+    runtime: Runtime
+    budget: Budget
+    #: url -> {content_hash, title}, from ``url.fetched`` events of this run
+    fetched: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: every node's outcome so far (kept current while the scheduler runs)
+    nodes: dict[str, NodeResult] = field(default_factory=dict)
+
+    def on_event(self, event: Event) -> None:
+        """An event sink: remembers the pages fetched in this run (the only citable ones)."""
+        if event.kind == "url.fetched" and event.data.get("url"):
+            self.fetched[event.data["url"]] = {"content_hash": event.data.get("content_hash"),
+                                               "title": event.data.get("title")}
