@@ -32,7 +32,8 @@ replies, or a mapping that can key them by model name::
       planner-model: [{content: "..."}]       # requests whose "model" is planner-model
       worker-model: {default: {content: done}}
 
-A reply may also set `usage`, `finish_reason` and `delay` (seconds); a tool call its `id`.
+A reply may also set `usage` (``{input_tokens: 10, output_tokens: 5, reasoning_tokens: 3}``),
+`finish_reason` and `delay` (seconds); a tool call its `id`.
 In pytest, the `scripted_model_server` fixture (`agentkit.testing.pytest_plugin`, loaded
 automatically) starts servers and stops them after the test.
 """

@@ -18,9 +18,10 @@ The whole format (JSON is the same shape)::
       worker-model:
         default: {content: done}    # a mapping may hold `replies` and `default`
 
-A file that is only a list is the `replies` list. A reply may also set `usage`
-(``{prompt_tokens: 10, ...}``), `finish_reason` and `delay` (seconds before answering); a
-tool call may set its `id`. Mistakes are reported as ``FILE:LINE:COL: message``.
+A file that is only a list is the `replies` list. A reply may also set `usage` (token counts,
+rendered in the dialect's own fields: ``{input_tokens: 10, output_tokens: 5, reasoning_tokens:
+3, cached_tokens: 0}``), `finish_reason` and `delay` (seconds before answering); a tool call
+may set its `id`. Mistakes are reported as ``FILE:LINE:COL: message``.
 """
 
 from __future__ import annotations
@@ -52,13 +53,22 @@ class CallSpec(_Spec):
     id: str | None = None
 
 
+class UsageSpec(_Spec):
+    """Token counts; each dialect renders them in its own fields."""
+
+    input_tokens: int | None = Field(default=None, ge=0)
+    output_tokens: int | None = Field(default=None, ge=0)
+    reasoning_tokens: int | None = Field(default=None, ge=0)
+    cached_tokens: int | None = Field(default=None, ge=0)
+
+
 class ItemSpec(_Spec):
     """A reply (content, reasoning, tool_calls) or an HTTP error (error: STATUS)."""
 
     content: str | None = None
     reasoning: str | None = None
     tool_calls: list[CallSpec] = Field(default_factory=list)
-    usage: dict[str, int] | None = None
+    usage: UsageSpec | None = None
     finish_reason: str | None = None
     delay: float = Field(default=0.0, ge=0, le=3600)
     error: int | None = Field(default=None, ge=400, le=599)
@@ -81,7 +91,8 @@ class ItemSpec(_Spec):
         if self.error is not None:
             return error(self.error, self.message, retry_after=self.retry_after, delay=self.delay)
         calls = [call(c.name, c.arguments, id=c.id) for c in self.tool_calls]
-        return reply(self.content, reasoning=self.reasoning, tool_calls=calls, usage=self.usage,
+        usage = self.usage.model_dump(exclude_none=True) if self.usage else None
+        return reply(self.content, reasoning=self.reasoning, tool_calls=calls, usage=usage,
                      finish_reason=self.finish_reason, delay=self.delay)
 
 
