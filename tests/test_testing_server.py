@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from agentkit.errors import TaskFileError
-from agentkit.testing import ScriptedModelServer, call, error, reply
+from agentkit.testing import FakeClock, ScriptedModelServer, call, error, reply
 
 
 def _post(client: httpx.Client, srv: ScriptedModelServer, **body: object) -> httpx.Response:
@@ -41,23 +41,36 @@ def test_stream_wire_has_keepalives_usage_chunk_and_done() -> None:
 
 
 def test_rpm_limit_answers_429_with_retry_after() -> None:
-    with ScriptedModelServer("openai", rpm=2, window_s=30, default=reply(content="ok")) as srv, \
-            httpx.Client() as client:
-        codes = [_post(client, srv).status_code for _ in range(3)]
+    """On a FakeClock: the third request in the window is refused with the exact wait until
+    the first leaves it, and is admitted once that much time has passed."""
+    clock = FakeClock()
+    with ScriptedModelServer("openai", rpm=2, window_s=30, default=reply(content="ok"),
+                             clock=clock) as srv, httpx.Client() as client:
+        codes = [_post(client, srv).status_code for _ in range(2)]
+        clock.advance(4)
         limited = _post(client, srv)
-    assert codes == [200, 200, 429] and limited.status_code == 429
-    assert 25 <= int(limited.headers["retry-after"]) <= 30
-    assert srv.stats.rate_limited == 2 and srv.stats.by_status == {200: 2, 429: 2}
+        clock.advance(25.5)
+        still = _post(client, srv)
+        clock.advance(0.5)
+        admitted = _post(client, srv)
+    assert codes == [200, 200] and limited.status_code == still.status_code == 429
+    assert limited.headers["retry-after"] == "26" and limited.headers["retry-after-ms"] == "26000"
+    assert still.headers["retry-after-ms"] == "500" and admitted.status_code == 200
+    assert srv.stats.rate_limited == 2 and srv.stats.by_status == {200: 3, 429: 2}
 
 
 def test_tpm_counts_max_tokens_up_front() -> None:
+    clock = FakeClock()
     with ScriptedModelServer("openai", tpm=1000, window_s=1.0, default=reply(content="ok"),
-                             token_estimate=lambda body: body.get("max_completion_tokens", 0)) as srv, \
-            httpx.Client() as client:
+                             token_estimate=lambda body: body.get("max_completion_tokens", 0),
+                             clock=clock) as srv, httpx.Client() as client:
         assert _post(client, srv, max_completion_tokens=600).status_code == 200
+        clock.advance(0.25)
         second = _post(client, srv, max_completion_tokens=600)
-        assert second.status_code == 429 and float(second.headers["retry-after-ms"]) <= 1000
+        assert second.status_code == 429 and second.headers["retry-after-ms"] == "750"
         assert _post(client, srv, max_completion_tokens=400).status_code == 200  # fits exactly
+        clock.advance(0.75)  # the first 600 leave the window
+        assert _post(client, srv, max_completion_tokens=600).status_code == 200
 
 
 async def test_script_exhaustion_and_unknown_route_are_loud() -> None:

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agentkit.clock import Clock
 from agentkit.testing._dialect_anthropic import (
     check_anthropic,
     render_anthropic_events,
@@ -110,8 +111,9 @@ class ScriptedModelServer:
     xai, generic, anthropic). `script`: answers for any request, in order. `default`: the
     answer once a queue runs out (else a 500 saying so). `strict`: enforce replay rules.
     `rpm`/`tpm`/`window_s`: rate limits (`token_estimate(body)` decides what a request
-    reserves). `chunk_chars`: size of streamed text pieces (small, so tags split across
-    chunks). `stream_delay`: seconds between events. `host`/`port`: where to listen
+    reserves), counted on `clock` (a `FakeClock` makes them deterministic; default: real
+    time). `chunk_chars`: size of streamed text pieces (small, so tags split across chunks).
+    `stream_delay`: seconds between events. `host`/`port`: where to listen
     (port 0: an ephemeral port, read it from `port` or `base_url` after `start()`).
 
     Answers are `reply(...)`, `error(...)`, `reset(...)`, `raw(...)`, or a handler
@@ -141,7 +143,7 @@ class ScriptedModelServer:
                  strict: bool = True, rpm: int | None = None, tpm: int | None = None,
                  window_s: float = 60.0, token_estimate: Callable[[Any], int] = estimate_tokens,
                  chunk_chars: int = 6, stream_delay: float = 0.0, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, clock: Clock | None = None) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(sorted(DIALECTS))}")
         if not 0 <= port <= 65535:
@@ -152,6 +154,7 @@ class ScriptedModelServer:
         self.default = default
         self.strict = strict
         self._limits = RateWindow(rpm, tpm, window_s) if (rpm or tpm) else None
+        self._monotonic = clock.monotonic if clock is not None else time.monotonic
         self._estimate = token_estimate
         self.chunk_chars = chunk_chars
         self.stream_delay = stream_delay
@@ -433,7 +436,7 @@ class ScriptedModelServer:
         if not isinstance(body, dict):
             return error(400, "We could not parse the JSON body of your request.")
         if self._limits is not None:
-            wait = self._limits.admit(time.monotonic(), self._estimate(body))
+            wait = self._limits.admit(self._monotonic(), self._estimate(body))
             if wait is not None:
                 self.stats.rate_limited += 1
                 return ErrorReply(429, {"error": {"message": "Rate limit reached for requests "
