@@ -258,6 +258,19 @@ async def test_a_client_that_hangs_up_while_its_answer_is_held_is_counted(hold_w
     assert handler_cancelled.is_set() == (hold_with == "async handler")
 
 
+async def test_stopping_the_server_is_not_a_client_hang_up() -> None:
+    """Connections the server closes itself (on stop) are not counted as clients leaving."""
+    srv = ScriptedModelServer("deepseek", script=(reply("late", delay=60),))
+    async with httpx.AsyncClient() as client:
+        async with srv:
+            ask = asyncio.ensure_future(client.post(
+                srv.base_url + "/chat/completions", json={"model": "m", "messages": []}))
+            await srv.wait_until(lambda: len(srv.requests) == 1)
+        with pytest.raises(httpx.HTTPError):
+            await ask
+    assert srv.stats.hangups == 0 and srv.requests[0].status == 200
+
+
 async def test_wait_until_works_while_the_server_runs_on_its_own_thread() -> None:
     """The sync form (a background thread, as the pytest fixture uses) still wakes waiters on
     the test's event loop."""

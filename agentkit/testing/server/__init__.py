@@ -173,6 +173,7 @@ class ScriptedModelServer:
         self._waiters_lock = threading.Lock()
         #: called with each request once its status is known (the command line logs with it)
         self._observers: list[Callable[[RecordedRequest], None]] = []
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -230,6 +231,7 @@ class ScriptedModelServer:
 
     async def stop(self) -> None:
         if self._server is not None:
+            self._stopping = True  # connections we close are no client hang-ups
             self._server.close()
             for w in list(self._writers):
                 w.close()
@@ -240,7 +242,7 @@ class ScriptedModelServer:
                 if pending:
                     await asyncio.wait(pending, timeout=1.0)
             await self._server.wait_closed()
-            self._server = None
+            self._server, self._stopping = None, False
 
     async def __aenter__(self) -> ScriptedModelServer:
         return await self.start()
@@ -416,6 +418,8 @@ class ScriptedModelServer:
     def _hung_up(self, index: int) -> None:
         """The client left before its answer was sent: status 499 (nginx's "client closed
         request"), whatever had been scripted."""
+        if self._stopping:
+            return
         self.stats.hangups += 1
         scripted = self.requests[index].status
         if scripted:
