@@ -8,12 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+
+import agentkit.testing.server.__main__ as cli
+from agentkit.testing import ScriptedModelServer
 
 SCRIPT = """\
 models:
@@ -89,3 +93,27 @@ def test_a_port_in_use_is_exit_2_saying_so() -> None:
                               timeout=60)
     assert done.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+
+
+def test_the_documented_script_example_loads_and_routes(tmp_path: Path) -> None:
+    """The example in the module docstring (also printed by --help) is a valid script that
+    does what its comments say."""
+    doc = cli.__doc__ or ""
+    block = doc[doc.index("::\n\n") + 4:doc.index("\n\nA reply may")]
+    script = tmp_path / "example.yaml"
+    script.write_text(textwrap.dedent(block))
+    with ScriptedModelServer("deepseek") as srv, httpx.Client() as client:
+        srv.load_script(script)
+
+        def ask(model: str) -> httpx.Response:
+            return client.post(srv.base_url + "/chat/completions",
+                               json={"model": model, "messages": [{"role": "user", "content": "q"}]})
+
+        first, second, limited, after = (ask("any") for _ in range(4))
+        planner, worker = ask("planner-model"), ask("worker-model")
+    assert first.json()["choices"][0]["message"]["content"] == "Hello!"
+    assert second.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+    assert after.json()["choices"][0]["message"]["content"] == "Nothing more to say."
+    assert planner.json()["choices"][0]["message"]["content"] == "..."
+    assert worker.json()["choices"][0]["message"]["content"] == "done"

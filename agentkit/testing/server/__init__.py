@@ -12,35 +12,19 @@ would in production. Optional RPM/TPM limits answer 429 with Retry-After.
         assert srv.requests[1].messages[1]["reasoning_content"] == "Need weather."
 
 It also works from synchronous code: ``with ScriptedModelServer("openai") as srv:`` runs it on a
-background thread. Replies can be routed by the request's model name (`ScriptedModelServer.route`).
+background thread. The server is plain asyncio with a minimal HTTP/1.1 implementation, because
+resets after N bytes and keep-alive comments need control of the raw socket.
 
-From the command line (to try an agent or a task file against it; prints the base URL, serves
-until Ctrl-C or SIGTERM)::
-
-    python -m agentkit.testing.server --dialect deepseek --port 8765 --script replies.yaml
-
-A script file (JSON or YAML, also read by `ScriptedModelServer.load_script`) is a list of
-replies, or a mapping that can key them by model name::
-
-    replies:                  # for any model not listed under `models`, in order
-      - content: Hello!
-      - reasoning: I need the weather first.
-        tool_calls: [{name: get_weather, arguments: {city: Oslo}}]
-      - {error: 429, message: slow down, retry_after: 2}     # an HTTP error
-    default: {content: Nothing more to say.}   # once a queue is empty (else HTTP 500)
-    models:
-      planner-model: [{content: "..."}]       # requests whose "model" is planner-model
-      worker-model: {default: {content: done}}
-
-A reply may also set `usage` (``{input_tokens: 10, output_tokens: 5, reasoning_tokens: 3}``),
-`finish_reason` and `delay` (seconds); a tool call its `id`.
-In pytest, the `scripted_model_server` fixture (`agentkit.testing.pytest_plugin`, loaded
-automatically) starts servers and stops them after the test.
+Replies can be routed by the request's model name (`ScriptedModelServer.route`). It also runs
+from the command line, serving a JSON or YAML script file until Ctrl-C
+(``python -m agentkit.testing.server --help``; the file format is described there), and pytest
+offers it as the ``scripted_model_server`` fixture (`agentkit.testing.pytest_plugin`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import json
 import math
@@ -85,10 +69,18 @@ from agentkit.testing.server._http import (
     write_raw,
     write_raw_item,
 )
-from agentkit.testing.server._limits import RateWindow, estimate_tokens
 from agentkit.testing.server._routes import Answer, Handler, Item, Routes
 
 __all__ = ["Answer", "Handler", "Item", "ScriptedModelServer", "ServerStats"]
+
+
+def estimate_tokens(body: Any) -> int:
+    """Tokens a request reserves against TPM: prompt (~4 chars per token) + max_tokens."""
+    if not isinstance(body, dict):
+        return 0
+    prompt = math.ceil(len(json.dumps(body.get("messages") or [])) / 4)
+    limit = body.get("max_tokens") or body.get("max_completion_tokens") or 0
+    return prompt + int(limit)
 
 
 @dataclass
@@ -100,6 +92,35 @@ class ServerStats:
     #: requests whose client closed the connection while the server held the answer (a reply's
     #: `delay`, or an async handler still waiting): an HTTP client that was cancelled
     hangups: int = 0
+
+
+class _RateWindow:
+    """Sliding-window RPM/TPM: a request is admitted only if, counted with the last
+    `window_s` seconds, it stays within both limits; else the seconds until it would fit."""
+
+    def __init__(self, rpm: int | None, tpm: int | None, window_s: float) -> None:
+        self.rpm, self.tpm, self.window = rpm, tpm, window_s
+        self._log: collections.deque[tuple[float, int]] = collections.deque()
+
+    def admit(self, now: float, tokens: int) -> float | None:
+        while self._log and self._log[0][0] <= now - self.window:
+            self._log.popleft()
+        wait = 0.0
+        if self.rpm is not None and len(self._log) + 1 > self.rpm:
+            wait = self._log[len(self._log) - self.rpm][0] + self.window - now
+        if self.tpm is not None:
+            if tokens > self.tpm:
+                return self.window
+            excess = sum(t for _, t in self._log) + tokens - self.tpm
+            for ts, t in self._log:
+                if excess <= 0:
+                    break
+                excess -= t
+                wait = max(wait, ts + self.window - now)
+        if wait > 0:
+            return wait
+        self._log.append((now, tokens))
+        return None
 
 
 class ScriptedModelServer:
@@ -153,7 +174,7 @@ class ScriptedModelServer:
         self._routes.add_all(routes or {})
         self.default = default
         self.strict = strict
-        self._limits = RateWindow(rpm, tpm, window_s) if (rpm or tpm) else None
+        self._limits = _RateWindow(rpm, tpm, window_s) if (rpm or tpm) else None
         self._monotonic = clock.monotonic if clock is not None else time.monotonic
         self._estimate = token_estimate
         self.chunk_chars = chunk_chars
@@ -289,7 +310,8 @@ class ScriptedModelServer:
 
     def load_script(self, path: str | Path) -> ScriptedModelServer:
         """Queue the replies of a JSON or YAML script file (the format
-        ``python -m agentkit.testing.server --script`` reads; see `agentkit.testing.server`)."""
+        ``python -m agentkit.testing.server --script`` reads, described in
+        `agentkit.testing.server.__main__`)."""
         loaded = load_script_file(path)
         self.script(*loaded.replies)
         if loaded.default is not None:

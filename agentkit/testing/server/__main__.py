@@ -5,8 +5,24 @@
 
 The first line on stdout is the base URL (what a model's `base_url` should be in a task file);
 each request is logged on stderr; the server runs until SIGINT (Ctrl-C) or SIGTERM, then exits
-with 0. The script file format (a list of replies, optionally keyed by model name) is described
-in `agentkit.testing.server`. Exit code 2: bad arguments or script, port in use.
+with 0. Exit code 2: bad arguments or script file, port in use.
+
+A script file (JSON or YAML, also read by `ScriptedModelServer.load_script`) is a list of
+replies, or a mapping that can key them by model name::
+
+    replies:                  # for any model not listed under `models`, in order
+      - content: Hello!
+      - reasoning: I need the weather first.
+        tool_calls: [{name: get_weather, arguments: {city: Oslo}}]
+      - {error: 429, message: slow down, retry_after: 2}     # an HTTP error
+    default: {content: Nothing more to say.}   # once a queue is empty (else HTTP 500)
+    models:
+      planner-model: [{content: "..."}]       # requests whose "model" is planner-model
+      worker-model: {default: {content: done}}
+
+A reply may also set `usage` (``{input_tokens: 10, output_tokens: 5, reasoning_tokens: 3}``),
+`finish_reason` and `delay` (seconds); a tool call its `id`. Mistakes are reported as
+``FILE:LINE:COL: message (field ...)``, all at once.
 """
 
 from __future__ import annotations
@@ -27,9 +43,10 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m agentkit.testing.server",
+        prog="python -m agentkit.testing.server", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="A model server on this machine that answers from a script, in one "
-                    "provider's exact wire format. Prints its base URL, serves until Ctrl-C.")
+                    "provider's exact wire format. Prints its base URL, serves until Ctrl-C.",
+        epilog=__doc__[__doc__.index("A script file"):] if __doc__ else None)
     parser.add_argument("--dialect", default="generic", choices=sorted(DIALECTS), metavar="NAME",
                         help="the provider's wire format: %(choices)s (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")

@@ -1,27 +1,9 @@
 """Script files for the scripted server: the replies it gives, as JSON or YAML.
 
-The whole format (JSON is the same shape)::
-
-    replies:                  # for requests to any model not listed under `models`, in order
-      - content: Hello!
-      - reasoning: I need the weather first.
-        tool_calls:
-          - {name: get_weather, arguments: {city: Oslo}}
-      - error: 429            # an HTTP error instead of a reply
-        message: slow down
-        retry_after: 2
-    default: {content: Nothing more to say.}   # once a queue is empty (else HTTP 500)
-    models:                   # by the request's "model" field
-      planner-model:
-        - tool_calls: [{name: submit_plan, arguments: {nodes: [...]}}]
-        - content: Plan submitted.
-      worker-model:
-        default: {content: done}    # a mapping may hold `replies` and `default`
-
-A file that is only a list is the `replies` list. A reply may also set `usage` (token counts,
-rendered in the dialect's own fields: ``{input_tokens: 10, output_tokens: 5, reasoning_tokens:
-3, cached_tokens: 0}``), `finish_reason` and `delay` (seconds before answering); a tool call
-may set its `id`. Mistakes are reported as ``FILE:LINE:COL: message``.
+The format is described in `agentkit.testing.server.__main__` (and by
+``python -m agentkit.testing.server --help``): a list of replies, or a mapping with `replies`,
+`default` and `models` (replies keyed by the request's model name). Mistakes are reported as
+``FILE:LINE:COL: message (field ...)``, every one at once.
 """
 
 from __future__ import annotations
