@@ -1,10 +1,13 @@
-"""Shared pieces for the swarm benchmarks: a slow local page server and request routing for the
-`ScriptedModelServer` (which agent is asking, how far along it is)."""
+"""Shared pieces for the swarm benchmarks: a slow local page server, and how the simulated
+model tells its callers apart. Each role talks to the `ScriptedModelServer` under its own model
+name (the task's `roles:`), so the server routes replies by name; a worker's node is recognised
+by the goal the benchmark itself wrote, never by the wording of agentkit's prompts."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any
 
 from agentkit.testing import RecordedRequest
@@ -12,6 +15,19 @@ from agentkit.testing import RecordedRequest
 PAGE = ("<html><head><title>Item {n}</title></head><body><article><h1>Item {n}</h1>"
         + "<p>Item {n} has the value {v}. It was measured twice and both readings agree.</p>" * 4
         + "</article></body></html>")
+
+#: wire model names: the swarm's three roles, and the lone agent of ``mode: agent``
+PLANNER, WORKER, WRITER, SOLO = "planner-model", "worker-model", "writer-model", "solo-model"
+#: the task's `roles:` for the models `role_models` defines
+ROLES = {"planner": "plan", "worker": "work", "synthesizer": "write"}
+
+
+def role_models(base_url: str, key_env: str, max_tokens: int = 256) -> dict[str, Any]:
+    """Task `models:` entries for the three roles (and `solo`), all on one scripted server."""
+    def spec(wire_name: str) -> dict[str, Any]:
+        return {"profile": "deepseek", "model": wire_name, "base_url": base_url,
+                "api_key_env": key_env, "max_tokens": max_tokens, "stream": False}
+    return {"plan": spec(PLANNER), "work": spec(WORKER), "write": spec(WRITER), "solo": spec(SOLO)}
 
 
 def text_of(message: dict[str, Any]) -> str:
@@ -21,26 +37,21 @@ def text_of(message: dict[str, Any]) -> str:
     return str(content)
 
 
-def role_of(req: RecordedRequest) -> str:
-    system = text_of(req.messages[0]) if req.messages else ""
-    if "You are the planner" in system:
-        return "planner"
-    if "You write the final answer" in system:
-        return "synthesizer"
-    if "You are one agent of a team" in system:
-        return "worker"
-    return "agent"
+def user_text(req: RecordedRequest) -> str:
+    """The request's user messages: the task or node goal (which the benchmark wrote)."""
+    return "\n".join(text_of(m) for m in req.messages if m.get("role") == "user")
+
+
+def number_in(req: RecordedRequest, pattern: str) -> int:
+    """The number `pattern`'s group captures in the request's user text (a goal we wrote)."""
+    found = re.search(pattern, user_text(req))
+    if found is None:
+        raise ValueError(f"no {pattern!r} in the request: {user_text(req)[:200]!r}")
+    return int(found[1])
 
 
 def tool_results(req: RecordedRequest) -> int:
     return sum(1 for m in req.messages if m.get("role") == "tool")
-
-
-def sub_task(req: RecordedRequest) -> str:
-    for m in req.messages:
-        if m.get("role") == "user" and "Your sub-task:" in text_of(m):
-            return text_of(m).split("Your sub-task:", 1)[1].strip().splitlines()[0]
-    return ""
 
 
 class PageServer:

@@ -29,37 +29,36 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from _swarm_sim import role_of, sub_task, tool_results
+from _swarm_sim import ROLES, WORKER, WRITER, number_in, role_models, tool_results
 
-from agentkit.swarm import RunResult, arun
+from agentkit import RunResult, arun
 from agentkit.task import TaskSpec
 from agentkit.testing import RecordedRequest, ScriptedModelServer, call, reply
 
 PER_TURN = 5
 
 
-def route(latency: float, calls: int) -> Any:
+def worker(latency: float, calls: int) -> Any:
+    """Every agent: list the workspace `calls` times, PER_TURN calls a turn, then answer."""
     def answer(req: RecordedRequest) -> Any:
-        if role_of(req) == "synthesizer":
-            return reply("All agents finished.", reasoning="Summarise.", delay=latency)
         done = tool_results(req)
         if done < calls:
             n = min(PER_TURN, calls - done)
             return reply(reasoning=f"List again ({done} done).", delay=latency,
                          tool_calls=[call("list_files", {}) for _ in range(n)])
-        return reply(f"{sub_task(req)}: listed {done} times.", reasoning="Done.", delay=latency)
+        job = number_in(req, r"job (\d+)")
+        return reply(f"job {job}: listed {done} times.", reasoning="Done.", delay=latency)
     return answer
 
 
 def task(base_url: str, agents: int, workspace: Path) -> TaskSpec:
     return TaskSpec.model_validate({
-        "name": "scale", "goal": "List the workspace many times.", "model": "sim",
-        "models": {"sim": {"profile": "deepseek", "model": "deepseek-chat", "base_url": base_url,
-                           "api_key_env": "SIM_KEY", "max_tokens": 256, "stream": False}},
+        "name": "scale", "goal": "List the workspace many times.", "model": "work",
+        "models": role_models(base_url, "SIM_KEY"), "roles": ROLES,
         "tools": ["list_files"], "workspace": str(workspace),
         "budget": {"max_agents": agents, "max_nodes": agents, "max_steps": 50},
-        "plan": {"nodes": [{"id": f"a{i}", "goal": f"agent {i}", "tools": ["list_files"]}
-                           for i in range(agents)]},
+        "plan": {"nodes": [{"id": f"a{i}", "goal": f"List the workspace (job {i}).",
+                            "tools": ["list_files"]} for i in range(agents)]},
     })
 
 
@@ -68,7 +67,9 @@ def serve(latency: float, calls: int, conn: Connection) -> None:
 
     async def run() -> None:
         async with ScriptedModelServer("deepseek") as srv:
-            srv.default = route(latency, calls)
+            srv.route(WORKER, default=worker(latency, calls))
+            srv.route(WRITER, default=reply("All agents finished.", reasoning="Summarise.",
+                                            delay=latency))
             conn.send(srv.base_url)
             await asyncio.get_running_loop().run_in_executor(None, conn.recv)  # until told to stop
 

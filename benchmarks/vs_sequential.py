@@ -27,50 +27,64 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _swarm_sim import PageServer, role_of, sub_task, tool_results
+from _swarm_sim import (
+    PLANNER,
+    ROLES,
+    SOLO,
+    WORKER,
+    WRITER,
+    PageServer,
+    number_in,
+    role_models,
+    tool_results,
+)
 
-from agentkit.swarm import RunResult, arun
+from agentkit import RunResult, arun
 from agentkit.task import TaskSpec
 from agentkit.testing import RecordedRequest, ScriptedModelServer, call, reply
 
 
-def router(pages: PageServer, n: int, latency: float) -> Any:
-    plan = {"nodes": [{"id": f"item{i}", "goal": f"read item {i} at {pages.url(i)}",
+def serve(srv: ScriptedModelServer, pages: PageServer, n: int, latency: float) -> dict[str, Any]:
+    """Script each role's model name on `srv`; the hand-written plan."""
+    plan = {"nodes": [{"id": f"item{i}", "goal": f"Read item {i} at {pages.url(i)}.",
                        "tools": ["web_fetch"]} for i in range(n)]}
 
-    def answer(req: RecordedRequest) -> Any:
-        role, done = role_of(req), tool_results(req)
-        if role == "planner":
-            if done:
-                return reply("Plan submitted.", reasoning="ok", delay=latency)
-            return reply(reasoning="Independent pages: fan out.", delay=latency,
-                         tool_calls=[call("submit_plan", plan)])
-        if role == "synthesizer":
-            cites = " ".join(f"item {i} = {1000 + i} [{pages.url(i)}]." for i in range(n))
-            return reply(cites, reasoning="Combine.", delay=latency)
-        if role == "worker":
-            i = int(sub_task(req).split()[2])
-            if not done:
-                return reply(reasoning="Fetch it.", delay=latency,
-                             tool_calls=[call("web_fetch", {"url": pages.url(i)})])
-            return reply(f"item {i} = {1000 + i} ({pages.url(i)})", reasoning="Read.", delay=latency)
-        if done < n:  # the sequential ReAct agent: one page per turn
+    def planner(req: RecordedRequest) -> Any:
+        if tool_results(req):
+            return reply("Plan submitted.", reasoning="ok", delay=latency)
+        return reply(reasoning="Independent pages: fan out.", delay=latency,
+                     tool_calls=[call("submit_plan", plan)])
+
+    def worker(req: RecordedRequest) -> Any:
+        i = number_in(req, r"Read item (\d+) at")
+        if not tool_results(req):
+            return reply(reasoning="Fetch it.", delay=latency,
+                         tool_calls=[call("web_fetch", {"url": pages.url(i)})])
+        return reply(f"item {i} = {1000 + i} ({pages.url(i)})", reasoning="Read.", delay=latency)
+
+    def sequential(req: RecordedRequest) -> Any:  # the ReAct agent: one page per turn
+        done = tool_results(req)
+        if done < n:
             return reply(reasoning=f"Next page ({done} read).", delay=latency,
                          tool_calls=[call("web_fetch", {"url": pages.url(done)})])
         return reply(" ".join(f"item {i} = {1000 + i}." for i in range(n)), reasoning="All read.",
                      delay=latency)
 
-    return answer, plan
+    cites = " ".join(f"item {i} = {1000 + i} [{pages.url(i)}]." for i in range(n))
+    srv.route(PLANNER, default=planner).route(WORKER, default=worker).route(SOLO, default=sequential)
+    srv.route(WRITER, default=reply(cites, reasoning="Combine.", delay=latency))
+    return plan
 
 
 def task(base_url: str, mode: str, n: int, plan: dict[str, Any] | None) -> TaskSpec:
     spec: dict[str, Any] = {
         "name": "fanout", "goal": f"Report the value of items 0..{n - 1}.", "mode": mode,
-        "model": "sim", "tools": ["web_fetch"], "fetch": {"allow_hosts": ["127.0.0.1"]},
-        "models": {"sim": {"profile": "deepseek", "model": "deepseek-chat", "base_url": base_url,
-                           "api_key_env": "SIM_KEY", "max_tokens": 256, "stream": False}},
+        "tools": ["web_fetch"], "fetch": {"allow_hosts": ["127.0.0.1"]},
+        "models": role_models(base_url, "SIM_KEY"),
         "budget": {"max_agents": n, "max_steps": n + 4},
     }
+    # the swarm's roles each have their model name; the lone agent has its own
+    spec.update({"model": "work", "roles": ROLES} if mode == "swarm" else {"model": "solo"})
     if plan is not None:
         spec["plan"] = plan
     return TaskSpec.model_validate(spec)
@@ -93,7 +107,7 @@ async def main() -> None:
     n, lat, fetch = args.fanout, args.latency, args.fetch
     with tempfile.TemporaryDirectory() as tmp:
         async with PageServer(fetch) as pages, ScriptedModelServer("deepseek") as srv:
-            srv.default, plan = router(pages, n, lat)
+            plan = serve(srv, pages, n, lat)
             await timed(task(srv.base_url, "swarm", n, plan), Path(tmp))  # warm-up
             _, seq = await timed(task(srv.base_url, "agent", n, None), Path(tmp))
             swarm_res, swarm = await timed(task(srv.base_url, "swarm", n, None), Path(tmp))

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,25 +53,27 @@ def refused_url() -> str:
 
 
 @pytest.fixture
-def silent_server() -> Iterator[tuple[str, list[socket.socket]]]:
-    """Accepts connections and never answers: a model call hangs until cancelled."""
+def silent_server() -> Iterator[tuple[str, threading.Event]]:
+    """Accepts connections and never answers: a model call hangs until cancelled. The event is
+    set once a connection has arrived."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
     held: list[socket.socket] = []
-    stop = threading.Event()
+    stop, connected = threading.Event(), threading.Event()
 
     def accept() -> None:
         server.settimeout(0.2)
         while not stop.is_set():
             try:
                 held.append(server.accept()[0])
+                connected.set()
             except OSError:
                 continue
 
     thread = threading.Thread(target=accept, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}/v1", held
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/v1", connected
     stop.set()
     thread.join(2)
     for conn in held:
@@ -139,7 +140,7 @@ def test_failed_run_human_output_and_default_ledger_dir(tmp_path: Path) -> None:
 
 def test_ctrl_c_cancels_cleanly_exits_130_and_closes_the_ledger(tmp_path: Path,
                                                                  silent_server: tuple) -> None:
-    url, connections = silent_server
+    url, connected = silent_server
     path = task_file(tmp_path, url)
     led = tmp_path / "led"
     proc = subprocess.Popen([sys.executable, "-m", "agentkit", "run", str(path), "--json",
@@ -149,10 +150,8 @@ def test_ctrl_c_cancels_cleanly_exits_130_and_closes_the_ledger(tmp_path: Path,
                             # ignores SIGINT, and children inherit that (Ctrl-C then did nothing)
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not connections:
-            time.sleep(0.05)
-        assert connections, "the run never reached the model call"
+        # the limit only keeps a broken run from hanging the test
+        assert connected.wait(60), "the run never reached the model call"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     finally:

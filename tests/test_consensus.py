@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_swarm_e2e import ENV, Router, events_of, nodes, task_for
+from test_swarm_e2e import ENV, PLANNER, Planner, Workers, events_of, nodes, serve, task_for
 
 from agentkit.agent import AgentResult
 from agentkit.errors import BudgetExceeded, TaskFileError
@@ -111,14 +111,13 @@ async def test_a_node_runs_samples_until_two_agree_and_keeps_the_majority(tmp_pa
         return reply(answers[next(draws)], reasoning="Add them up.")
 
     async with ScriptedModelServer("deepseek") as srv:
-        router = Router([nodes(("t", "add the numbers", [], []))], {"add the numbers": worker},
-                        answer="The total is 42.")
-        srv.default = router
+        workers = Workers({"add the numbers": worker})
+        serve(srv, Planner(nodes(("t", "add the numbers", [], []))), workers, "The total is 42.")
         task = task_for(srv, tmp_path, consensus={"samples": 3, "agree": 2})
         res = await arun(task, ledger_dir=tmp_path / "ledger", environ=ENV)
 
     assert res.status == "succeeded", res.error
-    assert router.calls["add the numbers"] == 3
+    assert workers.calls["add the numbers"] == 3
     assert "42" in res.nodes["t"].output and "41" not in res.nodes["t"].output
     events = events_of(res)
     samples = [e["data"] for e in events if e["kind"] == "node.sample"]
@@ -126,4 +125,4 @@ async def test_a_node_runs_samples_until_two_agree_and_keeps_the_majority(tmp_pa
     (consensus,) = [e["data"] for e in events if e["kind"] == "node.consensus"]
     assert consensus["votes"] == 2 and consensus["samples"] == 3
     # the planner stopped as soon as its plan was accepted: one request, no closing sentence
-    assert router.calls["planner"] == 1
+    assert len(srv.requests_for(PLANNER)) == 1

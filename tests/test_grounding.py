@@ -8,7 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from test_swarm_e2e import ENV, Router, answer_with, events_of, nodes, task_for, who
+from test_swarm_e2e import (
+    ENV,
+    PLANNER,
+    WORKER,
+    WRITER,
+    Planner,
+    Workers,
+    answer_with,
+    events_of,
+    nodes,
+    task_for,
+)
 
 from agentkit.run import arun
 from agentkit.swarm.synthesize import find_ungrounded
@@ -26,21 +37,6 @@ def test_single_digits_and_numbers_inside_urls_are_not_flagged() -> None:
     assert find_ungrounded("There are 3 regions; see https://e.org/2024/x", ["https://e.org/2024/x"]) == []
 
 
-class SynthRouter(Router):
-    """The synthesizer first invents a number, then answers as told on the fix round."""
-
-    def __init__(self, first: str, second: str, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.first, self.second = first, second
-
-    def __call__(self, req: RecordedRequest) -> Any:
-        if who(req) == "synthesizer":
-            self.calls["synthesizer"] += 1
-            fixing = any("Your previous answer" in str(m.get("content")) for m in req.messages)
-            return reply(self.second if fixing else self.first, reasoning="Combine.")
-        return super().__call__(req)
-
-
 def read_then_answer(path: str, text: str) -> Any:
     """A worker that reads a workspace file with a tool, then answers."""
     def respond(req: RecordedRequest) -> Any:
@@ -51,24 +47,25 @@ def read_then_answer(path: str, text: str) -> Any:
 
 
 async def _run(tmp_path: Path, first: str, second: str,
-               worker: Any = None) -> tuple[Any, SynthRouter]:
-    """One node reads north.txt (a tool output: the only source of grounded numbers)."""
+               worker: Any = None) -> tuple[Any, ScriptedModelServer]:
+    """One node reads north.txt (a tool output: the only source of grounded numbers). The
+    synthesizer first answers `first`, then `second` if it is asked again (the fix round)."""
     (tmp_path / "north.txt").write_text("north total: 1234.50\n")
     async with ScriptedModelServer("deepseek") as srv:
-        router = SynthRouter(first, second, plans=[nodes(("a", "sum north", [], ["read_file"]))],
-                             workers={"sum north": worker or read_then_answer(
-                                 "north.txt", "north total: 1234.50")}, answer="")
-        srv.default = router
+        workers = Workers({"sum north": worker or read_then_answer("north.txt", "north total: 1234.50")})
+        srv.route(PLANNER, default=Planner(nodes(("a", "sum north", [], ["read_file"]))))
+        srv.route(WORKER, default=workers)
+        srv.route(WRITER, reply(first, reasoning="Combine."), reply(second, reasoning="Combine."))
         result = await arun(task_for(srv, tmp_path, tools=["read_file"]),
                             ledger_dir=tmp_path / "l", environ=ENV)
-    return result, router
+    return result, srv
 
 
 async def test_an_invented_number_is_flagged_and_fixed_in_one_round(tmp_path: Path) -> None:
-    result, router = await _run(tmp_path, "North sold 9999.99.", "North sold 1234.50.")
+    result, srv = await _run(tmp_path, "North sold 9999.99.", "North sold 1234.50.")
     assert result.status == "succeeded", result.error
     assert result.answer == "North sold 1234.50." and result.ungrounded == []
-    assert router.calls["synthesizer"] == 2
+    assert len(srv.requests_for(WRITER)) == 2
     events = events_of(result)
     flagged = [e["data"] for e in events if e["kind"] == "answer.ungrounded"]
     assert flagged == [{"items": ["9999.99"], "round": 1}]
@@ -92,8 +89,8 @@ async def test_numbers_only_a_worker_wrote_are_not_grounded(tmp_path: Path) -> N
 
 
 async def test_a_grounded_answer_is_checked_once_and_not_rewritten(tmp_path: Path) -> None:
-    result, router = await _run(tmp_path, "North sold 1234.50.", "unused")
-    assert result.answer == "North sold 1234.50." and router.calls["synthesizer"] == 1
+    result, srv = await _run(tmp_path, "North sold 1234.50.", "unused")
+    assert result.answer == "North sold 1234.50." and len(srv.requests_for(WRITER)) == 1
     assert [e["kind"] for e in events_of(result)].count("answer.checked") == 1
 
 

@@ -1,7 +1,7 @@
 """Scheduler, budgets and the run API with simulated node executors (no model, no network).
 
-What is simulated is only the *work* of a node (a sleep); the scheduler, budgets, events,
-ledger and Run handle are the real ones.
+What is simulated is only the *work* of a node (a sleep, on a `FakeClock` where the test reads
+times); the scheduler, budgets, events, ledger and Run handle are the real ones.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 
 from agentkit.audit import verify_ledger
 from agentkit.budget import Budget
-from agentkit.clock import SystemClock
+from agentkit.clock import Clock, SystemClock
 from agentkit.errors import BudgetExceeded, ConfigError
 from agentkit.events import EventBus
 from agentkit.limits import ResourceLimits
@@ -22,13 +22,15 @@ from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
 from agentkit.run import arun, run_sync, start
 from agentkit.swarm.scheduler import NodeOutput, ReplanRequest, Scheduler
 from agentkit.task import BudgetSpec, TaskSpec
-from agentkit.testing import EventCapture
+from agentkit.testing import EventCapture, FakeClock
 
 
 class Sleeper:
-    """Each node sleeps for the seconds in its goal; counts calls per node."""
+    """Each node sleeps for the seconds in its goal (on `clock`, else real time); counts calls
+    per node."""
 
-    def __init__(self, fail: Mapping[str, int] | None = None) -> None:
+    def __init__(self, fail: Mapping[str, int] | None = None, clock: Clock | None = None) -> None:
+        self.sleep = clock.sleep if clock is not None else asyncio.sleep
         self.calls: Counter[str] = Counter()
         self.fail = dict(fail or {})
         self.running = 0
@@ -41,7 +43,7 @@ class Sleeper:
         self.running += 1
         self.peak = max(self.peak, self.running)
         try:
-            await asyncio.sleep(float(node.goal))
+            await self.sleep(float(node.goal))
         except asyncio.CancelledError:
             self.cancelled.append(node.id)
             raise
@@ -58,28 +60,34 @@ def _graph(*nodes: dict) -> PlanGraph:
 
 
 def _scheduler(graph: PlanGraph, executor: Sleeper, capture: EventCapture, *,
-               spec: BudgetSpec | None = None, **kw: object) -> Scheduler:
-    clock = SystemClock()
+               spec: BudgetSpec | None = None, clock: Clock | None = None,
+               **kw: object) -> Scheduler:
+    clock = clock or SystemClock()
     bus = EventBus("r", clock=clock, sinks=[capture])
     budget = Budget.root(spec or BudgetSpec(), emit=bus.emit, clock=clock)
     return Scheduler(graph, executor, budget=budget, emit=bus.emit, clock=clock, **kw)
 
 
 async def test_dependent_starts_when_its_last_dependency_finishes_not_at_a_barrier() -> None:
+    """On virtual time every start and finish is exact: a node starts at the instant its last
+    dependency finishes, and a short branch runs to its end while a long sibling still runs."""
     # two branches: a -> slow (1 s)   and   c -> d -> e ; join at z
     graph = _graph({"id": "a", "goal": "0.02"}, {"id": "slow", "goal": "1.0", "depends_on": ["a"]},
                    {"id": "c", "goal": "0.05"}, {"id": "d", "goal": "0.05", "depends_on": ["c"]},
                    {"id": "e", "goal": "0.05", "depends_on": ["d"]},
                    {"id": "z", "goal": "0.01", "depends_on": ["slow", "e"]})
-    cap, ex = EventCapture(), Sleeper()
-    results = await _scheduler(graph, ex, cap).run()
+    clock = FakeClock()
+    cap, ex = EventCapture(), Sleeper(clock=clock)
+    results = await _scheduler(graph, ex, cap, clock=clock).run()
     assert all(r.status == "succeeded" for r in results.values())
-    for dep, node in [("c", "d"), ("d", "e"), ("a", "slow")]:
-        lag = results[node].started - results[dep].finished
-        assert 0 <= lag < 0.02, (node, lag)
-    # d and e ran entirely while `slow` (a sibling branch) was still running
-    assert results["e"].finished < results["slow"].finished
-    assert results["z"].started - results["slow"].finished < 0.02
+    t0 = clock.time() - clock.monotonic()
+    spans = {n: (round(r.started - t0, 6), round(r.finished - t0, 6)) for n, r in results.items()}
+    assert spans == {"a": (0.0, 0.02), "slow": (0.02, 1.02), "c": (0.0, 0.05),
+                     "d": (0.05, 0.1), "e": (0.1, 0.15), "z": (1.02, 1.03)}
+    # the same in event order: d and e ran entirely while `slow` (a sibling branch) was running
+    order = [(e.kind, e.node_id) for e in cap.events if e.kind in ("node.started", "node.finished")]
+    assert order.index(("node.finished", "e")) < order.index(("node.finished", "slow"))
+    assert order.index(("node.started", "z")) > order.index(("node.finished", "slow"))
     assert ex.calls == Counter({n: 1 for n in results})
     assert results["z"].output == "z(e,slow)"  # a node sees only its own dependencies' outputs
 

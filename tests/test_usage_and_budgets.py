@@ -37,16 +37,20 @@ def task(srv: ScriptedModelServer, tmp_path: Path, plan: list[dict[str, Any]],
         "retry": {"attempts": 1, "node_attempts": 2, "replans": 0}, **extra})
 
 
+def records(result: RunResult, kind: str) -> list[dict[str, Any]]:
+    """The ledger's records of one kind."""
+    assert result.ledger is not None
+    lines = Path(result.ledger).read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
 def ledger_sums(result: RunResult) -> tuple[dict[str | None, float], dict[str | None, int]]:
     """Cost and input tokens of every model.response in the ledger, by node."""
-    assert result.ledger is not None
     cost: dict[str | None, float] = defaultdict(float)
     tokens: dict[str | None, int] = defaultdict(int)
-    for line in Path(result.ledger).read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] == "model.response":
-            cost[record["node_id"]] += record["data"]["cost_usd"]
-            tokens[record["node_id"]] += record["data"]["usage"]["input_tokens"]
+    for record in records(result, "model.response"):
+        cost[record["node_id"]] += record["data"]["cost_usd"]
+        tokens[record["node_id"]] += record["data"]["usage"]["input_tokens"]
     return cost, tokens
 
 
@@ -93,9 +97,7 @@ async def test_thirty_nodes_at_once_never_overshoot_a_cap(tmp_path: Path,
         assert 0 < used <= budget["tokens"]
     else:
         assert 0 < result.cost_usd <= budget["cost_usd"] + 1e-12
-    assert sent == sum(1 for _ in Path(result.ledger or "").read_text().splitlines()
-                       if '"kind":"model.response"' in _)  # every request sent was answered
+    assert sent == len(records(result, "model.response"))  # every request sent was answered
     assert 0 < answered < 30  # the cap let some nodes run, and stopped the rest before sending
-    exceeded = [json.loads(line) for line in Path(result.ledger or "").read_text().splitlines()
-                if '"kind":"budget.exceeded"' in line]
+    exceeded = records(result, "budget.exceeded")
     assert exceeded and all(e["data"]["budget"] in budget for e in exceeded)

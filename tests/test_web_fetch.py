@@ -3,8 +3,8 @@
 What this proves: every attack from issue 4 is refused with a typed tool error and a ledger
 event, and the server records NO connection for it; allow-listed fetches are pinned to the
 checked address (test hostnames exist only in a test resolver, so any second DNS lookup would
-fail); body, decompression and time caps stop hostile servers; real benchmark pages come back
-with their main text, title and content hash.
+fail); body, decompression and time caps stop hostile servers; real article pages (shipped in
+tests/data) come back with their main text, title and content hash.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import json
 import re
 import ssl
 import subprocess
-import time
 import tracemalloc
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -35,8 +34,8 @@ from agentkit.tools._fetch_http import SafeFetcher, make_client
 from agentkit.tools._ssrf import FetchPolicy, StaticResolver
 from agentkit.tools.web_fetch import WebFetch
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-BENCH = SHARED / "benchmarks" / "article-extraction"
+#: four real article pages and their ground truth (MIT, see the README there)
+PAGES = Path(__file__).resolve().parent / "data" / "article-extraction"
 RESOLVER = {"news.test": ["127.0.0.1"], "other.test": ["127.0.0.1"],
             "mixed.test": ["93.184.216.34", "127.0.0.1"]}
 
@@ -241,19 +240,22 @@ async def test_gzip_bomb_is_stopped_at_the_decompressed_cap(server: FetchTestSer
 
 async def test_stalled_server_hits_the_per_read_timeout(server: FetchTestServer,
                                                         allowed: Harness) -> None:
+    """A server that sends one byte and then nothing for 10 s is cut off by the 0.5 s read
+    timeout: the message is the per-read one, not the 5 s total deadline's."""
     server.routes["/slow"] = drip(10.0)  # one byte every 10 s
-    started = time.monotonic()
     err = await allowed.refused(f"http://news.test:{server.port}/slow", "timeout")
-    assert "stalled" in err.message and time.monotonic() - started < 3
+    assert "stalled: no data for 0.5 s" in err.message and "total deadline" not in err.message
 
 
 async def test_trickling_server_hits_the_total_deadline(server: FetchTestServer) -> None:
-    server.routes["/trickle"] = drip(0.05)  # never stalls long enough for the read timeout
+    """A server that never pauses long enough for the 5 s read timeout, but never ends, is cut
+    off by the 1 s total deadline (the only limit it can reach: its 20 bytes/s stay far below
+    max_bytes)."""
+    server.routes["/trickle"] = drip(0.05)
     h = await harness(allow_hosts=["news.test"], read_timeout_s=5.0, timeout_s=1.0)
     try:
-        started = time.monotonic()
         err = await h.refused(f"http://news.test:{server.port}/trickle", "timeout")
-        assert "total deadline of 1 s" in err.message and time.monotonic() - started < 3
+        assert "total deadline of 1 s" in err.message and "stalled" not in err.message
     finally:
         await h.runtime.aclose()
 
@@ -282,16 +284,16 @@ def _f1(predicted: str, truth: str) -> float:
 
 async def test_real_pages_are_fetched_extracted_and_recorded(server: FetchTestServer,
                                                              allowed: Harness) -> None:
-    truth = json.loads((BENCH / "ground-truth.json").read_text())
+    truth = json.loads((PAGES / "ground-truth.json").read_text())
     ids = sorted(truth)[:3]
     for page_id in ids:
-        raw = (BENCH / "html" / f"{page_id}.html.gz").read_bytes()
+        raw = (PAGES / "html" / f"{page_id}.html.gz").read_bytes()
         server.routes[f"/{page_id}"] = static(raw, content_type="text/html",
                                               extra={"Content-Encoding": "gzip"})
     for page_id in ids:
         url = f"http://news.test:{server.port}/{page_id}"
         out = await allowed.fetch(url)
-        body = gzip.decompress((BENCH / "html" / f"{page_id}.html.gz").read_bytes())
+        body = gzip.decompress((PAGES / "html" / f"{page_id}.html.gz").read_bytes())
         assert out.data["final_url"] == url and out.data["status"] == 200
         assert out.data["title"] and not out.data["truncated"]
         assert out.data["content_hash"] == hashlib.sha256(body).hexdigest()
@@ -383,8 +385,8 @@ async def test_tls_goes_to_the_pinned_address_but_verifies_the_hostname(
 
 
 async def test_thread_extraction_pool_gives_the_same_text(server: FetchTestServer) -> None:
-    page_id = sorted(json.loads((BENCH / "ground-truth.json").read_text()))[5]
-    raw = (BENCH / "html" / f"{page_id}.html.gz").read_bytes()
+    page_id = sorted(json.loads((PAGES / "ground-truth.json").read_text()))[3]
+    raw = (PAGES / "html" / f"{page_id}.html.gz").read_bytes()
     server.routes["/p"] = static(raw, content_type="text/html", extra={"Content-Encoding": "gzip"})
     texts = []
     for kind in ("thread", "process"):

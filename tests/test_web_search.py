@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
+import threading
 from typing import Any
 
 import pytest
@@ -50,15 +50,24 @@ class CannedBackend:
 
 
 class FakeDDGS:
-    """Stands in for ``ddgs.DDGS``: same ``text`` signature, scripted outcome."""
+    """Stands in for ``ddgs.DDGS``: same ``text`` signature, scripted outcome. With a `gate`,
+    ``text`` blocks its thread (like a slow search) until the test opens the gate."""
 
-    def __init__(self, outcome: BaseException | list[dict[str, Any]], delay: float = 0.0) -> None:
-        self.outcome, self.delay = outcome, delay
+    def __init__(self, outcome: BaseException | list[dict[str, Any]],
+                 gate: threading.Event | None = None) -> None:
+        self.outcome, self.gate = outcome, gate
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.entered = threading.Event()
+        self.thread: int | None = None
+        #: whether the gate opened while text() was blocked (False: it gave up waiting)
+        self.released: bool | None = None
 
     def text(self, query: str, **kwargs: Any) -> list[dict[str, Any]]:
         self.calls.append((query, kwargs))
-        time.sleep(self.delay)  # ddgs blocks its caller: this must not block the event loop
+        self.thread = threading.get_ident()
+        self.entered.set()
+        if self.gate is not None:  # the wait's limit only keeps a broken test from hanging
+            self.released = self.gate.wait(timeout=30)
         if isinstance(self.outcome, BaseException):
             raise self.outcome
         return self.outcome
@@ -148,25 +157,29 @@ async def test_ddgs_no_results_is_an_empty_list_not_an_error() -> None:
 
 
 async def test_ddgs_call_runs_off_the_event_loop() -> None:
-    backend = DDGSBackend(SearchSettings(), client_factory=lambda: FakeDDGS([], delay=0.3))
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    async with asyncio.TaskGroup() as group:
-        tick_task = group.create_task(ticker())
-        assert await backend.search(SearchQuery("q", "wt-wt", None, 5, 5.0)) == []
-        tick_task.cancel()
-    assert ticks >= 10  # the loop kept running while ddgs blocked its thread
+    """ddgs blocks its caller. The search runs it on another thread, so the event loop stays
+    free: the test's own coroutine opens the gate while ``text`` is still blocked (had the call
+    blocked the loop, nothing could open it and ``text`` would give up waiting)."""
+    fake = FakeDDGS([], gate=threading.Event())
+    backend = DDGSBackend(SearchSettings(), client_factory=lambda: fake)
+    search = asyncio.ensure_future(backend.search(SearchQuery("q", "wt-wt", None, 5, 60.0)))
+    await asyncio.to_thread(fake.entered.wait, 30)
+    assert fake.gate is not None
+    fake.gate.set()
+    assert await search == []
+    assert fake.released is True and fake.thread != threading.get_ident()
 
 
 async def test_slow_search_hits_the_task_timeout() -> None:
-    backend = DDGSBackend(SearchSettings(), client_factory=lambda: FakeDDGS([], delay=0.5))
-    started = time.monotonic()
-    with pytest.raises(ToolError) as info:
-        await backend.search(SearchQuery("q", "wt-wt", None, 5, 0.1))
-    assert info.value.code == "timeout" and time.monotonic() - started < 0.4
+    """The search's own deadline ends the wait while ddgs is still blocked in its thread
+    (the gate is opened only afterwards, to let that thread finish)."""
+    fake = FakeDDGS([], gate=threading.Event())
+    backend = DDGSBackend(SearchSettings(), client_factory=lambda: fake)
+    try:
+        with pytest.raises(ToolError) as info:
+            await backend.search(SearchQuery("q", "wt-wt", None, 5, 0.1))
+        assert info.value.code == "timeout" and fake.entered.is_set()
+        assert fake.released is None  # ddgs had not returned: the deadline cut the wait
+    finally:
+        assert fake.gate is not None
+        fake.gate.set()

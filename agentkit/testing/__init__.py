@@ -2,8 +2,14 @@
 
 - `ScriptedModelServer`: a model server on 127.0.0.1 that speaks a chosen provider dialect
   over real HTTP (JSON and SSE), scripted turn by turn, enforcing that provider's replay rules.
+  Replies can be routed by the request's model name (one per role of a task), and it also
+  runs from the command line: ``python -m agentkit.testing.server --help``.
 - `FakeClock`: deterministic time for backoff and deadline tests.
 - `EventCapture`: collects a run's events for assertions.
+
+With agentkit installed, pytest offers the fixtures ``scripted_model_server`` (a factory that
+starts servers and stops them after the test) and ``fake_clock``
+(`agentkit.testing.pytest_plugin`).
 """
 
 from __future__ import annotations

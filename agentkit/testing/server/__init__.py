@@ -14,22 +14,28 @@ would in production. Optional RPM/TPM limits answer 429 with Retry-After.
 It also works from synchronous code: ``with ScriptedModelServer("openai") as srv:`` runs it on a
 background thread. The server is plain asyncio with a minimal HTTP/1.1 implementation, because
 resets after N bytes and keep-alive comments need control of the raw socket.
+
+Replies can be routed by the request's model name (`ScriptedModelServer.route`). It also runs
+from the command line, serving a JSON or YAML script file until Ctrl-C
+(``python -m agentkit.testing.server --help``; the file format is described there), and pytest
+offers it as the ``scripted_model_server`` fixture (`agentkit.testing.pytest_plugin`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import json
 import math
-import socket
-import struct
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
+from agentkit.clock import Clock
 from agentkit.testing._dialect_anthropic import (
     check_anthropic,
     render_anthropic_events,
@@ -51,12 +57,21 @@ from agentkit.testing._dialects import (
     render_chunks,
     render_json,
 )
-from agentkit.testing._script import ErrorReply, Raw, RecordedRequest, Reply, Reset, ScriptItem, error
+from agentkit.testing._script import ErrorReply, Raw, RecordedRequest, Reply, Reset, error
+from agentkit.testing.server._file import load_script_file
+from agentkit.testing.server._http import (
+    abort,
+    chunk,
+    head,
+    hold,
+    read_request,
+    write_json,
+    write_raw,
+    write_raw_item,
+)
+from agentkit.testing.server._routes import Answer, Handler, Item, Routes
 
-__all__ = ["ScriptedModelServer", "ServerStats"]
-
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-            429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+__all__ = ["Answer", "Handler", "Item", "ScriptedModelServer", "ServerStats"]
 
 
 def estimate_tokens(body: Any) -> int:
@@ -74,6 +89,9 @@ class ServerStats:
     rate_limited: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
     tokens_admitted: int = 0
+    #: requests whose client closed the connection while the server held the answer (a reply's
+    #: `delay`, or an async handler still waiting): an HTTP client that was cancelled
+    hangups: int = 0
 
 
 class _RateWindow:
@@ -106,29 +124,58 @@ class _RateWindow:
 
 
 class ScriptedModelServer:
-    """See the module docstring. Construction does no I/O; `start()` binds an ephemeral port.
+    """A scripted model server; see the module docstring. Construction does no I/O.
 
     `dialect`: one of `DIALECTS` (deepseek, deepseek-reasoner, deepseek-hybrid, kimi, qwen,
     dashscope, openrouter, vllm, vllm-transition, sglang, llamacpp, raw, raw-tagged, ollama
     (also native NDJSON on ``/api/chat``, see `root_url`), openai, openai-responses, gemini,
-    xai, generic, anthropic). `default`: the answer once the script runs out
-    (else a 500 saying so). `strict`: enforce replay rules. `rpm`/`tpm`/`window_s`: rate limits
-    (`token_estimate(body)` decides what a request reserves). `chunk_chars`: size of streamed
-    text pieces (small, so tags split across chunks). `stream_delay`: seconds between events.
+    xai, generic, anthropic). `script`: answers for any request, in order. `default`: the
+    answer once a queue runs out (else a 500 saying so). `strict`: enforce replay rules.
+    `rpm`/`tpm`/`window_s`: rate limits (`token_estimate(body)` decides what a request
+    reserves), counted on `clock` (a `FakeClock` makes them deterministic; default: real
+    time). `chunk_chars`: size of streamed text pieces (small, so tags split across chunks).
+    `stream_delay`: seconds between events. `host`/`port`: where to listen
+    (port 0: an ephemeral port, read it from `port` or `base_url` after `start()`).
+
+    Answers are `reply(...)`, `error(...)`, `reset(...)`, `raw(...)`, or a handler
+    ``request -> answer``; an ``async def`` handler may wait before answering (for an
+    `asyncio.Event` the test sets, say). A client that hangs up while its answer is held is
+    counted in ``stats.hangups``.
+
+    Routing by model: several agents of one run (planner, workers, writer) usually talk to
+    the same server, in no fixed order when they run in parallel. Give each role its own model
+    name in the task (``roles: {planner: plan}`` with ``models: {plan: {model: planner-model,
+    base_url: ...}}``) and script each name on its own::
+
+        srv.route("planner-model", reply(tool_calls=[call("submit_plan", plan)]), reply("ok"))
+        srv.route("worker-model", default=lambda req: reply("done"))   # every worker request
+        srv.script(reply("hi"))                  # requests for any other model, in order
+
+    or pass ``routes={"planner-model": [reply(...), reply(...)], "worker-model": handler}``
+    (a list is a queue; a single answer or handler answers every request for that model). A
+    routed model's requests take from its queue, then its `default`, then the server's
+    `default`; they never consume the shared `script`. Requests for a model that is not
+    routed take from the shared script. `requests_for(model)` lists what one model received;
+    `await wait_until(condition)` waits for the server to reach a state (no sleeps in tests).
     """
 
-    def __init__(self, dialect: str = "generic", *, script: tuple[ScriptItem, ...] = (),
-                 default: ScriptItem | None = None, strict: bool = True,
-                 rpm: int | None = None, tpm: int | None = None, window_s: float = 60.0,
-                 token_estimate: Callable[[Any], int] = estimate_tokens, chunk_chars: int = 6,
-                 stream_delay: float = 0.0, host: str = "127.0.0.1") -> None:
+    def __init__(self, dialect: str = "generic", *, script: Sequence[Item] = (),
+                 default: Item | None = None, routes: Mapping[str, Item | Sequence[Item]] | None = None,
+                 strict: bool = True, rpm: int | None = None, tpm: int | None = None,
+                 window_s: float = 60.0, token_estimate: Callable[[Any], int] = estimate_tokens,
+                 chunk_chars: int = 6, stream_delay: float = 0.0, host: str = "127.0.0.1",
+                 port: int = 0, clock: Clock | None = None) -> None:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}; known: {', '.join(sorted(DIALECTS))}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 (ephemeral) or 1-65535, not {port}")
         self.dialect: Dialect = DIALECTS[dialect]
-        self._queue: collections.deque[ScriptItem] = collections.deque(script)
+        self._routes = Routes(script)
+        self._routes.add_all(routes or {})
         self.default = default
         self.strict = strict
         self._limits = _RateWindow(rpm, tpm, window_s) if (rpm or tpm) else None
+        self._monotonic = clock.monotonic if clock is not None else time.monotonic
         self._estimate = token_estimate
         self.chunk_chars = chunk_chars
         self.stream_delay = stream_delay
@@ -140,14 +187,20 @@ class ScriptedModelServer:
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._port = 0
+        self._port = port
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._waiters_lock = threading.Lock()
+        #: called with each request once its status is known (the command line logs with it)
+        self._observers: list[Callable[[RecordedRequest], None]] = []
+        self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
+        """The bound port once started (before: the port asked for, 0 meaning ephemeral)."""
         return self._port
 
     @property
@@ -192,13 +245,14 @@ class ScriptedModelServer:
         return payload, [], issued, ids
 
     async def start(self) -> ScriptedModelServer:
-        self._server = await asyncio.start_server(self._handle, self.host, 0, limit=2**22,
-                                                  backlog=1024)
+        self._server = await asyncio.start_server(self._handle, self.host, self._port,
+                                                  limit=2**22, backlog=1024)
         self._port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:
         if self._server is not None:
+            self._stopping = True  # connections we close are no client hang-ups
             self._server.close()
             for w in list(self._writers):
                 w.close()
@@ -209,7 +263,7 @@ class ScriptedModelServer:
                 if pending:
                     await asyncio.wait(pending, timeout=1.0)
             await self._server.wait_closed()
-            self._server = None
+            self._server, self._stopping = None, False
 
     async def __aenter__(self) -> ScriptedModelServer:
         return await self.start()
@@ -243,21 +297,74 @@ class ScriptedModelServer:
 
     # -- scripting ---------------------------------------------------------------------------
 
-    def script(self, *items: ScriptItem) -> ScriptedModelServer:
-        """Queue answers, used in order, one per accepted request."""
-        self._queue.extend(items)
+    def script(self, *items: Item) -> ScriptedModelServer:
+        """Queue answers, used in order, one per accepted request for a model without a route."""
+        self._routes.shared.extend(items)
+        return self
+
+    def route(self, model: str, *items: Item, default: Item | None = None) -> ScriptedModelServer:
+        """Queue answers for requests whose ``model`` is `model` (in order); `default` answers
+        its requests once that queue is empty. Can be called again to queue more."""
+        self._routes.add(model, items, default)
+        return self
+
+    def load_script(self, path: str | Path) -> ScriptedModelServer:
+        """Queue the replies of a JSON or YAML script file (the format
+        ``python -m agentkit.testing.server --script`` reads, described in
+        `agentkit.testing.server.__main__`)."""
+        loaded = load_script_file(path)
+        self.script(*loaded.replies)
+        if loaded.default is not None:
+            self.default = loaded.default
+        for model, (items, default) in loaded.models.items():
+            self.route(model, *items, default=default)
         return self
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        """Answers still queued (shared and per model; standing defaults not counted)."""
+        return self._routes.pending
 
-    def _next_item(self, req: RecordedRequest) -> Reply | ErrorReply | Reset | Raw:
-        item = self._queue.popleft() if self._queue else self.default
-        if item is None:
-            return error(500, "scripted model server: the script is exhausted "
-                              f"(request #{len(self.requests)} to {req.path} had no answer queued)")
-        return item(req) if callable(item) else item
+    def requests_for(self, model: str) -> list[RecordedRequest]:
+        """The requests whose body named `model`, in arrival order."""
+        return [r for r in self.requests if isinstance(r.body, dict) and r.body.get("model") == model]
+
+    # `timeout` is a safety net, not a deadline to compose (hence the noqa): without it a broken
+    # test hangs; with it, it fails saying what the server saw
+    async def wait_until(self, condition: Callable[[], bool], *,
+                         timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Return once `condition()` is true. It is checked now and again after every request
+        arrives, is answered or is abandoned by its client, so a test can wait for "six
+        requests are being held" instead of sleeping. `timeout` only keeps a broken test from
+        hanging: it raises `TimeoutError` describing what the server saw. Works from any event
+        loop (also while the server runs on its background thread)."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    changed = asyncio.Event()
+                    entry = (loop, changed)
+                    with self._waiters_lock:
+                        self._waiters.add(entry)
+                    try:
+                        if condition():  # changed between the check and the registration
+                            return
+                        await changed.wait()
+                    finally:
+                        with self._waiters_lock:
+                            self._waiters.discard(entry)
+        except TimeoutError:
+            raise TimeoutError(
+                f"scripted model server: condition still false after {timeout:g} s; it saw "
+                f"{len(self.requests)} requests (by status {self.stats.by_status}, "
+                f"{self.stats.hangups} hang-ups)") from None
+
+    def _changed(self) -> None:
+        with self._waiters_lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -268,8 +375,8 @@ class ScriptedModelServer:
             self._tasks.add(task)
         try:
             while True:
-                req = await _read_request(reader)
-                if req is None or not await self._respond(req, writer):
+                req = await read_request(reader)
+                if req is None or not await self._respond(req, reader, writer):
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
@@ -282,12 +389,66 @@ class ScriptedModelServer:
             if not writer.is_closing():
                 writer.close()
 
-    def _record(self, req: tuple[str, str, dict[str, str], Any], status: int) -> RecordedRequest:
-        rec = RecordedRequest(method=req[0], path=req[1], headers=req[2], body=req[3], status=status)
-        self.requests.append(rec)
+    def _arrive(self, req: tuple[str, str, dict[str, str], Any], status: int = 0) -> int:
+        """Record a request as it arrives (status 0 until its answer is chosen)."""
+        self.requests.append(RecordedRequest(method=req[0], path=req[1], headers=req[2],
+                                             body=req[3], status=status))
         self.stats.requests += 1
+        if status:
+            self._settle(len(self.requests) - 1, status)
+        self._changed()
+        return len(self.requests) - 1
+
+    def _settle(self, index: int, status: int) -> None:
+        rec = self.requests[index] = replace(self.requests[index], status=status)
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-        return rec
+        for observe in self._observers:
+            observe(rec)
+        self._changed()
+
+    async def _answer(self, index: int, reader: asyncio.StreamReader) -> Answer | None:
+        """The scripted answer for request `index` (None: its client hung up meanwhile)."""
+        item = self._routes.pick(self.requests[index], self.default, index + 1)
+        answer: Answer | None
+        if callable(item):
+            answer, hung_up = await self._call(item, index, reader)
+            if hung_up or answer is None:
+                self._hung_up(index)
+                return None
+        else:
+            answer = item
+        self._settle(index, answer.status if isinstance(answer, ErrorReply | Raw) else 200)
+        if answer.delay:
+            _, hung_up = await hold(reader, asyncio.sleep(answer.delay))
+            if hung_up:
+                self._hung_up(index)
+                return None
+        return answer
+
+    async def _call(self, handler: Handler, index: int,
+                    reader: asyncio.StreamReader) -> tuple[Answer | None, bool]:
+        """Run a handler (awaiting it if async, while watching for a hang-up)."""
+        try:
+            made = handler(self.requests[index])
+            if inspect.isawaitable(made):
+                return await hold(reader, made)
+            return made, False
+        except Exception as exc:  # a test's handler is broken: say so on the wire
+            return error(500, f"scripted model server: the handler raised "
+                              f"{type(exc).__name__}: {exc}"), False
+
+    def _hung_up(self, index: int) -> None:
+        """The client left before its answer was sent: status 499 (nginx's "client closed
+        request"), whatever had been scripted."""
+        if self._stopping:
+            return
+        self.stats.hangups += 1
+        scripted = self.requests[index].status
+        if scripted:
+            self.stats.by_status[scripted] -= 1
+            if not self.stats.by_status[scripted]:
+                del self.stats.by_status[scripted]
+        self._settle(index, 499)
 
     def _native(self, path: str) -> bool:
         native = self.dialect.native_path
@@ -301,7 +462,7 @@ class ScriptedModelServer:
         if not isinstance(body, dict):
             return error(400, "We could not parse the JSON body of your request.")
         if self._limits is not None:
-            wait = self._limits.admit(time.monotonic(), self._estimate(body))
+            wait = self._limits.admit(self._monotonic(), self._estimate(body))
             if wait is not None:
                 self.stats.rate_limited += 1
                 return ErrorReply(429, {"error": {"message": "Rate limit reached for requests "
@@ -320,26 +481,24 @@ class ScriptedModelServer:
         return check_request(self.dialect, body, self.issued)
 
     async def _respond(self, req: tuple[str, str, dict[str, str], Any],
-                       writer: asyncio.StreamWriter) -> bool:
+                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         _, path, headers, body = req
         refusal = self._precheck(path, headers, body)
         if refusal is not None:
-            self._record(req, refusal.status)
-            await _write_json(writer, refusal.status, refusal.body, refusal.headers)
+            self._arrive(req, refusal.status)
+            await write_json(writer, refusal.status, refusal.body, refusal.headers)
             return True
-        item = self._next_item(RecordedRequest("POST", path, headers, body))
-        status = item.status if isinstance(item, ErrorReply | Raw) else 200
-        self._record(req, status)
-        if item.delay:
-            await asyncio.sleep(item.delay)
+        item = await self._answer(self._arrive(req), reader)
+        if item is None:
+            return False
         if isinstance(item, ErrorReply):
-            await _write_json(writer, item.status, item.body, item.headers)
+            await write_json(writer, item.status, item.body, item.headers)
             return True
         if isinstance(item, Raw):
-            return await _write_raw_item(writer, item)
+            return await write_raw_item(writer, item)
         if isinstance(item, Reset):
-            await _write_raw(writer, _head(200, {"Content-Type": "application/json",
-                                                 "Content-Length": "100000"}), item.after_bytes)
+            await write_raw(writer, head(200, {"Content-Type": "application/json",
+                                               "Content-Length": "100000"}), item.after_bytes)
             return False
         if self._native(path):
             return await self._write_ndjson(item, body, writer)
@@ -352,16 +511,16 @@ class ScriptedModelServer:
         for key in keys:
             self.issued[key] = issued
         if not stream:
-            await _write_json(writer, 200, lines[0], {})
+            await write_json(writer, 200, lines[0], {})
             return True
         frames = [json.dumps(line).encode() + b"\n" for line in lines]
-        writer.write(_head(200, {"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"}))
+        writer.write(head(200, {"Content-Type": "application/x-ndjson", "Transfer-Encoding": "chunked"}))
         for i, frame in enumerate(frames):
             if r.reset_after is not None and i >= r.reset_after:
                 await writer.drain()
-                _abort(writer)
+                abort(writer)
                 return False
-            writer.write(_chunk(frame))
+            writer.write(chunk(frame))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
@@ -378,111 +537,29 @@ class ScriptedModelServer:
         if not stream:
             data = json.dumps(payload).encode()
             if r.reset_after is not None:
-                await _write_raw(writer, _head(200, {"Content-Type": "application/json",
+                await write_raw(writer, head(200, {"Content-Type": "application/json",
                                                      "Content-Length": str(len(data))}) + data,
-                                 len(_head(200, {})) + r.reset_after)
+                                 len(head(200, {})) + r.reset_after)
                 return False
-            await _write_json(writer, 200, payload, {})
+            await write_json(writer, 200, payload, {})
             return True
         return await self._write_stream(writer, frames, r)
 
     async def _write_stream(self, writer: asyncio.StreamWriter, frames: list[bytes], r: Reply) -> bool:
-        writer.write(_head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+        writer.write(head(200, {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                  "Transfer-Encoding": "chunked"}))
         for _ in range(r.keepalives):
-            writer.write(_chunk(b": keep-alive\n\n"))
-            writer.write(_chunk(b"\n"))
+            writer.write(chunk(b": keep-alive\n\n"))
+            writer.write(chunk(b"\n"))
         for i, frame in enumerate(frames):
             if r.reset_after is not None and i >= r.reset_after:
                 await writer.drain()
-                _abort(writer)
+                abort(writer)
                 return False
-            writer.write(_chunk(frame))
+            writer.write(chunk(frame))
             await writer.drain()
             if self.stream_delay:
                 await asyncio.sleep(self.stream_delay)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
-
-
-# ---------------------------------------------------------------------------------------------
-# Minimal HTTP/1.1
-
-
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], Any] | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
-        return None
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            k, v = line.split(":", 1)
-            headers[k.strip().lower()] = v.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        raw = b""
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).strip() or b"0", 16)
-            chunk = await reader.readexactly(size + 2)
-            if size == 0:
-                break
-            raw += chunk[:-2]
-    else:
-        raw = await reader.readexactly(int(headers.get("content-length", "0")))
-    try:
-        body = json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        body = raw.decode("utf-8", "replace")
-    return method, path, headers, body
-
-
-async def _write_raw_item(writer: asyncio.StreamWriter, item: Raw) -> bool:
-    if item.events is None:
-        data = item.body if isinstance(item.body, bytes) else json.dumps(item.body).encode()
-        writer.write(_head(item.status, {"Content-Type": item.content_type or "application/json",
-                                         "Content-Length": str(len(data))}) + data)
-    else:
-        writer.write(_head(item.status, {"Content-Type": item.content_type or "text/event-stream",
-                                         "Transfer-Encoding": "chunked"}))
-        for ev in item.events:
-            frame = ev if isinstance(ev, str) else f"data: {json.dumps(ev)}\n\n"
-            writer.write(_chunk(frame.encode()))
-        writer.write(b"0\r\n\r\n")
-    await writer.drain()
-    return True
-
-
-def _head(status: int, headers: Mapping[str, str]) -> bytes:
-    lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
-async def _write_json(writer: asyncio.StreamWriter, status: int, payload: Any,
-                      headers: Mapping[str, str]) -> None:
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    writer.write(_head(status, {"Content-Type": "application/json",
-                                "Content-Length": str(len(data)), **headers}) + data)
-    await writer.drain()
-
-
-async def _write_raw(writer: asyncio.StreamWriter, data: bytes, limit: int) -> None:
-    """Send the first `limit` bytes of `data`, then reset the connection."""
-    writer.write(data[:limit])
-    await writer.drain()
-    _abort(writer)
-
-
-def _abort(writer: asyncio.StreamWriter) -> None:
-    """Close with a TCP RST (SO_LINGER 0), like a proxy or server dropping the connection."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
