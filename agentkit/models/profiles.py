@@ -189,10 +189,11 @@ PROFILES: Mapping[str, Profile] = {p.name: p for p in (
             replay=ReplayRule(scope="all", field=None, content_chunks=True, call_id_alnum=9)),
     # Groq: gpt-oss/qwen reasoning in `reasoning`; assistant messages carrying
     # `reasoning_content` (or, on some models, `reasoning`) are refused with a 400
-    # "property ... is unsupported", so reasoning is never sent back.
+    # "property ... is unsupported", so reasoning is never sent back. Streams always end with
+    # usage in `x_groq.usage`, so no usage chunk is asked for.
     Profile("groq", base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY",
             reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
-            reasoning_params=("effort",), replay=_NEVER),
+            reasoning_params=("effort",), stream_usage=False, replay=_NEVER),
     # Z.ai (GLM-4.5+): `thinking` object, reasoning_content, accepted back on every turn
     # (preserved thinking).
     Profile("zai", base_url="https://api.z.ai/api/paas/v4", api_key_env="ZAI_API_KEY",
