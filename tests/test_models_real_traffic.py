@@ -291,3 +291,15 @@ def test_text_part_order_survives_chunk_lists() -> None:
     assert wire["content"] == [{"type": "thinking", "closed": True,
                                 "thinking": [{"type": "text", "text": "ab"}]},
                                {"type": "text", "text": "XY"}]
+
+
+def test_analysis_channel_content_is_reasoning() -> None:
+    """A delta marked `channel: "analysis"` (gpt-oss harmony) holds reasoning, even when a
+    server puts it in `content` rather than in `reasoning`: it never leaks into the answer."""
+    b = TurnBuilder(get_profile("groq"), tool_names=[])
+    b.feed({"choices": [{"index": 0, "delta": {"content": "think", "channel": "analysis"}}]})
+    b.feed({"choices": [{"index": 0, "delta": {"reasoning": "more", "channel": "analysis"}}]})
+    b.feed({"choices": [{"index": 0, "delta": {"content": "Answer.", "channel": "final"},
+                         "finish_reason": "stop"}]})
+    message = b.build("groq").message
+    assert (message.reasoning, message.text) == ("thinkmore", "Answer.")

@@ -292,7 +292,9 @@ class TurnBuilder:
             if isinstance(item, dict):
                 self._add_detail(item, emit_text=not took_field)
         content = d.get("content")
-        if isinstance(content, str) and content:
+        if isinstance(content, str) and content and d.get("channel") == "analysis" and not took_field:
+            self._reasoning_arrived("channel_analysis", content)  # harmony's reasoning channel
+        elif isinstance(content, str) and content:
             self._text_piece(content)
         elif isinstance(content, list):  # typed chunks (Mistral)
             for kind, text, attrs in content_pieces(content):
