@@ -121,7 +121,8 @@ def test_text_tool_calls_tagged_and_fenced() -> None:
 def test_profiles_lookup_and_required_set() -> None:
     required = {"deepseek", "deepseek-reasoner", "deepseek-hybrid", "kimi", "qwen", "dashscope",
                 "openrouter", "vllm", "sglang", "llamacpp", "ollama", "openai", "gemini", "xai",
-                "anthropic", "generic", "local"}
+                "anthropic", "generic", "local", "mistral", "groq", "zai", "together",
+                "huggingface", "cerebras", "ollama-cloud"}
     assert required <= set(PROFILES)
     with pytest.raises(ConfigError, match="unknown model profile 'deepseak'.*deepseek-reasoner"):
         get_profile("deepseak")

@@ -72,6 +72,7 @@ CASES = [
     ("mistral", "mistral", "magistral-medium-latest", None, _mistral),
     ("groq", "groq", "openai/gpt-oss-120b", None, _nothing),
     ("together", "generic", "deepseek-ai/DeepSeek-R1", "call_01", _field("reasoning")),
+    ("together", "together", "openai/gpt-oss-120b", "call_01", _field("reasoning")),
     ("zai", "zai", "glm-4.6", "call_01", _field("reasoning_content")),
     ("deepseek-hybrid", "deepseek-hybrid", "DeepSeek-V3.1", None, _stripped),
     ("raw", "generic", "R1-distill", None, _field("reasoning_content")),

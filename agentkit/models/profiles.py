@@ -199,6 +199,24 @@ PROFILES: Mapping[str, Profile] = {p.name: p for p in (
     Profile("zai", base_url="https://api.z.ai/api/paas/v4", api_key_env="ZAI_API_KEY",
             reasoning_params=("thinking_object",), thinking_default=True,
             replay=ReplayRule(scope="all", field="reasoning_content")),
+    # Hosted open-model endpoints. Reasoning comes in `reasoning` (or as <think> text); they
+    # route to many backends, some of which refuse reasoning fields on assistant messages
+    # (Cerebras, Groq behind the Hugging Face router), so only Together, which reads it,
+    # gets it back. Together and the router report cached tokens at the top of `usage`.
+    Profile("together", base_url="https://api.together.xyz/v1", api_key_env="TOGETHER_API_KEY",
+            reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
+            reasoning_params=("effort",), replay=ReplayRule(scope="tool_loop", field=None)),
+    Profile("huggingface", base_url="https://router.huggingface.co/v1", api_key_env="HF_TOKEN",
+            reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
+            reasoning_params=("effort",), replay=_NEVER),
+    Profile("cerebras", base_url="https://api.cerebras.ai/v1", api_key_env="CEREBRAS_API_KEY",
+            reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
+            reasoning_params=("effort",), replay=_NEVER),
+    # Ollama's cloud: the native /api/chat of ollama.com with a bearer key
+    Profile("ollama-cloud", wire="ollama", base_url="https://ollama.com",
+            api_key_env="OLLAMA_API_KEY", reasoning_fields=("thinking",), think_tags=(THINK,),
+            reasoning_params=("ollama_think",),
+            replay=ReplayRule(scope="tool_loop", field="thinking")),
     Profile("generic", reasoning_fields=("reasoning_content", "reasoning"),
             think_tags=_LOCAL_TAGS, reasoning_params=("effort",),
             replay=ReplayRule(scope="tool_loop", field=None), text_tool_calls=True),
