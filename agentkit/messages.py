@@ -153,6 +153,9 @@ class Turn(BaseModel):
     model: str | None = None
     provider: str | None = None
     response_id: str | None = None
+    #: what the provider itself says the call cost in USD (OpenRouter ``usage.cost``, plus the
+    #: upstream cost of a bring-your-own-key call), recorded beside agentkit's own estimate
+    provider_cost_usd: float | None = None
 
     @property
     def truncated(self) -> bool:

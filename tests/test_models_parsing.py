@@ -121,7 +121,8 @@ def test_text_tool_calls_tagged_and_fenced() -> None:
 def test_profiles_lookup_and_required_set() -> None:
     required = {"deepseek", "deepseek-reasoner", "deepseek-hybrid", "kimi", "qwen", "dashscope",
                 "openrouter", "vllm", "sglang", "llamacpp", "ollama", "openai", "gemini", "xai",
-                "anthropic", "generic", "local"}
+                "anthropic", "generic", "local", "mistral", "groq", "zai", "together",
+                "huggingface", "cerebras", "ollama-cloud"}
     assert required <= set(PROFILES)
     with pytest.raises(ConfigError, match="unknown model profile 'deepseak'.*deepseek-reasoner"):
         get_profile("deepseak")
@@ -208,10 +209,28 @@ def test_gemini_message_level_signature_echoed() -> None:
     b = TurnBuilder(get_profile("gemini"), tool_names=[])
     b.feed(_chunk({"content": "Hi", "extra_content": {"google": {"thought_signature": "M"}}}, "stop"))
     turn = b.build("gemini")
-    assert turn.message.extra == {"gemini": {"google": {"thought_signature": "M"}}}
+    assert turn.message.extra == {"gemini": {"extra_content": {"google": {"thought_signature": "M"}}}}
     wire = wire_messages(get_profile("gemini"), [turn.message])
     assert wire[0]["extra_content"] == {"google": {"thought_signature": "M"}}
     assert "extra_content" not in wire_messages(get_profile("deepseek"), [turn.message])[0]
+
+
+def test_gemini_signature_on_a_thought_delta_and_top_level_duplicate_are_kept() -> None:
+    """The signature may ride on a delta marked `thought: true` (it used to be dropped with the
+    marker) and be repeated as a top-level `thought_signature`; both go back, the marker not."""
+    b = TurnBuilder(get_profile("gemini"), tool_names=[])
+    b.feed(_chunk({"content": "<thought>plan", "extra_content": {"google": {"thought": True}}}))
+    b.feed(_chunk({"content": "</thought>4", "thought_signature": "S",
+                   "extra_content": {"google": {"thought": True, "thought_signature": "S"}}},
+                  "stop"))
+    turn = b.build("gemini")
+    assert (turn.message.reasoning, turn.message.text) == ("plan", "4")
+    [wire] = wire_messages(get_profile("gemini"), [turn.message])
+    assert wire["extra_content"] == {"google": {"thought_signature": "S"}}
+    assert wire["thought_signature"] == "S"
+    unsigned = TurnBuilder(get_profile("gemini"), tool_names=[])
+    unsigned.feed(_chunk({"content": "x", "extra_content": {"google": {"thought": True}}}, "stop"))
+    assert unsigned.build("gemini").message.extra is None
 
 
 def test_text_tool_calls_in_other_model_formats() -> None:

@@ -31,9 +31,17 @@ def _stripped(msg: dict[str, Any]) -> None:
 
 def _openrouter(msg: dict[str, Any]) -> None:
     assert msg["reasoning"] == REASONING
-    [detail] = msg["reasoning_details"]
-    assert detail["type"] == "reasoning.text" and detail["text"] == REASONING
-    assert detail["signature"].startswith("sig-")
+    text, encrypted = msg["reasoning_details"]  # both at index 0, told apart by type
+    assert text["type"] == "reasoning.text" and text["text"] == REASONING
+    assert text["signature"].startswith("sig-") and text["index"] == encrypted["index"] == 0
+    assert encrypted["type"] == "reasoning.encrypted" and encrypted["data"].startswith("enc-")
+
+
+def _mistral(msg: dict[str, Any]) -> None:
+    thinking = msg["content"][0]
+    assert thinking["type"] == "thinking" and thinking["closed"] is True
+    assert thinking["thinking"] == [{"type": "text", "text": REASONING}]
+    assert "reasoning_content" not in msg and "reasoning" not in msg
 
 
 def _gemini(msg: dict[str, Any]) -> None:
@@ -60,6 +68,12 @@ CASES = [
     ("ollama", "ollama", "gpt-oss:20b", "call_01", _field("reasoning")),
     ("xai", "xai", "grok-3-mini", "call_01", _nothing),
     ("gemini", "gemini", "gemini-3-pro-preview", "fc-1", _gemini),
+    ("gemini-3", "gemini", "gemini-3-flash", None, _gemini),
+    ("mistral", "mistral", "magistral-medium-latest", None, _mistral),
+    ("groq", "groq", "openai/gpt-oss-120b", None, _nothing),
+    ("together", "generic", "deepseek-ai/DeepSeek-R1", "call_01", _field("reasoning")),
+    ("together", "together", "openai/gpt-oss-120b", "call_01", _field("reasoning")),
+    ("zai", "zai", "glm-4.6", "call_01", _field("reasoning_content")),
     ("deepseek-hybrid", "deepseek-hybrid", "DeepSeek-V3.1", None, _stripped),
     ("raw", "generic", "R1-distill", None, _field("reasoning_content")),
     ("raw", "vllm", "R1-distill", None, _field("reasoning")),

@@ -8,23 +8,59 @@
 - `parse_arguments` turns tool arguments into a dict: empty/null -> {}, objects pass through,
   invalid JSON is repaired only when the repair is unambiguous, else reported.
 - `ToolCallAccumulator` assembles streamed tool-call fragments (missing or reused `index`,
-  id only on the first fragment, names resent on every fragment, integer ids, object args).
+  id only on the first fragment, names resent on every fragment, integer ids, object args,
+  empty ids).
+- `content_pieces` reads `content` sent as a list of typed chunks (Mistral: ``thinking``
+  chunks holding reasoning, ``text`` chunks holding the answer).
+- `stable_id` makes a tool-call id where the provider gave none (Gemini sends ``""``): derived
+  from the response, so a replayed history and its ledger always show the same id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentkit.messages import ToolCallPart
 
-__all__ = ["ThinkSplitter", "ToolCallAccumulator", "extract_text_tool_calls", "parse_arguments"]
+__all__ = ["ThinkSplitter", "ToolCallAccumulator", "content_pieces", "extract_text_tool_calls",
+           "parse_arguments", "stable_id"]
 
 Piece = tuple[Literal["reasoning", "text"], str]
+
+
+def content_pieces(chunks: list[Any]) -> list[tuple[Literal["reasoning", "text"], str,
+                                                    dict[str, Any]]]:
+    """(kind, text, chunk attributes) for content sent as a list of typed chunks.
+
+    A ``thinking`` chunk's `thinking` is itself a list of text chunks (or a string); its other
+    keys (``closed``) come back as attributes so the chunk can be rebuilt for replay. Any other
+    chunk carrying `text` is answer text; plain strings in the list are text too.
+    """
+    out: list[tuple[Literal["reasoning", "text"], str, dict[str, Any]]] = []
+    for chunk in chunks:
+        if isinstance(chunk, str):
+            out.append(("text", chunk, {}))
+        elif isinstance(chunk, dict) and chunk.get("type") == "thinking":
+            inner = chunk.get("thinking")
+            parts = inner if isinstance(inner, list) else [inner]
+            text = "".join(p if isinstance(p, str) else str(p.get("text") or "")
+                           for p in parts if isinstance(p, str | dict))
+            attrs = {k: v for k, v in chunk.items() if k not in ("thinking", "type")}
+            out.append(("reasoning", text, attrs))
+        elif isinstance(chunk, dict) and isinstance(chunk.get("text"), str):
+            out.append(("text", chunk["text"], {}))
+    return out
+
+
+def stable_id(*seed: Any) -> str:
+    """A tool-call id derived from `seed` (same seed, same id), for calls issued without one."""
+    digest = hashlib.sha256("\x1f".join(str(s) for s in seed).encode()).hexdigest()
+    return f"call_{digest[:24]}"
 
 
 class ThinkSplitter:
@@ -235,7 +271,10 @@ class ToolCallAccumulator:
         elif isinstance(args, str):
             slot.text += args
         if isinstance(fragment.get("extra_content"), dict):
-            slot.extra["extra_content"] = fragment["extra_content"]
+            slot.extra["extra_content"] = merge_extra(slot.extra.get("extra_content"),
+                                                      fragment["extra_content"])
+        if isinstance(fragment.get("thought_signature"), str) and fragment["thought_signature"]:
+            slot.extra["thought_signature"] = fragment["thought_signature"]  # Gemini duplicate
         return self._slots.index(slot)
 
     def _slot_for(self, fragment: dict[str, Any]) -> _Slot:
@@ -248,23 +287,43 @@ class ToolCallAccumulator:
                 slot = same[-1]
                 slot.id = slot.id or id_
                 return slot
-        elif self._slots and (id_ is None or self._slots[-1].id == id_):
+        elif self._slots and (id_ is None or self._slots[-1].id == id_) \
+                and not _starts_new_call(self._slots[-1], fragment):
             return self._slots[-1]
         slot = _Slot(index=index, id=id_)
         self._slots.append(slot)
         return slot
 
-    def calls(self, provider: str | None = None) -> list[ToolCallPart]:
+    def calls(self, provider: str | None = None, *, seed: str = "") -> list[ToolCallPart]:
+        """The assembled calls. A call that came without an id gets `stable_id` of `seed`
+        (the response id), its position, name and arguments."""
         out = []
         for n, s in enumerate(self._slots):
             extra = {"provider": provider, **s.extra} if s.extra else None
             raw = s.obj if s.obj is not None else s.text
-            out.append(make_tool_call(s.id or _new_id(n), s.name, raw, extra))
+            id_ = s.id or stable_id(seed, n, s.name, json.dumps(raw, sort_keys=True))
+            out.append(make_tool_call(id_, s.name, raw, extra))
         return out
 
 
-def _new_id(n: int) -> str:
-    return f"call_{uuid.uuid4().hex[:16]}_{n}"
+def _starts_new_call(last: _Slot, fragment: dict[str, Any]) -> bool:
+    """An index-less fragment naming a function while the open call already has a name and
+    arguments is the next call (Gemini sends whole calls, several per chunk, ids ``""``)."""
+    name = (fragment.get("function") or {}).get("name")
+    return bool(name) and bool(last.name) and (last.obj is not None or bool(last.text))
+
+
+def merge_extra(old: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """Provider extras merged key by key one level down (``{"google": {...}}`` fragments)."""
+    out = dict(old) if isinstance(old, dict) else {}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +340,8 @@ _KIMI = re.compile(r"<\|tool_call_begin\|>\s*((?:functions\.)?([\w\-]+)(?::\d+)?
 _LEFTOVERS = re.compile(r"<\|tool_calls_section_(?:begin|end)\|>|<tool_call>\s*</tool_call>")
 
 
-def extract_text_tool_calls(text: str, tool_names: Iterable[str]) -> tuple[str, list[ToolCallPart]]:
+def extract_text_tool_calls(text: str, tool_names: Iterable[str], *, seed: str = ""
+                            ) -> tuple[str, list[ToolCallPart]]:
     """(remaining text, calls) for servers without a tool-call parser. Kimi tokens,
     ``<function=...>`` and ``<tool_call>`` blocks are always calls; a fenced JSON block is one
     only if it names an offered tool, so ordinary JSON in an answer stays text."""
@@ -296,11 +356,11 @@ def extract_text_tool_calls(text: str, tool_names: Iterable[str]) -> tuple[str, 
         body = m.group(2)
         params = {k: _scalar(v) for k, v in _PARAMETER.findall(body)}
         raw: Any = params if params or not body else body
-        calls.append(make_tool_call(_new_id(len(calls)), m.group(1), raw))
+        calls.append(make_tool_call(stable_id(seed, len(calls), m.group(0)), m.group(1), raw))
         return ""
 
     def tagged(m: re.Match[str], require_known: bool) -> str:
-        call = _call_from_json(m.group(1), len(calls))
+        call = _call_from_json(m.group(1), stable_id(seed, len(calls), m.group(0)))
         if call is None or (require_known and call.name not in names):
             return m.group(0)
         calls.append(call)
@@ -327,7 +387,7 @@ def _scalar(value: str) -> Any:
         return value
 
 
-def _call_from_json(body: str, n: int) -> ToolCallPart | None:
+def _call_from_json(body: str, id_: str) -> ToolCallPart | None:
     try:
         obj = json.loads(body)
     except json.JSONDecodeError:
@@ -335,4 +395,4 @@ def _call_from_json(body: str, n: int) -> ToolCallPart | None:
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         return None
     args = obj.get("arguments", obj.get("parameters"))
-    return make_tool_call(_new_id(n), obj["name"], args)
+    return make_tool_call(id_, obj["name"], args)

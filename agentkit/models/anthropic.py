@@ -145,8 +145,11 @@ class AnthropicModel:
         acc: dict[str, Any] = {"blocks": {}, "message": {}, "stop_reason": None, "usage": {}}
         done = False
         async for event in iter_sse(resp):
+            if not event.data.strip():
+                continue
             data = loads(event.data, self._ep, "stream event")
-            kind = event.event or data.get("type")
+            # names and payloads may be padded with whitespace; the payload's type decides
+            kind = (event.event or "").strip() or data.get("type")
             if kind == "error":
                 raise stream_error(data, self._ep, _status_of)
             if kind == "message_stop":
@@ -166,11 +169,7 @@ class AnthropicModel:
             part = _block_to_part(block, self.profile.name)
             if part is not None:
                 parts.append(part)
-        u = acc["usage"]
-        cached = u.get("cache_read_input_tokens") or 0
-        usage = Usage(input_tokens=(u.get("input_tokens") or 0) + cached
-                      + (u.get("cache_creation_input_tokens") or 0),
-                      output_tokens=u.get("output_tokens") or 0, cached_tokens=cached)
+        usage = _usage(acc["usage"])
         stop = acc["stop_reason"]
         has_calls = any(isinstance(p, ToolCallPart) for p in parts)
         finish = _STOP.get(stop, stop) if stop else None
@@ -184,6 +183,19 @@ class AnthropicModel:
         if self._owns_http and self._http is not None:
             await self._http.aclose()
             self._http = None
+
+
+def _usage(u: dict[str, Any]) -> Usage:
+    """Input counts cache reads and writes (Anthropic reports them apart); thinking tokens
+    come in ``output_tokens_details.thinking_tokens`` and are part of `output_tokens`."""
+    cached = u.get("cache_read_input_tokens") or 0
+    details = u.get("output_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    thinking = details.get("thinking_tokens") or details.get("reasoning_tokens") or 0
+    return Usage(input_tokens=(u.get("input_tokens") or 0) + cached
+                 + (u.get("cache_creation_input_tokens") or 0),
+                 output_tokens=u.get("output_tokens") or 0, reasoning_tokens=thinking,
+                 cached_tokens=cached)
 
 
 def _apply_event(acc: dict[str, Any], kind: str | None, data: dict[str, Any],
@@ -205,6 +217,7 @@ def _apply_event(acc: dict[str, Any], kind: str | None, data: dict[str, Any],
                 on_delta(Delta(kind=out_kind, text=piece,  # type: ignore[arg-type]
                                tool_call_index=data["index"] if out_kind == "tool_call" else None))
     elif kind == "message_delta":
+        # its usage repeats input and cache counts (cumulative values, not increments)
         acc["stop_reason"] = (data.get("delta") or {}).get("stop_reason") or acc["stop_reason"]
         acc["usage"].update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
 

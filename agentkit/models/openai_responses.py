@@ -1,8 +1,10 @@
 """`OpenAIResponsesModel`: the OpenAI Responses API (fixture B7), stateless (`store: false`).
 
 Reasoning survives tool calls here only if each `reasoning` output item (with its
-`encrypted_content`) is sent back verbatim, immediately before the `function_call` item it
-led to; the item is kept whole in `ReasoningPart.opaque`. Streamed and non-streamed responses
+`encrypted_content`) is sent back verbatim, immediately before the item it led to (a
+`function_call`, or a `message` carrying the `id` it was issued with, else the API's 400
+"...provided without its required following item"); the reasoning item is kept whole in
+`ReasoningPart.opaque`, message items (id, `phase`) in `Message.extra`. Streamed and non-streamed responses
 both end as the list of output items and become a `Turn` through one function.
 """
 
@@ -112,8 +114,10 @@ class OpenAIResponsesModel:
         """Deltas go to `on_delta`; the finished items (`output_item.done`) make the turn."""
         items: dict[int, dict[str, Any]] = {}
         async for event in iter_sse(resp):
+            if not event.data.strip():
+                continue
             data = loads(event.data, self._ep, "stream event")
-            kind = event.event or data.get("type")
+            kind = (event.event or "").strip() or data.get("type")
             if kind in ("error", "response.failed"):
                 raise stream_error(data.get("response", data), self._ep, _status_of)
             if kind in _DELTAS and on_delta is not None:
@@ -134,19 +138,25 @@ class OpenAIResponsesModel:
             self._http = None
 
 
+def _message_text(item: dict[str, Any]) -> str:
+    return "".join(c.get("text", "") for c in item.get("content") or []
+                   if isinstance(c, dict) and c.get("type") == "output_text")
+
+
 def _to_turn(data: dict[str, Any], provider: str) -> Turn:
     parts: list[Part] = []
+    messages: list[dict[str, Any]] = []
     for item in data.get("output") or []:
         kind = item.get("type")
         if kind == "reasoning":
-            text = "".join(s.get("text", "") for s in item.get("summary") or [])
-            text += "".join(c.get("text", "") for c in item.get("content") or [])
+            summary = "\n\n".join(s.get("text", "") for s in item.get("summary") or [])
+            text = summary + "".join(c.get("text", "") for c in item.get("content") or [])
             parts.append(ReasoningPart(text=text, opaque=item, provider=provider, field="reasoning_item"))
         elif kind == "message":
-            text = "".join(c.get("text", "") for c in item.get("content") or []
-                           if c.get("type") == "output_text")
+            text = _message_text(item)
             if text:
                 parts.append(TextPart(text=text))
+                messages.append(item)  # its id and phase go back with it
         elif kind == "function_call":
             parts.append(make_tool_call(str(item.get("call_id")), str(item.get("name")),
                                         item.get("arguments"),
@@ -159,7 +169,8 @@ def _to_turn(data: dict[str, Any], provider: str) -> Turn:
     incomplete = (data.get("incomplete_details") or {}).get("reason")
     finish = ("length" if incomplete == "max_output_tokens" else incomplete) if incomplete else (
         "tool_calls" if has_calls else "stop")
-    return Turn(message=Message(role="assistant", parts=tuple(parts)), usage=usage,
+    extra = {provider: {"message_items": messages}} if messages else None
+    return Turn(message=Message(role="assistant", parts=tuple(parts), extra=extra), usage=usage,
                 finish_reason=finish, model=data.get("model"), provider=provider,
                 response_id=data.get("id"))
 
@@ -179,14 +190,22 @@ def _input_items(profile: Profile, messages: Sequence[Message]) -> list[dict[str
 
 
 def _assistant_items(profile: Profile, m: Message) -> list[dict[str, Any]]:
+    """Items in the order received. A message item goes back as issued (its `id`, which the
+    reasoning item before it is paired with, and its `phase`, ``commentary`` or
+    ``final_answer``) while its text is unchanged."""
     out: list[dict[str, Any]] = []
+    issued = iter(((m.extra or {}).get(profile.name) or {}).get("message_items") or [])
     for p in m.parts:
         if isinstance(p, ReasoningPart):
             if p.provider == profile.name and isinstance(p.opaque, dict):
                 out.append(p.opaque)
         elif isinstance(p, TextPart) and p.text:
-            out.append({"type": "message", "role": "assistant",
-                        "content": [{"type": "output_text", "text": p.text}]})
+            item = next(issued, None)
+            if isinstance(item, dict) and _message_text(item) == p.text:
+                out.append(item)
+            else:
+                out.append({"type": "message", "role": "assistant",
+                            "content": [{"type": "output_text", "text": p.text}]})
         elif isinstance(p, ToolCallPart):
             item = {"type": "function_call", "call_id": p.id, "name": p.name,
                     "arguments": json.dumps(p.arguments, ensure_ascii=False)}

@@ -4,8 +4,7 @@ A `Profile` says where reasoning arrives (fields read in order, think-tag forms)
 portable `ReasoningSpec` becomes request parameters (a list of named mappers, see
 `_MAPPERS`), which parameters the provider refuses (possibly only for some models), how
 history must be replayed (`ReplayRule`), and whether the transport must stream. Adapters read
-these fields; they never branch on a provider's name. Facts and sources:
-`reference/reasoning-dialects.md`.
+these fields; they never branch on a provider's name.
 """
 
 from __future__ import annotations
@@ -52,7 +51,12 @@ class ReplayRule:
     it, providers that return none). `field` is the wire name the server reads (None: the field
     it arrived in). `placeholder` sends ``""`` on tool-call turns with no stored reasoning
     (after a provider switch). `details` replays OpenRouter ``reasoning_details`` verbatim;
-    `extra_content` echoes Gemini ``extra_content`` (thought signatures) on tool calls.
+    `extra_content` echoes Gemini ``extra_content`` and ``thought_signature`` (on tool calls
+    and on the message). `content_chunks` sends reasoning back inside `content` as a
+    ``thinking`` chunk followed by a ``text`` chunk (Mistral), instead of a field.
+    `call_id_alnum`: the provider accepts only tool-call ids of exactly that many letters and
+    digits (Mistral: 9); other ids are mapped to such an id, the same on the call and its
+    result.
     """
 
     scope: Literal["all", "tool_loop", "never"] = "tool_loop"
@@ -60,6 +64,8 @@ class ReplayRule:
     placeholder: bool = False
     details: bool = False
     extra_content: bool = False
+    content_chunks: bool = False
+    call_id_alnum: int | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,9 @@ class Profile:
     stream_usage: bool = True
     #: look for `<tool_call>` / fenced JSON tool calls in content (no server tool parser)
     text_tool_calls: bool = False
+    #: request parameters the provider names differently: (ours, theirs), e.g. Mistral's
+    #: ``random_seed`` for ``seed``
+    renamed_params: tuple[tuple[str, str], ...] = ()
 
     def refuses(self, param: str, model: str) -> bool:
         return any(r.param == param and r.applies(model) for r in self.refused)
@@ -170,6 +179,44 @@ PROFILES: Mapping[str, Profile] = {p.name: p for p in (
             refused=(Refusal("budget_tokens", models=r"claude-opus-(4-[7-9]|[5-9])"),),
             thinking_tool_choice=("auto", "none"),
             replay=ReplayRule(scope="all", field=None)),
+    # Mistral: reasoning and answer arrive as typed chunks in `content` (read for every
+    # profile); the docs ask for the thinking chunks back on every later turn. The API refuses
+    # fields it does not document (stream_options, seed: it is random_seed) and tool-call
+    # ids that are not 9 letters and digits.
+    Profile("mistral", base_url="https://api.mistral.ai/v1", api_key_env="MISTRAL_API_KEY",
+            reasoning_params=("mistral",), stream_usage=False,
+            renamed_params=(("seed", "random_seed"),),
+            replay=ReplayRule(scope="all", field=None, content_chunks=True, call_id_alnum=9)),
+    # Groq: gpt-oss/qwen reasoning in `reasoning`; assistant messages carrying
+    # `reasoning_content` (or, on some models, `reasoning`) are refused with a 400
+    # "property ... is unsupported", so reasoning is never sent back. Streams always end with
+    # usage in `x_groq.usage`, so no usage chunk is asked for.
+    Profile("groq", base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY",
+            reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
+            reasoning_params=("effort",), stream_usage=False, replay=_NEVER),
+    # Z.ai (GLM-4.5+): `thinking` object, reasoning_content, accepted back on every turn
+    # (preserved thinking).
+    Profile("zai", base_url="https://api.z.ai/api/paas/v4", api_key_env="ZAI_API_KEY",
+            reasoning_params=("thinking_object",), thinking_default=True,
+            replay=ReplayRule(scope="all", field="reasoning_content")),
+    # Hosted open-model endpoints. Reasoning comes in `reasoning` (or as <think> text); they
+    # route to many backends, some of which refuse reasoning fields on assistant messages
+    # (Cerebras, Groq behind the Hugging Face router), so only Together, which reads it,
+    # gets it back. Together and the router report cached tokens at the top of `usage`.
+    Profile("together", base_url="https://api.together.xyz/v1", api_key_env="TOGETHER_API_KEY",
+            reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
+            reasoning_params=("effort",), replay=ReplayRule(scope="tool_loop", field=None)),
+    Profile("huggingface", base_url="https://router.huggingface.co/v1", api_key_env="HF_TOKEN",
+            reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
+            reasoning_params=("effort",), replay=_NEVER),
+    Profile("cerebras", base_url="https://api.cerebras.ai/v1", api_key_env="CEREBRAS_API_KEY",
+            reasoning_fields=("reasoning", "reasoning_content"), think_tags=(THINK,),
+            reasoning_params=("effort",), replay=_NEVER),
+    # Ollama's cloud: the native /api/chat of ollama.com with a bearer key
+    Profile("ollama-cloud", wire="ollama", base_url="https://ollama.com",
+            api_key_env="OLLAMA_API_KEY", reasoning_fields=("thinking",), think_tags=(THINK,),
+            reasoning_params=("ollama_think",),
+            replay=ReplayRule(scope="tool_loop", field="thinking")),
     Profile("generic", reasoning_fields=("reasoning_content", "reasoning"),
             think_tags=_LOCAL_TAGS, reasoning_params=("effort",),
             replay=ReplayRule(scope="tool_loop", field=None), text_tool_calls=True),
@@ -284,6 +331,11 @@ def _ollama_think(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     return {"think": r.effort if r.effort in ("low", "medium", "high") else True}
 
 
+def _mistral(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
+    """Mistral documents two levels: ``high`` (a full thinking chunk) and ``none``."""
+    return {"reasoning_effort": "high" if on else "none"}
+
+
 def _anthropic(r: ReasoningSpec, on: bool, stream: bool) -> dict[str, Any]:
     if not on:
         return {}
@@ -301,6 +353,7 @@ _MAPPERS: Mapping[str, _Mapper] = {
     "separate_reasoning": _separate_reasoning, "dashscope": _dashscope,
     "openrouter": _openrouter, "anthropic": _anthropic, "ollama_think": _ollama_think,
     "gemini": _gemini, "xai_effort": _xai_effort, "responses": _responses,
+    "mistral": _mistral,
 }
 
 

@@ -1,5 +1,10 @@
-"""The Anthropic Messages dialect of the scripted server (fixture B8): content blocks, named
-SSE events, and the rules the real API enforces on thinking replay and parameters."""
+"""The Anthropic Messages dialect of the scripted server: content blocks, named SSE events,
+and the rules the real API enforces on thinking replay and parameters.
+
+As the real API does: a redacted thinking block streams first, `message_delta` usage repeats
+the input and cache counts (cumulative, not increments), thinking tokens are reported in
+``usage.output_tokens_details.thinking_tokens``, messages carry ``stop_details``, and stream
+payloads may be padded with whitespace."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from agentkit.testing._dialects import DIALECTS, Issued, call_ids, signature_for
+from agentkit.testing._dialect_shapes import DIALECTS, Issued, call_ids, signature_for
 from agentkit.testing._script import ErrorReply, Reply
 
 __all__ = ["check_anthropic", "render_anthropic_events", "render_anthropic_json"]
@@ -18,11 +23,11 @@ _STOP = {"tool_calls": "tool_use", "stop": "end_turn", "length": "max_tokens"}
 
 def _blocks(r: Reply, counter: int) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
+    if r.redacted:
+        blocks.append({"type": "redacted_thinking", "data": r.redacted})
     if r.reasoning is not None:
         blocks.append({"type": "thinking", "thinking": r.reasoning,
                        "signature": signature_for(r, counter)})
-    if r.redacted:
-        blocks.append({"type": "redacted_thinking", "data": r.redacted})
     if r.content:
         blocks.append({"type": "text", "text": r.content})
     for c, id_ in zip(r.tool_calls, call_ids(DIALECTS["anthropic"], r, counter), strict=True):
@@ -37,27 +42,37 @@ def _stop_reason(r: Reply) -> str:
     return "tool_use" if r.tool_calls else "end_turn"
 
 
-def _usage(r: Reply) -> dict[str, int]:
+def _usage(r: Reply) -> dict[str, Any]:
     u = dict(r.usage or {})
+    thinking = u.get("reasoning_tokens", 40 if r.reasoning else 0)
     return {"input_tokens": u.get("input_tokens", 80), "output_tokens": u.get("output_tokens", 70),
-            "cache_read_input_tokens": u.get("cached_tokens", 0)}
+            "cache_read_input_tokens": u.get("cached_tokens", 0),
+            "cache_creation_input_tokens": u.get("cache_write_tokens", 0),
+            "output_tokens_details": {"thinking_tokens": thinking}}
+
+
+def _stop_details(stop: str) -> dict[str, Any] | None:
+    if stop != "refusal":
+        return None
+    return {"type": "refusal", "category": "cyber", "explanation": "scripted refusal"}
 
 
 def render_anthropic_json(r: Reply, counter: int, model: str) -> tuple[dict[str, Any], Issued]:
     blocks = _blocks(r, counter)
     body = {"id": f"msg_{counter:04d}", "type": "message", "role": "assistant", "model": model,
             "content": blocks, "stop_reason": _stop_reason(r), "stop_sequence": None,
-            "usage": _usage(r)}
+            "stop_details": _stop_details(_stop_reason(r)), "usage": _usage(r)}
     return body, Issued(reasoning=r.reasoning or "", blocks=[b for b in blocks
                                                               if "thinking" in b["type"]])
 
 
 def render_anthropic_events(r: Reply, counter: int, model: str, size: int
-                            ) -> tuple[list[tuple[str, dict[str, Any]]], Issued]:
+                            ) -> tuple[list[tuple[str, dict[str, Any] | str]], Issued]:
+    """Named events; payloads are pre-encoded with the whitespace padding seen on the wire."""
     body, issued = render_anthropic_json(r, counter, model)
     usage = body["usage"]
-    start = {**body, "content": [], "stop_reason": None,
-             "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1}}
+    start = {**body, "content": [], "stop_reason": None, "stop_details": None,
+             "usage": {**usage, "output_tokens": 1, "output_tokens_details": {"thinking_tokens": 0}}}
     events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start",
                                                                     "message": start}),
                                                 ("ping", {"type": "ping"})]
@@ -65,10 +80,11 @@ def render_anthropic_events(r: Reply, counter: int, model: str, size: int
         events.extend(_block_events(i, block, size))
     events.append(("message_delta", {"type": "message_delta",
                                      "delta": {"stop_reason": body["stop_reason"],
-                                               "stop_sequence": None},
-                                     "usage": {"output_tokens": usage["output_tokens"]}}))
+                                               "stop_sequence": None,
+                                               "stop_details": body["stop_details"]},
+                                     "usage": usage}))  # input and cache counts again
     events.append(("message_stop", {"type": "message_stop"}))
-    return events, issued
+    return [(name, f" {json.dumps(data)}  ") for name, data in events], issued
 
 
 def _block_events(i: int, block: dict[str, Any], size: int) -> list[tuple[str, dict[str, Any]]]:

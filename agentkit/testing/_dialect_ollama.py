@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from agentkit.testing._dialects import Issued
+from agentkit.testing._dialect_shapes import Issued
 from agentkit.testing._script import ErrorReply, Reply
 
 __all__ = ["check_ollama_native", "native_key", "render_ndjson"]

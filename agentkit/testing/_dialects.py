@@ -1,120 +1,48 @@
 """Chat Completions dialects of the scripted server: how a `Reply` looks on the wire, and the
 replay rules each provider enforces (answered with that provider's 400).
 
-Shapes follow the fixtures B1-B9 of `reference/reasoning-dialects.md`. Rules marked "strict"
-are checks real servers do not make (vLLM silently drops a missing `reasoning`); the scripted
-server makes them so a client that degrades quietly fails a test instead.
+Shapes follow the providers' recorded traffic (the dialect table is in `_dialect_shapes`).
+Rules marked "strict" are checks real servers do not make (vLLM silently drops a missing
+`reasoning`); the scripted server makes them so a client that degrades quietly fails a test
+instead.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from agentkit.testing._dialect_shapes import (
+    DIALECTS,
+    Dialect,
+    Issued,
+    call_ids,
+    call_key,
+    render_usage,
+    signature_for,
+)
 from agentkit.testing._script import ErrorReply, Reply, ScriptedCall
 
-__all__ = ["DIALECTS", "Dialect", "Issued", "check_request", "render_chunks", "render_json"]
+__all__ = ["DIALECTS", "Dialect", "Issued", "call_ids", "check_request", "render_chunks",
+           "render_json", "signature_for"]
 
-THINK = ("<think>", "</think>")
-
-
-@dataclass(frozen=True)
-class Dialect:
-    name: str
-    wire: Literal["openai", "anthropic", "responses"] = "openai"
-    #: fields carrying reasoning; empty: reasoning goes into content inside think tags
-    reasoning_fields: tuple[str, ...] = ("reasoning_content",)
-    think_tag: tuple[str, str] = THINK
-    #: write the opening tag (R1 and V3.1 templates do not)
-    open_tag: bool = True
-    text_tools: bool = False
-    details: bool = False
-    gemini: bool = False
-    reuse_index: bool = False
-    id_style: str = "call"
-    usage_style: str = "openai"
-    empty_content: str | None = ""
-    checks: tuple[str, ...] = ()
-    #: which tool-call turns must come back with their reasoning, and in which field
-    replay_scope: Literal["all", "tool_loop", "never"] | None = None
-    replay_field: str = "reasoning_content"
-    #: a second, native route (Ollama `/api/chat`, NDJSON)
-    native_path: str | None = None
-
-
-DIALECTS: Mapping[str, Dialect] = {d.name: d for d in (
-    Dialect("deepseek", usage_style="deepseek", checks=("deepseek",), replay_scope="all"),
-    Dialect("deepseek-reasoner", usage_style="deepseek", replay_scope="never"),
-    Dialect("deepseek-hybrid", reasoning_fields=(), open_tag=False, text_tools=True,
-            replay_scope="never"),
-    Dialect("kimi", id_style="kimi", checks=("kimi",), replay_scope="all"),
-    Dialect("qwen", replay_scope="tool_loop"),
-    Dialect("dashscope", checks=("dashscope",), replay_scope="tool_loop"),
-    Dialect("openrouter", reasoning_fields=("reasoning",), details=True, checks=("openrouter",),
-            replay_scope="all", replay_field="reasoning"),
-    Dialect("vllm", reasoning_fields=("reasoning",), id_style="vllm", usage_style="vllm",
-            empty_content=None, replay_scope="tool_loop", replay_field="reasoning"),
-    Dialect("vllm-transition", reasoning_fields=("reasoning", "reasoning_content"),
-            id_style="vllm", usage_style="vllm", empty_content=None, replay_scope="tool_loop",
-            replay_field="reasoning"),
-    Dialect("sglang", replay_scope="tool_loop"),
-    Dialect("llamacpp", usage_style="llamacpp", replay_scope="tool_loop"),
-    Dialect("raw", reasoning_fields=(), open_tag=False, text_tools=True),
-    Dialect("raw-tagged", reasoning_fields=(), text_tools=True),
-    Dialect("ollama", reasoning_fields=("reasoning",), reuse_index=True,
-            replay_scope="tool_loop", replay_field="reasoning", native_path="/api/chat"),
-    Dialect("openai", reasoning_fields=(), checks=("openai",)),
-    Dialect("gemini", reasoning_fields=(), think_tag=("<thought>", "</thought>"), gemini=True,
-            id_style="gemini", empty_content=None, checks=("gemini",)),
-    Dialect("xai", checks=("xai",)),
-    Dialect("generic", replay_scope="tool_loop"),
-    Dialect("anthropic", wire="anthropic", id_style="anthropic"),
-    Dialect("openai-responses", wire="responses", reasoning_fields=()),
-)}
-
-
-@dataclass
-class Issued:
-    """What the server said in one turn, keyed by its tool-call ids, to check replays."""
-
-    reasoning: str = ""
-    details: list[dict[str, Any]] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    blocks: list[dict[str, Any]] | None = None
+_OR_FORMAT = "anthropic-claude-v1"
 
 
 # ---------------------------------------------------------------------------------------------
 # Rendering
 
 
-def call_ids(d: Dialect, r: Reply, counter: int) -> list[str]:
-    styles: dict[str, Callable[[int, ScriptedCall], str]] = {
-        "call": lambda n, c: f"call_{counter:02d}" + (f"_{n}" if n else ""),
-        "kimi": lambda n, c: f"functions.{c.name}:{counter + n - 1}",
-        "vllm": lambda n, c: f"chatcmpl-tool-{counter}" + (f"-{n}" if n else ""),
-        "gemini": lambda n, c: f"fc-{counter}" + (f"-{n}" if n else ""),
-        "anthropic": lambda n, c: f"toolu_{counter:02d}" + (f"_{n}" if n else ""),
-    }
-    return [str(c.id) if c.id is not None else styles[d.id_style](n, c)
-            for n, c in enumerate(r.tool_calls)]
-
-
 def _args(c: ScriptedCall) -> str:
     return c.arguments if isinstance(c.arguments, str) else json.dumps(dict(c.arguments))
-
-
-def signature_for(r: Reply, counter: int) -> str:
-    return r.signature or f"sig-{counter}-{zlib.crc32((r.reasoning or '').encode()):08x}"
 
 
 def _tagged(d: Dialect, r: Reply) -> str:
     open_, close = d.think_tag
     text = ""
-    if r.reasoning and not d.reasoning_fields:
+    if r.reasoning and not d.reasoning_fields and not d.content_chunks:
         text = (open_ if d.open_tag else "") + r.reasoning + f"{close}\n\n"
     text += r.content or ""
     if d.text_tools:
@@ -122,22 +50,6 @@ def _tagged(d: Dialect, r: Reply) -> str:
             args = c.arguments if isinstance(c.arguments, str) else dict(c.arguments)
             text += "\n<tool_call>\n" + json.dumps({"name": c.name, "arguments": args}) + "\n</tool_call>"
     return text
-
-
-def _usage(d: Dialect, r: Reply) -> dict[str, Any]:
-    u = dict(r.usage or {})
-    inp, out = u.get("input_tokens", 40), u.get("output_tokens", 30)
-    rt, cached = u.get("reasoning_tokens", 18 if r.reasoning else 0), u.get("cached_tokens", 0)
-    base: dict[str, Any] = {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out}
-    if d.usage_style == "deepseek":
-        base.update(completion_tokens_details={"reasoning_tokens": rt},
-                    prompt_cache_hit_tokens=cached, prompt_cache_miss_tokens=inp - cached)
-    elif d.usage_style == "vllm":
-        base["completion_tokens_details"] = None
-    elif d.usage_style == "openai":
-        base.update(completion_tokens_details={"reasoning_tokens": rt},
-                    prompt_tokens_details={"cached_tokens": cached})
-    return base
 
 
 def _finish(d: Dialect, r: Reply, *, stream: bool) -> str:
@@ -153,7 +65,7 @@ def _wire_calls(d: Dialect, r: Reply, ids: list[str], sig: str) -> list[dict[str
     for n, (c, id_) in enumerate(zip(r.tool_calls, ids, strict=True)):
         item: dict[str, Any] = {"id": id_, "type": "function",
                                 "function": {"name": c.name, "arguments": _args(c)}}
-        if d.details:
+        if d.details or d.json_call_index:
             item["index"] = n
         if d.gemini and n == 0:
             item["extra_content"] = {"google": {"thought_signature": sig}}
@@ -161,28 +73,54 @@ def _wire_calls(d: Dialect, r: Reply, ids: list[str], sig: str) -> list[dict[str
     return out
 
 
+def _thinking_chunk(text: str, **attrs: Any) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": [{"type": "text", "text": text}], **attrs}
+
+
+def _or_details(r: Reply, sig: str) -> list[dict[str, Any]]:
+    """OpenRouter's details for a reasoning turn: the readable text, signed, and its encrypted
+    twin, both at index 0 (so a client must tell them apart by type)."""
+    return [{"type": "reasoning.text", "text": r.reasoning, "signature": sig, "id": None,
+             "format": _OR_FORMAT, "index": 0},
+            {"type": "reasoning.encrypted", "data": f"enc-{sig}", "id": None,
+             "format": _OR_FORMAT, "index": 0}]
+
+
 def render_json(d: Dialect, r: Reply, counter: int, model: str) -> tuple[dict[str, Any], Issued]:
     ids, sig = call_ids(d, r, counter), signature_for(r, counter)
-    content = _tagged(d, r)
+    content: Any = _tagged(d, r)
+    if d.content_chunks and r.reasoning:
+        content = [_thinking_chunk(r.reasoning, closed=True)] + (
+            [{"type": "text", "text": content}] if content else [])
     msg: dict[str, Any] = {"role": "assistant", "content": content or d.empty_content}
     for f in d.reasoning_fields:
         if r.reasoning:
             msg[f] = r.reasoning
     issued = Issued(reasoning=r.reasoning or "")
     if d.details and r.reasoning:
-        issued.details = [{"type": "reasoning.text", "text": r.reasoning, "signature": sig,
-                           "id": None, "format": "anthropic-claude-v1", "index": 0}]
+        issued.details = _or_details(r, sig)
         msg["reasoning_details"] = issued.details
     if r.tool_calls and not d.text_tools:
         msg["tool_calls"] = _wire_calls(d, r, ids, sig)
-        issued.extra = {c["id"]: c.get("extra_content") for c in msg["tool_calls"]}
+        issued.extra = {key: c.get("extra_content") for c in msg["tool_calls"]
+                        for key in (c["id"], call_key(c["function"]["name"],
+                                                      c["function"]["arguments"]))}
+    elif d.empty_tool_calls:
+        msg["tool_calls"] = []
+    if d.message_signature and r.reasoning and not r.tool_calls:
+        msg["extra_content"] = {"google": {"thought": True, "thought_signature": sig}}
+        msg["thought_signature"] = sig
     msg.update(r.extra or {})
+    choice: dict[str, Any] = {"index": 0, "message": msg, "finish_reason": _finish(d, r, stream=False)}
+    if d.stop_reason_token is not None:
+        choice["stop_reason"] = None if r.tool_calls else d.stop_reason_token
     body: dict[str, Any] = {"id": f"chatcmpl-{counter}", "object": "chat.completion",
-                            "model": model, "choices": [{"index": 0, "message": msg,
-                                                         "finish_reason": _finish(d, r, stream=False)}],
-                            "usage": _usage(d, r)}
+                            "model": d.served_model or model, "choices": [choice],
+                            "usage": render_usage(d, r)}
     if d.usage_style == "llamacpp":
         body["timings"] = {"prompt_n": 40, "predicted_n": 30, "predicted_per_second": 50.0}
+    if d.usage_style == "groq":
+        body["x_groq"] = {"id": f"req_{counter:026d}"}
     return body, issued
 
 
@@ -190,37 +128,72 @@ def _pieces(text: str, size: int) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size)] if text else []
 
 
+def _reasoning_deltas(d: Dialect, r: Reply, sig: str, size: int) -> list[dict[str, Any]]:
+    """Reasoning fragments in the dialect's field(s); OpenRouter's details fragments open with
+    a ``signature: ""`` placeholder, the signature arrives last, then the encrypted twin."""
+    parts = _pieces(r.reasoning or "", size) if d.reasoning_fields else []
+    deltas = []
+    for n, piece in enumerate(parts):
+        delta: dict[str, Any] = {"content": None, **{f: piece for f in d.reasoning_fields}}
+        if d.reasoning_channel:
+            delta["channel"] = "analysis"
+        if d.details:
+            item: dict[str, Any] = {"type": "reasoning.text", "text": piece, "format": _OR_FORMAT,
+                                    "index": 0}
+            if n == 0:
+                item["signature"] = ""
+            delta["reasoning_details"] = [item]
+        deltas.append(delta)
+    if d.details and parts:
+        deltas.append({"content": "", "reasoning": None, "reasoning_details": [
+            {"type": "reasoning.text", "text": "", "signature": sig, "format": _OR_FORMAT,
+             "index": 0}]})
+        deltas.append({"content": "", "reasoning": None, "reasoning_details": [
+            {"type": "reasoning.encrypted", "data": f"enc-{sig}", "format": _OR_FORMAT,
+             "index": 0}]})
+    return deltas
+
+
+def _content_deltas(d: Dialect, r: Reply, size: int) -> list[dict[str, Any]]:
+    if d.gemini and r.reasoning:
+        deltas: list[dict[str, Any]] = [
+            {"content": piece, "extra_content": {"google": {"thought": True}}}
+            for piece in _pieces(d.think_tag[0] + r.reasoning, size)]
+        deltas.append({"content": d.think_tag[1]})
+        return deltas + [{"content": p} for p in _pieces(r.content or "", size)]
+    if d.content_chunks and r.reasoning:
+        # thinking as chunk lists; the last one closes it and may carry the first text chunk,
+        # then the answer comes as plain strings
+        thought, text = _pieces(r.reasoning, size), _pieces(r.content or "", size)
+        deltas = [{"content": [_thinking_chunk(p)]} for p in thought[:-1]]
+        last: list[Any] = [_thinking_chunk(thought[-1], closed=True)]
+        if text:
+            last.append({"type": "text", "text": text.pop(0)})
+        return deltas + [{"content": last}] + [{"content": p} for p in text]
+    extra = {"reasoning": None} if d.details else {}
+    return [{"content": p, **extra} for p in _pieces(_tagged(d, r), size)]
+
+
 def _stream_deltas(d: Dialect, r: Reply, ids: list[str], sig: str, size: int) -> list[dict[str, Any]]:
     first: dict[str, Any] = {"role": "assistant", "content": None if d.reasoning_fields else ""}
     first.update({f: "" for f in d.reasoning_fields})
     first.update(r.extra or {})
-    deltas = [first]
-    parts = _pieces(r.reasoning or "", size) if d.reasoning_fields else []
-    for n, piece in enumerate(parts):
-        delta: dict[str, Any] = {"content": None, **{f: piece for f in d.reasoning_fields}}
-        if d.details:
-            item = {"type": "reasoning.text", "text": piece, "format": "anthropic-claude-v1", "index": 0}
-            if n == len(parts) - 1:
-                item["signature"] = sig
-            delta["reasoning_details"] = [item]
-        deltas.append(delta)
-    if d.gemini and r.reasoning:
-        for piece in _pieces(d.think_tag[0] + r.reasoning, size):
-            deltas.append({"content": piece, "extra_content": {"google": {"thought": True}}})
-        deltas.append({"content": d.think_tag[1]})
-        deltas.extend({"content": p} for p in _pieces(r.content or "", size))
-    else:
-        deltas.extend({"content": p} for p in _pieces(_tagged(d, r), size))
+    deltas = [first, *_reasoning_deltas(d, r, sig, size), *_content_deltas(d, r, size)]
     if not d.text_tools:
         for n, call in enumerate(_wire_calls(d, r, ids, sig)):
             deltas.extend(_call_fragments(d, n, call))
+    if d.message_signature and r.reasoning and not r.tool_calls:
+        deltas.append({"content": "", "thought_signature": sig, "extra_content": {
+            "google": {"thought": True, "thought_signature": sig}}})
     return deltas
 
 
 def _call_fragments(d: Dialect, n: int, call: dict[str, Any]) -> list[dict[str, Any]]:
     if d.gemini:  # whole call in one chunk, no index
-        return [{"tool_calls": [call]}]
+        return [{"tool_calls": [{k: v for k, v in call.items() if k != "index"}]}]
     index = 0 if d.reuse_index else n
+    if d.whole_calls:
+        return [{"tool_calls": [{**call, "index": index}]}]
     args = call["function"]["arguments"]
     half = len(args) // 2
     head = {"index": index, "id": call["id"], "type": "function",
@@ -231,28 +204,45 @@ def _call_fragments(d: Dialect, n: int, call: dict[str, Any]) -> list[dict[str, 
 
 
 def render_chunks(d: Dialect, r: Reply, counter: int, model: str, *, include_usage: bool,
-                  size: int) -> tuple[list[dict[str, Any]], Issued]:
-    """The SSE `data:` payloads of one streamed turn (without the final [DONE])."""
+                  size: int) -> tuple[list[dict[str, Any] | str], Issued]:
+    """The SSE frames of one streamed turn (without the final [DONE]): `data:` payloads, and
+    comment lines as ready-made frame text."""
     _, issued = render_json(d, r, counter, model)
     ids, sig = call_ids(d, r, counter), signature_for(r, counter)
-    usage = _usage(d, r)
+    usage = render_usage(d, r)
+    token = iter(range(1000, 10**6))
 
     def wrap(delta: dict[str, Any], fr: str | None = None) -> dict[str, Any]:
+        if d.role_every_chunk:
+            delta = {"role": "assistant", **delta, "token_id": next(token)}
+        choice: dict[str, Any] = {"index": 0, "delta": delta}
+        if fr is not None or not d.omit_null_finish:
+            choice["finish_reason"] = fr
+        if d.stop_reason_token is not None:
+            choice["stop_reason"] = d.stop_reason_token if fr == "stop" else None
+        if d.details and fr is not None:
+            choice["native_finish_reason"] = "tool_use" if fr == "tool_calls" else "end_turn"
         chunk: dict[str, Any] = {"id": f"chatcmpl-{counter}", "object": "chat.completion.chunk",
-                                 "model": model,
-                                 "choices": [{"index": 0, "delta": delta, "finish_reason": fr}]}
+                                 "model": d.served_model or model, "choices": [choice]}
         if d.gemini and include_usage:
+            chunk["usage"] = usage
+        if d.usage_style == "groq" and fr is not None:  # Groq: usage rides in x_groq
+            chunk["x_groq"] = {"id": f"req_{counter:026d}", "usage": usage}
+        if d.usage_style == "mistral" and fr is not None:  # always, no stream_options needed
             chunk["usage"] = usage
         return chunk
 
-    if issued.details:  # what a client gets by concatenating the streamed fragments per index
-        issued.details = [{"type": "reasoning.text", "text": r.reasoning, "format": "anthropic-claude-v1",
-                           "index": 0, "signature": sig}]
-    chunks = [wrap(delta) for delta in _stream_deltas(d, r, ids, sig, size)]
+    if issued.details:  # what a client gets by concatenating the fragments per index and type
+        issued.details = [{"type": "reasoning.text", "text": r.reasoning, "format": _OR_FORMAT,
+                           "index": 0, "signature": sig},
+                          {"type": "reasoning.encrypted", "data": f"enc-{sig}", "format": _OR_FORMAT,
+                           "index": 0}]
+    chunks: list[dict[str, Any] | str] = [f"{c}\n\n" for c in d.comments]
+    chunks += [wrap(delta) for delta in _stream_deltas(d, r, ids, sig, size)]
     chunks.append(wrap({"role": "assistant"} if d.gemini else {}, _finish(d, r, stream=True)))
-    if include_usage and not d.gemini:
+    if include_usage and not d.gemini and d.usage_style != "mistral":
         chunks.append({"id": f"chatcmpl-{counter}", "object": "chat.completion.chunk",
-                       "model": model, "choices": [], "usage": usage})
+                       "model": d.served_model or model, "choices": [], "usage": usage})
     return chunks, issued
 
 
@@ -309,12 +299,56 @@ def _check_gemini(d: Dialect, body: dict[str, Any], issued: Mapping[str, Issued]
                     array=True)
     for i, m in _assistant_calls(body):
         for n, c in enumerate(m["tool_calls"]):
-            sent = issued.get(str(c.get("id")))
-            want = sent.extra.get(str(c.get("id"))) if sent else None
+            if not c.get("id"):
+                return _bad(f"messages[{i}].tool_calls[{n}].id must not be empty", array=True)
+            want = _issued_extra(c, issued)
             if want and c.get("extra_content") != want:
                 return _bad(f"Function call is missing a thought_signature in functionCall parts. "
                             f"This is required for tools to work correctly (messages[{i}]."
                             f"tool_calls[{n}]).", array=True)
+    return None
+
+
+def _issued_extra(c: dict[str, Any], issued: Mapping[str, Issued]) -> Any:
+    """The extra_content issued with this call: by id, or (ids were empty) by name and
+    arguments."""
+    sent = issued.get(str(c.get("id")))
+    if sent is not None and str(c.get("id")) in sent.extra:
+        return sent.extra[str(c.get("id"))]
+    fn = c.get("function") or {}
+    key = call_key(str(fn.get("name")), str(fn.get("arguments")))
+    return next((x.extra[key] for x in issued.values() if key in x.extra), None)
+
+
+_MISTRAL_ID = re.compile(r"[A-Za-z0-9]{9}")
+#: request fields Mistral's schema does not have (it answers 422 "Extra inputs are not permitted")
+_MISTRAL_UNKNOWN = ("stream_options", "max_completion_tokens", "seed", "reasoning",
+                    "chat_template_kwargs")
+
+
+def _check_mistral(d: Dialect, body: dict[str, Any], issued: Mapping[str, Issued]) -> ErrorReply | None:
+    for key in _MISTRAL_UNKNOWN:
+        if key in body:
+            return ErrorReply(422, {"object": "error", "type": "invalid_request_error", "message": {
+                "detail": [{"type": "extra_forbidden", "loc": ["body", key],
+                            "msg": "Extra inputs are not permitted", "input": body[key]}]}})
+    for m in body.get("messages") or []:
+        ids = [str(c.get("id")) for c in m.get("tool_calls") or []]
+        ids += [str(m["tool_call_id"])] if m.get("role") == "tool" else []
+        for id_ in ids:
+            if not _MISTRAL_ID.fullmatch(id_):
+                return ErrorReply(400, {"object": "error", "type": "invalid_request_message_order",
+                                        "message": f"Tool call id was {id_} but must be a-z, A-Z, "
+                                                   "0-9, with a length of 9.", "code": "3280"})
+    return None
+
+
+def _check_groq(d: Dialect, body: dict[str, Any], issued: Mapping[str, Issued]) -> ErrorReply | None:
+    for i, m in enumerate(body.get("messages") or []):
+        for key in ("reasoning_content", "reasoning"):
+            if m.get("role") == "assistant" and key in m:
+                return _bad(f"'messages.{i}' : for 'role:assistant' the following must be "
+                            f"satisfied[('messages.{i}' : property '{key}' is unsupported)]")
     return None
 
 
@@ -353,7 +387,7 @@ def _check_xai(d: Dialect, body: dict[str, Any], issued: Mapping[str, Issued]) -
 _CHECKS: Mapping[str, _Check] = {
     "deepseek": _check_deepseek, "kimi": _check_kimi, "openrouter": _check_openrouter,
     "gemini": _check_gemini, "openai": _check_openai, "dashscope": _check_dashscope,
-    "xai": _check_xai,
+    "xai": _check_xai, "mistral": _check_mistral, "groq": _check_groq,
 }
 
 
@@ -382,10 +416,21 @@ def _check_replay(d: Dialect, body: dict[str, Any], issued: Mapping[str, Issued]
             continue
         sent = issued.get(str((m.get("tool_calls") or [{}])[0].get("id")))
         in_scope = d.replay_scope == "all" or (d.replay_scope == "tool_loop" and i > last_user)
-        if sent is not None and sent.reasoning and in_scope and m.get(d.replay_field) != sent.reasoning:
+        got = _chunk_reasoning(m) if d.content_chunks else m.get(d.replay_field)
+        if sent is not None and sent.reasoning and in_scope and got != sent.reasoning:
+            where = "a thinking chunk in `content`" if d.content_chunks else f"`{d.replay_field}`"
             return _bad(f"scripted server (strict replay, dialect {d.name}): messages[{i}] must "
-                        f"carry `{d.replay_field}` exactly as issued; got {m.get(d.replay_field)!r}")
+                        f"carry {where} exactly as issued; got {got!r}")
     return None
+
+
+def _chunk_reasoning(m: dict[str, Any]) -> str | None:
+    content = m.get("content")
+    if not isinstance(content, list):
+        return None
+    return "".join(str(t.get("text", "")) for c in content if isinstance(c, dict)
+                   and c.get("type") == "thinking" for t in c.get("thinking") or []
+                   if isinstance(t, dict))
 
 
 def check_request(d: Dialect, body: dict[str, Any], issued: Mapping[str, Issued]) -> ErrorReply | None:

@@ -32,8 +32,12 @@ class Reply:
     `reset_after`: cut the connection (TCP reset) after that many SSE events, or that many
     body bytes for JSON. `keepalives`: `: keep-alive` comments before the first event.
     `delay`: seconds before answering. `signature`: the thinking signature to issue
-    (Anthropic/OpenRouter); `redacted`: an extra Anthropic ``redacted_thinking`` block.
-    `raw_arguments` on calls can carry invalid JSON on purpose.
+    (Anthropic/OpenRouter/Gemini; for the Responses API the `encrypted_content`, and ``""``
+    issues a reasoning item without one); `redacted`: an Anthropic ``redacted_thinking``
+    block, streamed first. `usage` keys: ``input_tokens``, ``output_tokens``,
+    ``reasoning_tokens``, ``cached_tokens``, ``cache_write_tokens`` (Anthropic) and
+    ``cost_micro_usd`` (OpenRouter's reported cost). Arguments given as a str can carry
+    invalid JSON on purpose.
     """
 
     content: str | None = None

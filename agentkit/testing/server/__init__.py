@@ -219,8 +219,10 @@ class ScriptedModelServer:
         """(JSON payload or None, SSE frames, what was issued, call ids) in this dialect."""
         wire, size = self.dialect.wire, self.chunk_chars
 
-        def named(events: list[tuple[str, dict[str, Any]]]) -> list[bytes]:
-            return [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events]
+        def named(events: list[tuple[str, Any]]) -> list[bytes]:
+            # a str payload is already encoded (a dialect may pad it as its provider does)
+            return [f"event: {name}\ndata: {data if isinstance(data, str) else json.dumps(data)}"
+                    "\n\n".encode() for name, data in events]
 
         if wire == "responses":
             ids = responses_call_ids(r, n)
@@ -239,7 +241,8 @@ class ScriptedModelServer:
         if stream:
             chunks, issued = render_chunks(self.dialect, r, n, model, include_usage=include_usage,
                                            size=size)
-            frames = [f"data: {json.dumps(c)}\n\n".encode() for c in chunks] + [b"data: [DONE]\n\n"]
+            frames = [(c if isinstance(c, str) else f"data: {json.dumps(c)}\n\n").encode()
+                      for c in chunks] + [b"data: [DONE]\n\n"]  # str: a comment line
             return None, frames, issued, ids
         payload, issued = render_json(self.dialect, r, n, model)
         return payload, [], issued, ids
