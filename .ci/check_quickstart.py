@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from agentkit.audit import verify_ledger
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from local_model import check_answer, expected_facts  # noqa: E402  (ground truth, one copy)
 
 
-def overlapping_pairs(events: list[dict]) -> int:
+def overlapping_pairs(events: list[dict[str, Any]]) -> int:
     spans: dict[str, list[float]] = {}
     for e in events:
         if e["kind"] == "node.started" and e["node_id"]:

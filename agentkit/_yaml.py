@@ -23,7 +23,7 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -98,17 +98,18 @@ def decode(raw: bytes, filename: str) -> str:
                             f"({len(raw):,} bytes read); task files hold settings, not data",
                             file=filename, line=1, column=1)
     if b"\x00" in raw:
-        return _raise_at(raw, raw.index(b"\x00"), filename,
+        _raise_at(raw, raw.index(b"\x00"), filename,
                          "this is a binary file (NUL byte), not a YAML task file")
     try:
-        return raw.decode("utf-8-sig")
+        text: str = raw.decode("utf-8-sig")
+        return text
     except UnicodeDecodeError as exc:
-        return _raise_at(raw, exc.start, filename,
+        _raise_at(raw, exc.start, filename,
                          f"the task file is not valid UTF-8 (byte 0x{raw[exc.start]:02x}); "
                          "save it as UTF-8")
 
 
-def _raise_at(raw: bytes, offset: int, filename: str, message: str) -> Any:
+def _raise_at(raw: bytes, offset: int, filename: str, message: str) -> NoReturn:
     line = raw.count(b"\n", 0, offset) + 1
     col = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
     raise TaskFileError(message, file=filename, line=line, column=col)
@@ -313,7 +314,7 @@ def _expected(err: dict[str, Any]) -> str:
     if kind in _EXPECTED:
         return _EXPECTED[kind]
     if kind == "literal_error":
-        return "one of: " + err["ctx"]["expected"].replace(" or ", ", ")
+        return "one of: " + str(err["ctx"]["expected"]).replace(" or ", ", ")
     if kind == "value_error":
         return str(err["msg"]).removeprefix("Value error, ")
     msg = str(err["msg"]).removeprefix("Input should be ")

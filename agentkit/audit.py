@@ -442,7 +442,7 @@ def _read_tail(fd: int, size: int) -> bytes:
 def _parse_last(tail: bytes, path: Path) -> dict[str, Any]:
     lines = [ln for ln in tail.split(b"\n") if ln]
     try:
-        record = json.loads(lines[-1])
+        record: dict[str, Any] = json.loads(lines[-1])
         if not isinstance(record.get("seq"), int) or not isinstance(record.get("hash"), str):
             raise ValueError("no seq/hash")
         return record

@@ -15,6 +15,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agentkit.audit import Ledger
@@ -96,8 +97,8 @@ def ledger_run(events: list[Event], folder: Path, fsync: str) -> float:
     return time.perf_counter() - start
 
 
-def best_of(fn: object, repeats: int) -> float:
-    return min(fn() for _ in range(repeats))  # type: ignore[operator]
+def best_of(fn: Callable[[], float], repeats: int) -> float:
+    return min(fn() for _ in range(repeats))
 
 
 def main() -> None:
@@ -117,7 +118,9 @@ def main() -> None:
         synced_events = events[: args.fsync_events]
         synced = ledger_run(synced_events, folder, "always")
 
-    per = lambda seconds, n: seconds / n * 1e6  # noqa: E731
+    def per(seconds: float, n: int) -> float:
+        return seconds / n * 1e6
+
     b_us, l_us, s_us = per(base, len(events)), per(buffered, len(events)), per(synced, len(synced_events))
     print(f"events: {len(events):,} (mean payload {mean_bytes:,.0f} bytes JSON), best of {args.repeats}")
     print(f"baseline (canonical JSON, in memory): {b_us:8.2f} us/event")

@@ -84,7 +84,7 @@ def check_answer(answer: str, facts: dict[str, Any]) -> list[str]:
 
 
 def speed() -> None:
-    import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar
 
     from agentkit.messages import ToolSpec
     from agentkit.models._local_actions import action_grammar, describe_actions
@@ -117,7 +117,7 @@ def speed() -> None:
         {"role": "user", "content": "Write Python that reads sales.csv with the csv module and "
                                     "prints the sum of the units column."}]).prompt
     base_s, _ = timed(prompt, 1)
-    grammar = llama_cpp.LlamaGrammar.from_string(
+    grammar = LlamaGrammar.from_string(
         action_grammar([tool], think=False, allow_final=False), verbose=False)
     rates = {}
     for label, g in (("free", None), ("action grammar", grammar)):
@@ -147,15 +147,14 @@ def _task(seed: int) -> Any:
 
 async def plan_once(seed: int) -> tuple[bool, str, float]:
     from agentkit.budget import Budget
-    from agentkit.prompting import Prompts
     from agentkit.runtime import Runtime
     from agentkit.swarm.agents import Planner
-    from agentkit.swarm.engine import SwarmContext
+    from agentkit.swarm.context import SwarmContext
 
     task = _task(seed)
     t0 = time.perf_counter()
     async with Runtime(task) as rt:
-        ctx = SwarmContext(runtime=rt, prompts=Prompts.for_task(task),
+        ctx = SwarmContext(runtime=rt,
                            budget=Budget.root(task.budget, emit=rt.emit, clock=rt.clock))
         try:
             graph = await Planner(ctx).plan()

@@ -205,7 +205,7 @@ def langgraph_runner() -> Callable[[Dag], Any] | None:
 
         builder = StateGraph(State)
         builder.add_node("dispatch", dispatch)
-        builder.add_node("work", work)  # type: ignore[arg-type]  # a Send target takes its own input
+        builder.add_node("work", work)
         builder.add_edge(START, "dispatch")
         builder.add_conditional_edges("dispatch", route, ["work", END])
         builder.add_edge("work", "dispatch")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -281,7 +282,8 @@ def test_blob_threshold_counts_utf8_bytes_and_odd_text_never_crashes(tmp_path: P
     decoded with surrogateescape) is written as '?' rather than stopping the run."""
     path = tmp_path / "run.jsonl"
     with Ledger(path) as ledger:
-        ledger.record("x", {"cjk": "中" * 30_000, "odd": "a\udcffb", 7: "int key"},
+        data: dict[Any, Any] = {"cjk": "中" * 30_000, "odd": "a\udcffb", 7: "int key"}
+        ledger.record("x", data,
                       run_id="r", node_id=None, ts=1.0)
     data = json.loads(path.read_text())["data"]
     assert data["cjk"]["size"] == 90_000 and read_blob(path, data["cjk"]) == "中" * 30_000

@@ -14,6 +14,7 @@ import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -139,7 +140,7 @@ def test_failed_run_human_output_and_default_ledger_dir(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_cancels_cleanly_exits_130_and_closes_the_ledger(tmp_path: Path,
-                                                                 silent_server: tuple) -> None:
+                                                                 silent_server: tuple[str, Any]) -> None:
     url, connected = silent_server
     path = task_file(tmp_path, url)
     led = tmp_path / "led"

@@ -13,10 +13,12 @@ import asyncio
 import hashlib
 import json
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from agentkit.errors import SetupError
+from agentkit.messages import ReasoningPart, TextPart, ToolCallPart, ToolSpec
 from agentkit.models import weights
 from agentkit.models.weights import PinnedWeights, assemble, chunk_files, ensure_pinned, resolve_model_path
 
@@ -146,10 +148,17 @@ SEARCH = {"name": "web_search", "description": "Search the web",
                          "properties": {"query": {"type": "string", "maxLength": 500}}}}
 
 
-def _tools() -> list:
-    from agentkit.messages import ToolSpec
+def _tools() -> list[ToolSpec]:
+    return [ToolSpec.model_validate(RUN_CODE), ToolSpec.model_validate(SEARCH)]
 
-    return [ToolSpec(**RUN_CODE), ToolSpec(**SEARCH)]
+
+P = TypeVar("P")
+
+
+def part(value: object, kind: type[P]) -> P:
+    """`value`, checked to be a `kind` (a reasoning, text or tool-call part)."""
+    assert isinstance(value, kind), value
+    return value
 
 
 def test_code_comes_back_verbatim_from_a_fenced_block() -> None:
@@ -159,8 +168,8 @@ def test_code_comes_back_verbatim_from_a_fenced_block() -> None:
     code = 'import csv\nprint("a\\tb", \'q\')\nprint({"k": 1})'
     text = f"<think>\nneed csv\n</think>\nAction: run_code\n```python\n{code}\n```"
     parts = parse_output(text, _tools(), call_id="c1")
-    assert parts[0].kind == "reasoning" and parts[0].text == "need csv"
-    call = parts[1]
+    assert part(parts[0], ReasoningPart).text == "need csv"
+    call = part(parts[1], ToolCallPart)
     assert call.name == "run_code" and call.id == "c1"
     assert call.arguments == {"language": "python", "code": code}
 
@@ -177,28 +186,30 @@ def test_an_action_written_inside_the_code_block_is_cut_off() -> None:
     for stray in ("Action: final", "Action\uff1a final", "Action final"):
         text = (f"Action: run_code\n```python\n{program}\n\n{stray}\n"
                 f"Region: East, Total Revenue: $1234.56\n```")
-        (call,) = parse_output(text, _tools(), call_id="c")
-        assert call.arguments["code"] == program, stray
+        (only,) = parse_output(text, _tools(), call_id="c")
+        assert part(only, ToolCallPart).arguments["code"] == program, stray
     kept = "Action = 'buy'\nprint(Action)"  # a variable of that name is code, not an action
-    (call,) = parse_output(f"Action: run_code\n```python\n{kept}\n```", _tools(), call_id="c")
-    assert call.arguments["code"] == kept
+    (only,) = parse_output(f"Action: run_code\n```python\n{kept}\n```", _tools(), call_id="c")
+    assert part(only, ToolCallPart).arguments["code"] == kept
 
 
 def test_json_tool_final_answer_and_tool_call_tags() -> None:
     from agentkit.models._local_actions import parse_output
 
     parts = parse_output('Action: web_search\n{"query": "oslo \\"weather\\""}', _tools(), call_id="c")
-    assert parts[0].arguments == {"query": 'oslo "weather"'}
+    assert part(parts[0], ToolCallPart).arguments == {"query": 'oslo "weather"'}
     parts = parse_output("Action: final\nRevenue was 7452.5.", _tools(), call_id="c")
-    assert [p.kind for p in parts] == ["text"] and parts[0].text == "Revenue was 7452.5."
+    assert [p.kind for p in parts] == ["text"]
+    assert part(parts[0], TextPart).text == "Revenue was 7452.5."
     tagged = '<tool_call>\n{"name": "web_search", "arguments": {"query": "x"}}\n</tool_call>'
     parts = parse_output(tagged, _tools(), call_id="c")
-    assert parts[-1].name == "web_search" and parts[-1].arguments == {"query": "x"}
+    last = part(parts[-1], ToolCallPart)
+    assert last.name == "web_search" and last.arguments == {"query": "x"}
 
 
 def test_grammars_compile_and_history_replays_in_the_same_format() -> None:
     """llama.cpp accepts every grammar we build; a past call is shown as the model wrote it."""
-    import llama_cpp
+    from llama_cpp.llama_grammar import LlamaGrammar
 
     from agentkit.messages import Message, ToolCallPart, ToolResultPart
     from agentkit.models._local_actions import action_grammar, render_history, schema_grammar
@@ -208,7 +219,7 @@ def test_grammars_compile_and_history_replays_in_the_same_format() -> None:
         for g in (action_grammar(_tools(), think=think, allow_final=True),
                   action_grammar(_tools()[1:], think=think, allow_final=False),
                   schema_grammar(Plan.model_json_schema(), think=think)):
-            assert llama_cpp.LlamaGrammar.from_string(g, verbose=False) is not None
+            assert LlamaGrammar.from_string(g, verbose=False) is not None
     call = ToolCallPart(id="c1", name="run_code", arguments={"language": "python", "code": "print(1)"})
     chat = render_history([Message.user("go"), Message(role="assistant", parts=(call,)),
                            Message(role="tool", parts=(ToolResultPart(call_id="c1", name="run_code",
@@ -231,7 +242,7 @@ async def test_real_model_writes_runnable_code_reproducibly_and_is_loaded_once()
 
     registry = LoadedModels()
     spec = ModelSpec(provider="local", model=weights.DEFAULT_LOCAL_MODEL, context_tokens=2048)
-    tools = [ToolSpec(**RUN_CODE)]
+    tools = [ToolSpec.model_validate(RUN_CODE)]
     msgs = [Message.user("Print the sum of the integers from 1 to 100 using Python.")]
     settings = ModelSettings(seed=7, max_tokens=60, temperature=0.7, tool_choice="required")
     try:
@@ -367,7 +378,7 @@ async def test_real_model_thinks_in_tags_when_the_task_asks() -> None:
     model = LocalModel(ModelSpec(provider="local", model=weights.DEFAULT_LOCAL_MODEL,
                                  context_tokens=1024), think=True, registry=registry)
     try:
-        turn = await model.turn([Message.user("Print 2+3 with Python.")], [ToolSpec(**RUN_CODE)],
+        turn = await model.turn([Message.user("Print 2+3 with Python.")], [ToolSpec.model_validate(RUN_CODE)],
                                 ModelSettings(max_tokens=120, seed=2, tool_choice="required"))
     finally:
         registry.unload_all()

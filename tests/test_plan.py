@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from agentkit.plan import Plan, PlanError, validate_plan
+from agentkit.errors import PlanError
+from agentkit.plan import Plan, validate_plan
 
 
-def _plan(*nodes: dict) -> Plan:
-    return Plan(nodes=[{"goal": "do it", **n} for n in nodes])
+def _plan(*nodes: dict[str, Any]) -> Plan:
+    return Plan.model_validate({"nodes": [{"goal": "do it", **n} for n in nodes]})
 
 
 def test_valid_diamond_has_critical_path_width_and_sinks() -> None:

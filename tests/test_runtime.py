@@ -8,7 +8,8 @@ from agentkit import Runtime, TaskSpec
 
 
 def _task(**model: object) -> TaskSpec:
-    return TaskSpec(name="t", goal="g", model="m", models={"m": {"model": "x", **model}})
+    return TaskSpec.model_validate({"name": "t", "goal": "g", "model": "m",
+                                    "models": {"m": {"model": "x", **model}}})
 
 
 def test_profile_default_key_variable_is_redacted_from_the_ledger(tmp_path: Path) -> None:
@@ -18,7 +19,8 @@ def test_profile_default_key_variable_is_redacted_from_the_ledger(tmp_path: Path
     runtime = Runtime(task, environ={"DEEPSEEK_API_KEY": "sk-live-123456"}, ledger_dir=tmp_path)
     path = runtime.open_ledger()
     runtime.emit("tool.call", {"arguments": {"q": "sk-live-123456"}})
-    runtime._ledger.close()
+    assert runtime.ledger is not None
+    runtime.ledger.close()
     assert path is not None
     assert "sk-live-123456" not in path.read_text()
 
@@ -56,8 +58,10 @@ async def test_a_missing_sandbox_input_is_a_config_error_before_anything_runs(tm
     from agentkit.errors import ConfigError
     from agentkit.run import start
 
-    task = TaskSpec(name="t", goal="g", model="m", models={"m": {"model": "x"}},
-                    tools=["run_code"], sandbox={"inputs": ["sales.csv"]}, workspace=str(tmp_path))
+    task = TaskSpec.model_validate({"name": "t", "goal": "g", "model": "m",
+                                    "models": {"m": {"model": "x"}}, "tools": ["run_code"],
+                                    "sandbox": {"inputs": ["sales.csv"]},
+                                    "workspace": str(tmp_path)})
     with pytest.raises(ConfigError, match="'sales.csv' not found in the workspace"):
         start(task)
     (tmp_path / "sales.csv").write_text("a,b\n")

@@ -44,6 +44,6 @@ def test_build_is_cached_and_tags_latest() -> None:
 
 @pytest.mark.docker
 def test_missing_bootstrap_tool_names_the_package_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(image.shutil, "which", lambda name: None)
+    monkeypatch.setattr("agentkit.sandboxes.image.shutil.which", lambda name: None)
     with pytest.raises(SetupError, match="apt-get install -y mmdebstrap"):
         build_image(["pretend-extra-package"], force=True, log=lambda msg: None)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from agentkit.cli import app
 from agentkit.errors import TaskFileError
-from agentkit.task import ModelSpec, ReasoningSpec, TaskSpec, load_task, load_task_text
+from agentkit.task import BudgetSpec, ModelSpec, ReasoningSpec, TaskSpec, load_task, load_task_text
 
 GOOD = textwrap.dedent("""\
     name: demo
@@ -95,7 +95,8 @@ BAD_CASES = [
 
 
 @pytest.mark.parametrize("case", BAD_CASES, ids=[c[0] for c in BAD_CASES])
-def test_bad_task_file_exits_2_naming_file_line_and_problem(tmp_path: Path, case: tuple) -> None:
+def test_bad_task_file_exits_2_naming_file_line_and_problem(tmp_path: Path,
+                                                            case: tuple[str, str, int, str]) -> None:
     _, text, line, words = case
     path = write(tmp_path, text)
     code, output = validate(path)
@@ -190,7 +191,7 @@ def test_python_spec_equals_yaml_spec(tmp_path: Path) -> None:
                                   base_url="https://api.deepseek.com", model="deepseek-chat",
                                   api_key_env="DEEPSEEK_API_KEY",
                                   reasoning=ReasoningSpec(effort="high"))},
-        tools=["web_search", "web_fetch"], budget={"tokens": 100000, "cost_usd": 1})
+        tools=["web_search", "web_fetch"], budget=BudgetSpec(tokens=100000, cost_usd=1))
     assert load_task(write(tmp_path, GOOD)) == built
     assert load_task_text(GOOD, "inline.yaml") == built
 

@@ -41,8 +41,9 @@ RESOLVER = {"news.test": ["127.0.0.1"], "other.test": ["127.0.0.1"],
 
 
 def task(**fetch: Any) -> TaskSpec:
-    return TaskSpec(name="fetch-test", goal="test", model="m", models={"m": {"model": "none"}},
-                    tools=["web_fetch"], fetch=fetch)
+    return TaskSpec.model_validate({"name": "fetch-test", "goal": "test", "model": "m",
+                                    "models": {"m": {"model": "none"}}, "tools": ["web_fetch"],
+                                    "fetch": fetch})
 
 
 class Harness:

@@ -29,8 +29,9 @@ from agentkit.tools.web_search import WebSearch
 
 
 def task(**search: Any) -> TaskSpec:
-    return TaskSpec(name="search-test", goal="test", model="m", models={"m": {"model": "none"}},
-                    tools=["web_search"], search=search)
+    return TaskSpec.model_validate({"name": "search-test", "goal": "test", "model": "m",
+                                    "models": {"m": {"model": "none"}}, "tools": ["web_search"],
+                                    "search": search})
 
 
 class CannedBackend:

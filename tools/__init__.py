@@ -36,7 +36,8 @@ BUILTIN_TOOLS: dict[str, str] = {
 
 def _load(target: str) -> Tool:
     module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    tool: Tool = getattr(importlib.import_module(module), cls)()
+    return tool
 
 
 def build_registry(names: Iterable[str]) -> ToolRegistry:

@@ -270,7 +270,7 @@ class TurnBuilder:
         elif kind == "text":
             self._text.append(text)
         if self._on_delta is not None and (text or kind == "tool_call"):
-            self._on_delta(Delta(kind=kind, text=text, tool_call_index=index))  # type: ignore[arg-type]
+            self._on_delta(Delta(kind=kind, text=text, tool_call_index=index))
 
     def _reasoning_arrived(self, field: str, text: str) -> None:
         """Reasoning from a field or a chunk: the server separates it, so content held back

@@ -214,7 +214,7 @@ def _apply_event(acc: dict[str, Any], kind: str | None, data: dict[str, Any],
             piece = str(delta.get(key) or "")
             block[field] = (block.get(field) or "") + piece
             if on_delta is not None and out_kind is not None:
-                on_delta(Delta(kind=out_kind, text=piece,  # type: ignore[arg-type]
+                on_delta(Delta(kind=out_kind, text=piece,
                                tool_call_index=data["index"] if out_kind == "tool_call" else None))
     elif kind == "message_delta":
         # its usage repeats input and cache counts (cumulative values, not increments)

@@ -213,4 +213,5 @@ def _response_data(name: str, turn: Turn, cost: float, priced: bool,
                        for p in message.parts if isinstance(p, ToolCallPart)],
         "message": message.model_dump(mode="json"),
         "usage": turn.usage.model_dump(), "cost_usd": cost, "priced": priced,
-        "latency_s": latency}
+        # what the provider itself says the call cost (OpenRouter), beside our own figure
+        "provider_cost_usd": turn.provider_cost_usd, "latency_s": latency}

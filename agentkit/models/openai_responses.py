@@ -121,7 +121,7 @@ class OpenAIResponsesModel:
             if kind in ("error", "response.failed"):
                 raise stream_error(data.get("response", data), self._ep, _status_of)
             if kind in _DELTAS and on_delta is not None:
-                on_delta(Delta(kind=_DELTAS[kind], text=str(data.get("delta", "")),  # type: ignore[arg-type]
+                on_delta(Delta(kind=_DELTAS[kind], text=str(data.get("delta", "")),
                                tool_call_index=data.get("output_index")))
             elif kind == "response.output_item.done":
                 items[int(data.get("output_index", len(items)))] = data["item"]
