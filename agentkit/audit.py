@@ -32,12 +32,11 @@ from typing import Any, Literal
 
 from agentkit.errors import ConfigError, RunFailed
 from agentkit.events import Event
+from agentkit.secrets import Redactor, redaction_pipeline
 
-__all__ = ["GENESIS", "REDACTED", "Ledger", "VerifyResult", "read_blob", "redaction_pipeline",
-           "show_ledger", "verify_ledger"]
+__all__ = ["GENESIS", "Ledger", "VerifyResult", "read_blob", "show_ledger", "verify_ledger"]
 
 GENESIS = "0" * 64
-REDACTED = "[REDACTED]"
 BLOB_THRESHOLD = 64 * 1024
 PREVIEW_CHARS = 512
 
@@ -46,25 +45,6 @@ _FLUSH_KINDS = frozenset({"run.started", "run.finished", "plan.created", "plan.r
                           "node.finished", "node.failed", "budget.exceeded", "recovered"})
 
 FsyncPolicy = Literal["close", "always", "never", "interval"]
-#: a redactor rewrites the canonical JSON text of an event's `data` (a JSON object)
-Redactor = Callable[[str], str]
-
-# A key names a credential if it is one of these, or ends in -token/-secret/-password/-api-key
-# (so "max_tokens" and "tokens" are kept: they are counts, not credentials).
-_KEY_NAMES = (r"(?:authorization|proxy-authorization|x-api-key|x-goog-api-key|api[-_]?key|"
-              r"cookie|set-cookie|passwd|password|secret|token|"
-              r"[A-Za-z0-9_-]*[-_](?:token|secret|password|api[-_]?key))")
-_SECRET_KEY = re.compile(rf'"(?i:{_KEY_NAMES})":(?:"(?:[^"\\]|\\.)*"|-?[0-9][0-9.eE+-]*|true|false)')
-_SECRET_KEY_NESTED = re.compile(rf'"(?i:{_KEY_NAMES})":[\[{{]')
-_SECRET_KEY_EXACT = re.compile(rf"(?i:{_KEY_NAMES})\Z")
-# On JSON text: no pattern can cross a string boundary (none matches a bare '"').
-# Each alternative starts with a literal (the regex engine then skips ahead fast); the word
-# boundary is a lookbehind *after* the literal, which keeps that optimisation.
-_SECRET_PATTERN = re.compile(
-    r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE)[A-Z ]*-----[^\"]*?-----END [A-Z0-9 ]*-----"
-    r"|sk-(?<![A-Za-z0-9]sk-)(?:ant-)?[A-Za-z0-9_\-]{8,}"
-    r"|Bearer(?<![A-Za-z0-9]Bearer)(?:\s|\\[tnr])+[A-Za-z0-9._~+/=\-]{6,}"
-    r"|AKIA(?<![A-Za-z0-9]AKIA)[0-9A-Z]{16}(?![0-9A-Z])")
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\n\Z')
 
 
@@ -102,82 +82,6 @@ def _json_default(obj: Any) -> Any:
 # one encoder, made once: json.dumps with options builds a new one on every call
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                             default=_json_default)
-
-
-# ---------------------------------------------------------------------------------------------
-# Redaction: one choke point, a list of plain callables over the canonical JSON text.
-# Working on the text (one C-speed regex pass) instead of walking the structure keeps the
-# audit cost per event close to the cost of serialising it at all.
-
-
-def redact_keys(text: str) -> str:
-    """Replace the value of any key that names a credential (Authorization, cookie, ...)."""
-    if not _may_hold_secret_key(text.lower()):  # fast path: most events
-        return text
-    if _SECRET_KEY_NESTED.search(text):  # rare: a credential key holding a list or mapping
-        return _dumps(_redact_keys_deep(json.loads(text)))
-    return _SECRET_KEY.sub(lambda m: m.group(0).split('":', 1)[0] + f'":"{REDACTED}"', text)
-
-
-def _may_hold_secret_key(lowered: str) -> bool:
-    """Cheap substring tests (C speed) that must hit before the key regex runs at all."""
-    return ('token":' in lowered or "authorization" in lowered or "secret" in lowered
-            or "passw" in lowered or "cookie" in lowered or "api-key" in lowered
-            or "api_key" in lowered or "apikey" in lowered)
-
-
-def _redact_keys_deep(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: (REDACTED if _SECRET_KEY_EXACT.match(k) and v not in (None, "")
-                    else _redact_keys_deep(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_keys_deep(v) for v in value]
-    return value
-
-
-def redact_patterns(text: str) -> str:
-    """sk-..., sk-ant-..., Bearer ..., AKIA..., PEM blocks."""
-    if not ("sk-" in text or "Bearer" in text or "AKIA" in text or "-----BEGIN" in text):
-        return text  # fast path: four substring scans in C
-    return _SECRET_PATTERN.sub(REDACTED, text)
-
-
-def redact_values(secrets: Iterable[str]) -> Redactor:
-    """Replace exact occurrences of configured secret values (API keys read from env vars)."""
-    values = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
-    escaped = [json.dumps(s, ensure_ascii=False)[1:-1] for s in values]
-
-    def rewrite(text: str) -> str:
-        hits = [e for e in escaped if e in text]
-        if not hits:
-            return text
-        out = text
-        for secret in hits:
-            out = out.replace(secret, REDACTED)
-        try:
-            json.loads(out)
-            return out
-        except ValueError:  # a secret spanned JSON syntax: replace inside strings only
-            return _dumps(_map_strings(json.loads(text), values))
-
-    return rewrite
-
-
-def _map_strings(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, dict):
-        return {_map_strings(k, secrets): _map_strings(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_map_strings(v, secrets) for v in value]
-    return value
-
-
-def redaction_pipeline(secrets: Iterable[str] = ()) -> list[Redactor]:
-    """The default pipeline: credential keys, secret patterns, exact secret values."""
-    return [redact_keys, redact_patterns, redact_values(secrets)]
 
 
 # ---------------------------------------------------------------------------------------------

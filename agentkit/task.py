@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agentkit import _yaml
 from agentkit.errors import TaskFileError
 from agentkit.plan import Plan
+from agentkit.secrets import looks_like_secret
 
 __all__ = [
     "TOOL_NAMES",
@@ -262,9 +263,6 @@ def _check_env_name(v: str | None) -> str | None:
 
 _SECRET_KEYS = frozenset({"api_key", "apikey", "key", "token", "password", "secret",
                           "access_token", "auth_token", "authorization", "x_api_key"})
-_SECRET_VALUE = re.compile(
-    r"\bsk-(?:ant-)?[A-Za-z0-9_\-]{16,}|\bBearer\s+[A-Za-z0-9._~+/=\-]{8,}|\bAKIA[0-9A-Z]{16}\b"
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----")
 _NO_INLINE_KEYS = ("API keys may not be written in task files; put the key in an environment "
                    "variable and name it in api_key_env")
 
@@ -312,7 +310,7 @@ def _check_inline_secrets(src: _yaml.Located, value: Any, path: tuple[str | int,
     elif isinstance(value, list):
         for i, child in enumerate(value):
             _check_inline_secrets(src, child, (*path, i))
-    elif isinstance(value, str) and _SECRET_VALUE.search(value):
+    elif isinstance(value, str) and looks_like_secret(value):
         raise src.error(path, _NO_INLINE_KEYS)
 
 

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from agentkit.audit import GENESIS, REDACTED, Ledger, read_blob, show_ledger, verify_ledger
+from agentkit.audit import GENESIS, Ledger, read_blob, show_ledger, verify_ledger
 from agentkit.cli import app
 from agentkit.errors import ConfigError, RunFailed
 from agentkit.events import EventBus
 from agentkit.runtime import Runtime
+from agentkit.secrets import REDACTED
 from agentkit.task import ModelSpec, TaskSpec
 
 runner = CliRunner()

@@ -29,6 +29,7 @@ from agentkit.messages import Message, ToolSpec, Turn
 from agentkit.models.base import ChatModel, DeltaCallback, ModelSettings
 from agentkit.models.ratelimit import RateLimiter, estimate_tokens
 from agentkit.retry import CircuitBreaker, RetryPolicy
+from agentkit.secrets import TextRedactor
 
 __all__ = ["Channel", "ResilientModel"]
 
@@ -213,8 +214,4 @@ def _hint(status: int | None, key_env: str | None) -> str:
 
 
 def _redact(text: str | None, *secrets: str | None) -> str:
-    out = text or ""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            out = out.replace(secret, "[REDACTED]")
-    return out
+    return TextRedactor([s for s in secrets if s]).text(text or "")
