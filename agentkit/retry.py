@@ -3,8 +3,10 @@
 `RetryPolicy` says how often and how long to wait; `agentkit.models.resilient` is the one place
 that applies it (adapters never retry, so one failure never turns into attempts x attempts
 calls). Backoff is AWS "full jitter": ``rand(0, min(cap, base * 2**n))``, with the server's
-``Retry-After`` as a floor. Only `ProviderError.retryable` errors are retried: 408/409/429/5xx/529,
-connection resets and timeouts, never 400/401/403/404/422 or quota/billing refusals.
+``Retry-After`` as a floor, and no wait ever longer than `RetryPolicy.max_delay` (a provider
+answering ``Retry-After: 3600`` is retried after ``max_delay_s``, or failed over). Only
+`ProviderError.retryable` errors are retried: 408/409/429/5xx/529, connection resets and
+timeouts, never 400/401/403/404/422 or quota/billing refusals.
 """
 
 from __future__ import annotations
@@ -44,11 +46,12 @@ class RetryPolicy:
         return isinstance(error, ProviderError) and error.retryable
 
     def delay(self, retry_number: int, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds to wait before retry `retry_number` (0 = the first retry)."""
+        """Seconds to wait before retry `retry_number` (0 = the first retry): full jitter,
+        raised to the server's `retry_after`, never above `max_delay`."""
         cap = min(self.max_delay, self.base_delay * (2 ** retry_number))
         wait = rng.uniform(0.0, cap) if self.jitter == "full" else cap
         if retry_after is not None and retry_after > wait:
-            wait = retry_after
+            wait = min(retry_after, self.max_delay)
         return wait
 
 

@@ -98,7 +98,12 @@ class ModelSpec(_Spec):
     fallbacks: list[str] = Field(default_factory=list, max_length=8)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     temperature: float | None = Field(default=None, ge=0, le=2)
+    #: the deadline of one attempt of a call, whole: connecting, sending and reading every
+    #: byte of the answer, streamed or not (a server dripping keep-alives cannot extend it)
     timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    #: the largest answer accepted, in decompressed bytes; a stream counts all its events
+    #: (about 230 bytes per streamed token: 32 MiB holds some 140,000 tokens)
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
     max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)

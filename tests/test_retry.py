@@ -25,9 +25,9 @@ HELLO = [Message.user("hello")]
 
 
 def runtime(models: dict[str, ModelSpec], events: list[Event], clock: FakeClock,
-            attempts: int = 4) -> Runtime:
+            attempts: int = 4, max_delay_s: float = 4) -> Runtime:
     task = TaskSpec(name="t", goal="g", model=next(iter(models)), models=models,
-                    retry=RetrySpec(attempts=attempts, base_delay_s=0.5, max_delay_s=4))
+                    retry=RetrySpec(attempts=attempts, base_delay_s=0.5, max_delay_s=max_delay_s))
     return Runtime(task, clock=clock, sinks=[events.append], environ={"TEST_KEY": KEY})
 
 
@@ -56,7 +56,7 @@ async def test_429_retry_after_is_a_floor_then_success() -> None:
     clock = FakeClock()
     async with ScriptedModelServer("deepseek") as srv:
         srv.script(error(429, "slow down", retry_after=7), reply("hi"))
-        rt = runtime({"m": spec(srv.base_url)}, events, clock)
+        rt = runtime({"m": spec(srv.base_url)}, events, clock, max_delay_s=30)
         model = build(rt, "m", rng=random.Random(1))
         turn = await model.turn(HELLO)
         await model.aclose()
@@ -212,7 +212,8 @@ def test_full_jitter_bounds_and_retry_after_floor() -> None:
     assert all(0 <= d <= 4.0 for d in delays)
     assert max(policy.delay(0, None, rng) for _ in range(200)) <= 0.5
     assert len({round(d, 6) for d in delays}) > 100  # jittered, not a fixed ladder
-    assert policy.delay(0, 7.0, rng) >= 7.0
+    assert policy.delay(0, 3.0, rng) >= 3.0  # Retry-After is a floor...
+    assert policy.delay(0, 3600.0, rng) == 4.0  # ...never above max_delay
 
 
 def test_breaker_half_open_lets_exactly_one_trial_through() -> None:

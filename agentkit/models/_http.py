@@ -1,15 +1,27 @@
-"""The HTTP boundary shared by the wire adapters: error mapping, SSE framing, redaction.
+"""The HTTP boundary shared by the wire adapters: error mapping, SSE framing, redaction, and
+the limits every model call runs under.
 
 Everything httpx raises is mapped here to `ProviderError` subclasses carrying the facts the
 retry owner needs (status, retryable, retry_after). The API key never appears in a message.
+
+Every call (`post`) has one overall deadline, ``timeout_s``: connecting, sending and reading
+every byte of the answer, streamed or not. httpx's own timeouts are per read, so a server
+dripping keep-alives (or one byte every few seconds) would otherwise hold a call forever. The
+answer's *decompressed* size is capped (``max_response_bytes``): the body is read raw and
+inflated here in bounded steps, counted as it goes, so neither a gzip bomb nor a huge answer
+can grow the process past the cap (httpx's decoder inflates each network chunk whole, about
+1,000x for gzip). Only gzip and deflate are asked for and accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import email.utils
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +37,8 @@ from agentkit.errors import (
     ProviderTimeout,
 )
 
-__all__ = ["Endpoint", "SseEvent", "http_error", "iter_sse", "parse_retry_after", "post"]
+__all__ = ["Body", "CallLimits", "Endpoint", "SseEvent", "http_error", "iter_sse",
+           "parse_retry_after", "post"]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 529})
 _QUOTA = re.compile(r"quota|billing|insufficient|balance|credit|payment", re.I)
@@ -119,20 +132,164 @@ def map_transport_error(exc: httpx.HTTPError, ep: Endpoint) -> ProviderError:
     return ProviderResponseError(what, provider=ep.provider, model=ep.model)
 
 
+@dataclass(frozen=True)
+class CallLimits:
+    """What one model call may take: `deadline_s` for the whole exchange, `max_bytes` of
+    decompressed answer. `setting` names where the user raises them (``models.fast``)."""
+
+    deadline_s: float
+    max_bytes: int
+    setting: str = "the model's settings"
+
+
+#: error bodies are read up to this many decompressed bytes (the message is in the first few)
+ERROR_BODY_BYTES = 64 * 1024
+#: the most one inflate step may produce: memory grows by at most this per step
+_STEP = 64 * 1024
+_EOL = re.compile(r"\r\n|\r|\n")
+
+
 @asynccontextmanager
 async def post(client: httpx.AsyncClient, url: str, *, body: dict[str, Any],
-               headers: dict[str, str], ep: Endpoint, clock: Clock | None = None
-               ) -> AsyncIterator[httpx.Response]:
-    """POST and yield the open response once it is 2xx; every failure leaves as ProviderError,
-    including transport errors raised while the caller reads the body."""
+               headers: dict[str, str], ep: Endpoint, limits: CallLimits,
+               clock: Clock | None = None) -> AsyncIterator[Body]:
+    """POST and yield the answer's `Body` once it is 2xx; every failure leaves as
+    ProviderError, including transport errors raised while the caller reads the body. The
+    whole block, the caller's reading included, runs under `limits.deadline_s`."""
+    if not any(k.lower() == "accept-encoding" for k in headers):
+        headers = {**headers, "Accept-Encoding": "gzip, deflate"}
+    deadline = asyncio.timeout(limits.deadline_s)
     try:
-        async with client.stream("POST", url, json=body, headers=headers) as resp:
+        async with deadline, client.stream("POST", url, json=body, headers=headers) as resp:
             if resp.status_code >= 300:
-                raw = (await resp.aread()).decode("utf-8", "replace")
+                raw = await Body(resp, ep, CallLimits(limits.deadline_s, ERROR_BODY_BYTES,
+                                                      limits.setting)).text(truncate=True)
                 raise http_error(resp.status_code, raw, resp.headers, ep, clock)
-            yield resp
+            yield Body(resp, ep, limits)
     except httpx.HTTPError as exc:
         raise map_transport_error(exc, ep) from None
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        raise ProviderTimeout(
+            f"no complete answer within timeout_s = {limits.deadline_s:g} s, the deadline of "
+            f"the whole call (connecting, sending and reading every byte of the answer, "
+            f"streamed or not); raise {limits.setting}.timeout_s for a slower model",
+            provider=ep.provider, model=ep.model) from None
+
+
+class Body:
+    """A 2xx answer, read raw and decompressed here in bounded steps, its decoded size
+    counted against `CallLimits.max_bytes` as it arrives."""
+
+    def __init__(self, resp: httpx.Response, ep: Endpoint, limits: CallLimits) -> None:
+        self.headers = resp.headers
+        self._resp, self._ep, self._limits = resp, ep, limits
+        self._decoder = _decoder(resp.headers.get("content-encoding", ""), ep)
+        #: decoded bytes read so far
+        self.size = 0
+
+    async def chunks(self, *, truncate: bool = False) -> AsyncIterator[bytes]:
+        """Decoded pieces of at most 64 KB; past the cap a `ProviderResponseError` (or, with
+        `truncate`, the end of the body)."""
+        async for raw in self._resp.aiter_raw():
+            for piece in self._decoder.feed(raw):
+                room = self._limits.max_bytes - self.size
+                if len(piece) > room:
+                    if truncate:
+                        yield piece[:room]
+                        return
+                    raise self._too_large()
+                self.size += len(piece)
+                yield piece
+
+    async def text(self, *, truncate: bool = False) -> str:
+        """The whole answer as text (undecodable bytes replaced)."""
+        buf = bytearray()
+        async for piece in self.chunks(truncate=truncate):
+            buf += piece
+        return buf.decode("utf-8", "replace")
+
+    async def lines(self) -> AsyncIterator[str]:
+        """Lines without their ending (``\\r\\n``, ``\\r`` or ``\\n``, as SSE allows)."""
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        held: list[str] = []  # the unfinished line, in pieces (a long line is joined once)
+        cr = False  # the last piece ended in "\r": kept back, a "\n" may follow in the next
+        async for piece in self.chunks():
+            text = ("\r" if cr else "") + utf8.decode(piece)
+            cr = text.endswith("\r")
+            parts = _EOL.split(text[:-1] if cr else text)
+            held.append(parts[0])
+            if len(parts) > 1:
+                yield "".join(held)
+                for line in parts[1:-1]:
+                    yield line
+                held = [parts[-1]]
+        last = "".join(held) + utf8.decode(b"", final=True)
+        if last:
+            yield last
+
+    def _too_large(self) -> ProviderResponseError:
+        cap = self._limits.max_bytes
+        return ProviderResponseError(
+            f"the answer is larger than max_response_bytes = {cap:,} bytes (decompressed); "
+            f"it was cut there. If this model really answers that much, raise "
+            f"{self._limits.setting}.max_response_bytes", provider=self._ep.provider,
+            model=self._ep.model, retryable=False)
+
+
+class _Identity:
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        if data:
+            yield data
+
+
+class _Inflate:
+    """gzip or deflate, inflated at most `_STEP` bytes at a time (zlib keeps the rest of the
+    input in ``unconsumed_tail``), so a bomb never expands in one go."""
+
+    def __init__(self, encoding: str, ep: Endpoint) -> None:
+        self._gzip = encoding != "deflate"
+        # deflate is zlib-wrapped per the RFC, raw in practice: auto-detect, raw as a fallback
+        self._wbits = zlib.MAX_WBITS | (16 if self._gzip else 32)
+        self._z = zlib.decompressobj(self._wbits)
+        self._ep, self._started, self._done = ep, False, False
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while not self._done:
+            try:
+                out = self._z.decompress(data, _STEP)
+            except zlib.error as exc:
+                if self._gzip or self._started:
+                    raise ProviderResponseError(
+                        f"the answer's compressed body is corrupt ({exc})", retryable=True,
+                        provider=self._ep.provider, model=self._ep.model) from None
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+                continue
+            self._started = True
+            if out:
+                yield out
+            if self._z.eof:
+                data = self._z.unused_data
+                if self._gzip and data[:2] == b"\x1f\x8b":  # the next member of a gzip file
+                    self._z = zlib.decompressobj(self._wbits)
+                    continue
+                self._done = True  # bytes after the end are ignored (and never buffered)
+                return
+            data = self._z.unconsumed_tail
+            if not data and len(out) < _STEP:  # a full step may leave output inside zlib
+                return
+
+
+def _decoder(encoding: str, ep: Endpoint) -> _Identity | _Inflate:
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return _Identity()
+    if name in ("gzip", "x-gzip", "deflate"):
+        return _Inflate(name, ep)
+    raise ProviderResponseError(f"the answer uses content-encoding {encoding!r}; agentkit asks "
+                                "for gzip or deflate and accepts only those",
+                                provider=ep.provider, model=ep.model)
 
 
 @dataclass(frozen=True)
@@ -141,12 +298,12 @@ class SseEvent:
     data: str
 
 
-async def iter_sse(resp: httpx.Response) -> AsyncIterator[SseEvent]:
+async def iter_sse(body: Body) -> AsyncIterator[SseEvent]:
     """Server-sent events: skips `:` comments (keep-alives) and blank lines, joins multi-line
     data, keeps the `event:` name (Anthropic)."""
     event: str | None = None
     data: list[str] = []
-    async for line in resp.aiter_lines():
+    async for line in body.lines():
         if not line:
             if data:
                 yield SseEvent(event, "\n".join(data))

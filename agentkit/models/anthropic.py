@@ -27,7 +27,7 @@ from agentkit.messages import (
     Turn,
     Usage,
 )
-from agentkit.models._http import Endpoint, iter_sse, loads, post, stream_error
+from agentkit.models._http import Body, CallLimits, Endpoint, iter_sse, loads, post, stream_error
 from agentkit.models._parsing import make_tool_call
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
 from agentkit.models.profiles import Profile, get_profile, reasoning_params, thinking_enabled
@@ -78,6 +78,7 @@ class AnthropicModel:
         self._http = http
         self._owns_http = http is None
         self._clock = clock
+        self._limits = CallLimits(spec.timeout_s, spec.max_response_bytes, f"models.{name}")
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -130,18 +131,18 @@ class AnthropicModel:
         stream = self.spec.stream if isinstance(self.spec.stream, bool) else on_delta is not None
         body, headers = self.build_request(messages, tools, settings or ModelSettings(), stream=stream)
         async with post(self._client(), self._url, body=body, headers=headers, ep=self._ep,
-                        clock=self._clock) as resp:
+                        limits=self._limits, clock=self._clock) as resp:
             if stream:
                 acc = await self._read_stream(resp, on_delta)
             else:
-                data = loads((await resp.aread()).decode("utf-8", "replace"), self._ep, "response")
+                data = loads(await resp.text(), self._ep, "response")
                 if not isinstance(data, dict) or data.get("type") == "error":
                     raise stream_error(data or {}, self._ep, _status_of)
                 acc = {"blocks": list(data.get("content") or []), "message": data,
                        "stop_reason": data.get("stop_reason"), "usage": data.get("usage") or {}}
         return self._to_turn(acc)
 
-    async def _read_stream(self, resp: httpx.Response, on_delta: DeltaCallback | None) -> dict[str, Any]:
+    async def _read_stream(self, resp: Body, on_delta: DeltaCallback | None) -> dict[str, Any]:
         acc: dict[str, Any] = {"blocks": {}, "message": {}, "stop_reason": None, "usage": {}}
         done = False
         async for event in iter_sse(resp):

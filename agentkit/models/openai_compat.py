@@ -19,7 +19,7 @@ import httpx
 from agentkit.clock import Clock
 from agentkit.errors import ConfigError, ProviderResponseError
 from agentkit.messages import Message, ToolSpec, Turn
-from agentkit.models._http import Endpoint, iter_sse, loads, post, stream_error
+from agentkit.models._http import Body, CallLimits, Endpoint, iter_sse, loads, post, stream_error
 from agentkit.models._ollama_wire import NdjsonTranslator, build_ollama_body
 from agentkit.models._openai_wire import TurnBuilder, build_body
 from agentkit.models.base import DeltaCallback, ModelSettings
@@ -65,6 +65,7 @@ class OpenAICompatModel:
         self._http = http
         self._owns_http = http is None
         self._clock = clock
+        self._limits = CallLimits(spec.timeout_s, spec.max_response_bytes, f"models.{name}")
 
     def wants_stream(self, on_delta: DeltaCallback | None) -> bool:
         """`stream: auto` streams when the profile needs it (DashScope thinking) or a live
@@ -97,21 +98,21 @@ class OpenAICompatModel:
                      stream=stream)
         builder = TurnBuilder(self.profile, tool_names=[t.name for t in tools], on_delta=on_delta)
         async with post(self._client(), self._url, body=body, headers=self._headers(stream),
-                        ep=self._ep, clock=self._clock) as resp:
+                        ep=self._ep, limits=self._limits, clock=self._clock) as resp:
             ctype = resp.headers.get("content-type", "")
             if self._native:
                 await self._read_ndjson(resp, builder)
             elif "event-stream" in ctype or (stream and "json" not in ctype):
                 await self._read_stream(resp, builder)  # by what came back, not what we asked
             else:
-                self._read_json(loads((await resp.aread()).decode("utf-8", "replace"),
+                self._read_json(loads(await resp.text(),
                                       self._ep, "response"), builder)
         return builder.build(self.profile.name)
 
-    async def _read_ndjson(self, resp: httpx.Response, builder: TurnBuilder) -> None:
+    async def _read_ndjson(self, resp: Body, builder: TurnBuilder) -> None:
         """Ollama native: one JSON object per line (one in all when not streaming)."""
         translate = NdjsonTranslator()
-        async for line in resp.aiter_lines():
+        async for line in resp.lines():
             if not line.strip():
                 continue
             data = loads(line, self._ep, "NDJSON line")
@@ -131,7 +132,7 @@ class OpenAICompatModel:
                                         provider=self._ep.provider, model=self._ep.model)
         builder.feed(data)
 
-    async def _read_stream(self, resp: httpx.Response, builder: TurnBuilder) -> None:
+    async def _read_stream(self, resp: Body, builder: TurnBuilder) -> None:
         done = False
         async for event in iter_sse(resp):
             if event.data.strip() == "[DONE]":

@@ -29,7 +29,7 @@ from agentkit.messages import (
     Turn,
     Usage,
 )
-from agentkit.models._http import Endpoint, iter_sse, loads, post, stream_error
+from agentkit.models._http import Body, CallLimits, Endpoint, iter_sse, loads, post, stream_error
 from agentkit.models._parsing import make_tool_call
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
 from agentkit.models.profiles import Profile, reasoning_params
@@ -61,6 +61,7 @@ class OpenAIResponsesModel:
         self._http = http
         self._owns_http = http is None
         self._clock = clock
+        self._limits = CallLimits(spec.timeout_s, spec.max_response_bytes, f"models.{name}")
 
     def build_body(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
                    settings: ModelSettings, *, stream: bool) -> dict[str, Any]:
@@ -101,16 +102,16 @@ class OpenAIResponsesModel:
         if self._ep.api_key:
             headers["Authorization"] = f"Bearer {self._ep.api_key}"
         async with post(self._client(), self._url, body=body, headers=headers, ep=self._ep,
-                        clock=self._clock) as resp:
+                        limits=self._limits, clock=self._clock) as resp:
             if "event-stream" in resp.headers.get("content-type", ""):
                 data = await self._read_stream(resp, on_delta)
             else:
-                data = loads((await resp.aread()).decode("utf-8", "replace"), self._ep, "response")
+                data = loads(await resp.text(), self._ep, "response")
         if not isinstance(data, dict) or "error" in data and data["error"]:
             raise stream_error(data or {}, self._ep, _status_of)
         return _to_turn(data, self.profile.name)
 
-    async def _read_stream(self, resp: httpx.Response, on_delta: DeltaCallback | None) -> dict[str, Any]:
+    async def _read_stream(self, resp: Body, on_delta: DeltaCallback | None) -> dict[str, Any]:
         """Deltas go to `on_delta`; the finished items (`output_item.done`) make the turn."""
         items: dict[int, dict[str, Any]] = {}
         async for event in iter_sse(resp):

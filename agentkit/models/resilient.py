@@ -6,7 +6,10 @@ the same model, lower priority first) and decides:
 
 - retryable error (408/409/429/5xx/529, reset, timeout, cut stream) -> the next attempt goes to
   the next healthy channel at once (a ``fallback`` event), or, with one channel, to the same
-  one after a full-jitter backoff with ``Retry-After`` as the floor (a ``retry`` event);
+  one after a full-jitter backoff with ``Retry-After`` as the floor (a ``retry`` event), never
+  longer than ``retry.max_delay_s``, and never past the calling node's wall-clock deadline: a
+  wait that would not end before it fails the call at once (`ProviderUnavailable`, saying so)
+  instead of sleeping into the run's timeout;
 - a cut stream is simply re-issued whole: the partial turn is discarded, so the caller sees
   exactly one turn;
 - non-retryable error (400/401/403/404/422, quota) -> raised at once, reworded to say what to
@@ -27,6 +30,7 @@ from agentkit.errors import ProviderError, ProviderHTTPError, ProviderUnavailabl
 from agentkit.events import Emitter
 from agentkit.messages import Message, ToolSpec, Turn
 from agentkit.models.base import ChatModel, DeltaCallback, ModelSettings
+from agentkit.models.context import current_call
 from agentkit.models.ratelimit import RateLimiter, estimate_tokens
 from agentkit.retry import CircuitBreaker, RetryPolicy
 from agentkit.secrets import TextRedactor
@@ -82,6 +86,7 @@ class ResilientModel:
                 if channel.name in tried:
                     delay = self.policy.delay(backoffs, last_error.retry_after, self.rng)
                     backoffs += 1
+                    self._check_deadline(delay, last_error)
                 self._emit_retry(attempt, previous, channel, last_error, delay)
                 if channel is not previous:
                     self._emit_fallback(previous, channel, last_error)
@@ -117,7 +122,9 @@ class ResilientModel:
                                                         on_delta=on_delta)
                     except ProviderError as err:
                         if err.status == 429 and err.retryable:
-                            limiter.refused(reservation, err.retry_after)
+                            wait = err.retry_after
+                            limiter.refused(reservation, None if wait is None
+                                            else min(wait, self.policy.max_delay))
                         raise
                     reservation.settle(turn.usage.input_tokens + turn.usage.output_tokens)
         except ProviderError as err:
@@ -168,6 +175,20 @@ class ResilientModel:
             "reason": _redact(str(err), old.api_key) if err else "circuit open"})
 
     # -- errors -------------------------------------------------------------------------------
+
+    def _check_deadline(self, delay: float, err: ProviderError) -> None:
+        """Refuse a wait that would not end before the calling node's wall-clock deadline."""
+        budget = current_call().budget
+        left = budget.remaining_seconds() if budget is not None else None
+        if left is None or delay < left:
+            return
+        asked = f" (Retry-After: {err.retry_after:g} s)" if err.retry_after else ""
+        keys = [c.api_key for c in self.channels]
+        raise ProviderUnavailable(
+            f"not retried: the next attempt would wait {delay:.1f} s{asked}, but the run has "
+            f"{max(0.0, left):.1f} s left of budget.wall_seconds; last error: "
+            f"{_redact(str(err), *keys)}", model=self.name, status=err.status,
+            retry_after=err.retry_after, retryable=True)
 
     def _exhausted(self, last: ProviderError | None) -> ProviderUnavailable:
         if last is None:
