@@ -18,6 +18,7 @@ cut on reopen and named in a ``recovered`` record, never dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -34,7 +35,8 @@ from agentkit.errors import ConfigError, RunFailed
 from agentkit.events import Event
 from agentkit.secrets import Redactor, redaction_pipeline
 
-__all__ = ["GENESIS", "Ledger", "VerifyResult", "read_blob", "show_ledger", "verify_ledger"]
+__all__ = ["GENESIS", "Ledger", "VerifyResult", "VerifyState", "read_blob", "show_ledger",
+           "verify_ledger"]
 
 GENESIS = "0" * 64
 BLOB_THRESHOLD = 64 * 1024
@@ -174,6 +176,10 @@ class Ledger:
     def record(self, kind: str, data: dict[str, Any], *, run_id: str, node_id: str | None,
                ts: float) -> None:
         with self._lock:
+            if self._failed is not None and kind == "run.finished":
+                # the write that failed already stopped the run (its error is the run's);
+                # refusing the last record too would turn that clean failure into a crash
+                return
             self._ensure_open()
             self._add(kind, data, run_id, node_id, ts)
 
@@ -223,6 +229,9 @@ class Ledger:
             try:
                 if self._failed is None:
                     self._flush(sync=self.fsync != "never")
+                elif self._buffer:  # whole records queued before the failure: keep what fits
+                    with contextlib.suppress(RunFailed):
+                        self._flush(sync=self.fsync != "never")
             finally:
                 os.close(self._fd)
                 self._fd = None
@@ -286,14 +295,19 @@ class Ledger:
         folder = _blob_dir(self.path)
         target = folder / sha
         if not target.exists():
-            folder.mkdir(exist_ok=True)
+            # written under a temporary name and renamed: a blob is whole or absent, and a
+            # failed write (a full disk) leaves nothing behind
             tmp = folder / f".{sha}.{os.getpid()}.tmp"
             try:
-                tmp.write_bytes(raw)
+                folder.mkdir(exist_ok=True)
+                _write_new(tmp, raw, sync=self.fsync == "always")
                 os.replace(tmp, target)
             except OSError as exc:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
                 self._failed = exc
-                raise RunFailed(f"cannot write audit blob {target}: {exc}") from exc
+                raise RunFailed(f"cannot write audit blob {target}: {exc.strerror or exc}; the "
+                                "run stops rather than continue unaudited") from exc
         return {"$blob": sha, "size": len(raw), "preview": text[:PREVIEW_CHARS]}
 
     def _flush(self, *, sync: bool) -> None:
@@ -314,6 +328,18 @@ class Ledger:
             self._failed = exc
             raise RunFailed(f"cannot write the audit ledger {self.path}: {exc.strerror or exc}; "
                             "the run stops rather than continue unaudited") from exc
+
+
+def _write_new(path: Path, data: bytes, *, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -359,8 +385,21 @@ def _parse_last(tail: bytes, path: Path) -> dict[str, Any]:
 # Verifying and showing
 
 
+VerifyState = Literal["intact", "incomplete", "tampered"]
+_RECORD_START = b'{"data":'
+
+
 @dataclass(frozen=True)
 class VerifyResult:
+    """What `verify_ledger` found.
+
+    `state` is ``intact`` (`ok`), ``tampered`` (a line was edited, inserted, deleted or moved,
+    a blob altered, or the expected head is missing), or ``incomplete``: every complete line
+    verifies and only the last one is torn, cut mid-write without its newline, as a crash
+    (``kill -9``, power loss) or a full disk leaves it. Reopening the ledger cuts the torn
+    bytes and records them in a ``recovered`` record.
+    """
+
     ok: bool
     #: seq of the first line that fails (the line's position when it cannot be parsed)
     first_bad_seq: int | None
@@ -368,31 +407,49 @@ class VerifyResult:
     #: lines that verified before the first bad one
     count: int
     head: str = GENESIS
+    state: VerifyState = "intact"
 
 
 def verify_ledger(path: str | Path, *, expected_head: str | None = None,
                   check_blobs: bool = True) -> VerifyResult:
-    """Recompute the chain. Detects edited, inserted, deleted and reordered lines, a torn last
-    line, altered blobs and (given `expected_head`, the head exported elsewhere) a cut tail."""
+    """Recompute the chain. Detects edited, inserted, deleted and reordered lines, altered
+    blobs and (given `expected_head`, the head exported elsewhere) a cut tail; tells a torn
+    last line (``incomplete``) from tampering."""
     path = Path(path)
     prev, seq = GENESIS, 0
     with path.open("rb") as fh:
         for line in fh:
+            if not line.endswith(b"\n") and expected_head is None and _torn(line, seq, prev):
+                return VerifyResult(False, seq, f"torn last line ({len(line)} bytes without a "
+                                    "newline): the writer stopped mid-write (a crash or a full "
+                                    "disk); every line before it verified", seq, prev,
+                                    state="incomplete")
             reason = _check_line(line, seq, prev, path if check_blobs else None)
             if reason is not None:
-                return VerifyResult(False, seq, reason, seq, prev)
+                return VerifyResult(False, seq, reason, seq, prev, state="tampered")
             prev = line[-67:-3].decode()
             seq += 1
     if expected_head is not None and expected_head != prev:
         return VerifyResult(False, seq, "the last line is not the expected head: lines were "
-                                        "removed from the end", seq, prev)
+                                        "removed from the end", seq, prev, state="tampered")
     return VerifyResult(True, None, None, seq, prev)
+
+
+def _torn(line: bytes, seq: int, prev: str) -> bool:
+    """Whether a last line without its newline is what an interrupted write leaves: the start
+    of a record (zero bytes a crash left after it allowed), and not a whole record whose
+    newline was replaced (an edit). This tells a crash from clumsy tampering; it cannot prove
+    what the torn bytes would have been (an exported head, `--expect-head`, can)."""
+    body = line.rstrip(b"\x00")
+    if not _RECORD_START.startswith(body[:len(_RECORD_START)]):
+        return False
+    return _check_line(body[:-1] + b"\n", seq, prev, None) is not None
 
 
 def _check_line(line: bytes, seq: int, prev: str, blobs_of: Path | None) -> str | None:
     if not line.endswith(b"\n"):
-        return (f"torn last line ({len(line)} bytes without a newline): the writer stopped "
-                "mid-write or the file was cut")
+        return (f"the last line ({len(line)} bytes) has no newline and is not a record's "
+                "beginning (or lines follow the expected head): bytes were appended or cut")
     match = _HASH_SUFFIX.search(line)
     if match is None:
         return "malformed line: it does not end with the record hash"

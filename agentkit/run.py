@@ -277,12 +277,15 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
         except Exception as exc:  # AgentkitError, or a bug: end the run cleanly, say what
             result = _assemble(runtime, "failed", swarm, error=exc)
         finally:
-            runtime.emit("run.finished", {
-                "status": result.status,
-                "error": result.error.model_dump() if result.error else None,
-                "usage": runtime.usage.total.usage.model_dump(),
-                "cost_usd": runtime.usage.total.cost_usd,
-                "nodes": {k: v.status for k, v in swarm.nodes.items()}})
+            try:
+                runtime.emit("run.finished", {
+                    "status": result.status,
+                    "error": result.error.model_dump() if result.error else None,
+                    "usage": runtime.usage.total.usage.model_dump(),
+                    "cost_usd": runtime.usage.total.cost_usd,
+                    "nodes": {k: v.status for k, v in swarm.nodes.items()}})
+            except RunFailed as exc:  # the ledger could not record the end (a full disk)
+                result = _assemble(runtime, "failed", swarm, error=exc)
     return _with_ledger_head(result, runtime)
 
 

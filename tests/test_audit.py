@@ -65,7 +65,8 @@ def _line_of(data: bytes, pos: int) -> int:
 
 @pytest.mark.parametrize("mask", [0x01, 0x20, 0x80])
 def test_flipping_any_single_byte_is_caught_at_its_line(tmp_path: Path, mask: int) -> None:
-    """Every byte position of the ledger, flipped, makes verify fail naming that line's seq."""
+    """Every byte position of the ledger, flipped, makes verify fail naming that line's seq,
+    as tampering: not even a flipped final newline passes for a torn (crash) tail."""
     path = make_ledger(tmp_path)
     original = path.read_bytes()
     for pos in range(len(original)):
@@ -75,6 +76,7 @@ def test_flipping_any_single_byte_is_caught_at_its_line(tmp_path: Path, mask: in
         result = verify_ledger(path)
         assert not result.ok, f"flip at byte {pos} went unnoticed"
         assert result.first_bad_seq == _line_of(original, pos), (pos, result)
+        assert result.state == "tampered", (pos, result)
 
 
 def test_cli_verify_exits_1_naming_the_tampered_seq(tmp_path: Path) -> None:
@@ -136,8 +138,10 @@ def test_torn_last_line_is_reported_then_recovered_on_reopen(tmp_path: Path) -> 
         fh.write(torn)  # a crash in the middle of a write
     result = verify_ledger(path)
     assert not result.ok and result.first_bad_seq == 4 and "torn last line" in str(result.reason)
+    assert result.state == "incomplete" and result.count == 4  # a crash, not tampering
     code, output = verify_cli(path)
-    assert code == 1 and "TAMPERED at seq 4: torn last line" in output
+    assert code == 3 and "INCOMPLETE (torn last line at seq 4)" in output
+    assert "TAMPERED" not in output
 
     with Ledger(path) as ledger:  # reopen: cut the torn bytes, say so, continue the chain
         EventBus("run2", sinks=[ledger.append]).emit("run.started", {"goal": "resume"})
