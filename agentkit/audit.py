@@ -14,10 +14,14 @@ own line numbers (equal to the events' ``seq`` when the ledger is the bus's firs
 Writes go through ``os.open(O_APPEND)`` with one ``os.write`` per batch of whole lines; a
 failed write raises, so a run never continues unaudited. A torn last line left by a crash is
 cut on reopen and named in a ``recovered`` record, never dropped silently.
+
+What a ``kill -9`` can lose is bounded (see `Ledger`): records of effects and answers are
+written to the operating system before `append` returns, the rest within 64 events or 250 ms.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -42,9 +46,12 @@ GENESIS = "0" * 64
 BLOB_THRESHOLD = 64 * 1024
 PREVIEW_CHARS = 512
 
-#: kinds written out at once (no fsync) so the file on disk keeps up with the run's milestones
-_FLUSH_KINDS = frozenset({"run.started", "run.finished", "plan.created", "plan.replanned",
-                          "node.finished", "node.failed", "budget.exceeded", "recovered"})
+#: kinds written through at once (no fsync): the run's milestones, and what must survive a
+#: kill: an answered (billed) model call and a change made to a file. A ``tool.call`` whose data
+#: says ``"side_effects": true`` is written through too, *before* the tool acts.
+_WRITE_THROUGH = frozenset({"run.started", "run.finished", "plan.created", "plan.replanned",
+                            "node.finished", "node.failed", "budget.exceeded", "recovered",
+                            "model.response", "file.diff"})
 
 FsyncPolicy = Literal["close", "always", "never", "interval"]
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\n\Z')
@@ -136,16 +143,25 @@ def read_blob(ledger: str | Path, ref: dict[str, Any] | str) -> str:
 class Ledger:
     """Append-only, hash-chained JSONL. `append` is an `EventBus` sink.
 
+    What a ``kill -9`` of the run can lose: nothing of a side effect (a ``tool.call`` marked
+    ``"side_effects": true``, a ``file.diff``), of an answered model call (``model.response``)
+    or of a milestone (run, plan, node, budget), which are written to the operating system
+    before `append` returns; of other events at most the last `flush_events` (64) and at most
+    `flush_after_s` (0.25 s) of them: the buffer is written when either is reached, by a
+    timer on the running event loop if nothing else comes. "Written" means handed to the
+    kernel, which a killed process cannot undo; surviving a power cut needs ``fsync``.
+
     `fsync`: ``close`` (default: one fsync when the run ends), ``always`` (each event written
     and fsynced before `append` returns), ``interval`` (at most every `fsync_interval_s`),
-    ``never``. Except with ``always``, lines are buffered in small batches (≤ `batch_bytes`)
-    and written in order with one ``os.write`` per batch. The constructor does no I/O; the file
-    is opened (and a torn tail recovered) on first use.
+    ``never``. Except with ``always``, lines are buffered in small batches (≤ `batch_bytes`,
+    `flush_events`, `flush_after_s`) and written in order with one ``os.write`` per batch. The
+    constructor does no I/O; the file is opened (and a torn tail recovered) on first use.
     """
 
     def __init__(self, path: str | Path, *, secrets: Iterable[str] = (),
                  fsync: FsyncPolicy | str = "close", fsync_interval_s: float = 1.0,
-                 batch_bytes: int = 64 * 1024, redactors: list[Redactor] | None = None,
+                 batch_bytes: int = 64 * 1024, flush_events: int = 64,
+                 flush_after_s: float = 0.25, redactors: list[Redactor] | None = None,
                  time_fn: Callable[[], float] = time.time) -> None:
         if fsync not in ("close", "always", "never", "interval"):
             raise ConfigError(f"unknown fsync policy {fsync!r}; expected close, always, "
@@ -154,11 +170,16 @@ class Ledger:
         self.fsync = fsync
         self.fsync_interval_s = fsync_interval_s
         self.batch_bytes = 0 if fsync == "always" else batch_bytes
+        self.flush_events, self.flush_after_s = flush_events, flush_after_s
         self.redactors = redactors if redactors is not None else redaction_pipeline(secrets)
         self._time = time_fn
         self._fd: int | None = None
         self._buffer: list[bytes] = []
         self._buffered = 0
+        #: when the oldest buffered line was queued (monotonic), and whether a timer will
+        #: write the buffer out
+        self._oldest = 0.0
+        self._timer = False
         self._seq = 0
         self.head = GENESIS
         self._last_sync = 0.0
@@ -200,12 +221,39 @@ class Ledger:
         self.head = hashlib.sha256(body).hexdigest()
         self._seq += 1
         line = body[:-1] + b',"hash":"' + self.head.encode() + b'"}\n'
+        now = time.monotonic()
+        if not self._buffer:
+            self._oldest = now
+            self._arm_timer()
         self._buffer.append(line)
         self._buffered += len(line)
-        if self._buffered >= self.batch_bytes or kind in _FLUSH_KINDS:
+        if (kind in _WRITE_THROUGH or self._buffered >= self.batch_bytes
+                or len(self._buffer) >= self.flush_events
+                or now - self._oldest >= self.flush_after_s
+                or (kind == "tool.call" and data.get("side_effects") is True)):
             self._flush(sync=self.fsync == "always")
-        if self.fsync == "interval" and time.monotonic() - self._last_sync >= self.fsync_interval_s:
+        if self.fsync == "interval" and now - self._last_sync >= self.fsync_interval_s:
             self._flush(sync=True)
+
+    def _arm_timer(self) -> None:
+        """Write the buffer out `flush_after_s` from now, should no event come to do it (only
+        on a running event loop; without one the age is checked as events arrive)."""
+        if self._timer or self.batch_bytes == 0:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = True
+        loop.call_later(self.flush_after_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        with self._lock:
+            self._timer = False
+            if self._buffer and self._fd is not None and self._failed is None \
+                    and not self.closed:
+                with contextlib.suppress(RunFailed):  # the next append reports the failure
+                    self._flush(sync=self.fsync == "always")
 
     @property
     def count(self) -> int:

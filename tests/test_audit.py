@@ -246,7 +246,8 @@ def test_failed_write_stops_the_run(tmp_path: Path) -> None:
 
 def test_buffered_lines_are_written_in_order_on_close(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    ledger = Ledger(path, fsync="never", batch_bytes=10_000_000)
+    ledger = Ledger(path, fsync="never", batch_bytes=10_000_000, flush_events=1_000_000,
+                    flush_after_s=3600)
     for i in range(500):
         ledger.record("tick", {"i": i}, run_id="r", node_id=None, ts=float(i))
     assert path.read_bytes() == b""  # still buffered
@@ -301,7 +302,7 @@ def test_blob_threshold_counts_utf8_bytes_and_odd_text_never_crashes(tmp_path: P
 def test_fsync_policies_decide_when_lines_reach_the_file(tmp_path: Path, fsync: str,
                                                          written_at_once: bool) -> None:
     path = tmp_path / "run.jsonl"
-    ledger = Ledger(path, fsync=fsync, fsync_interval_s=0.0)
+    ledger = Ledger(path, fsync=fsync, fsync_interval_s=0.0, flush_after_s=3600)
     for i in range(3):
         ledger.record("tick", {"i": i}, run_id="r", node_id=None, ts=float(i))
         on_disk = len(path.read_bytes().splitlines())

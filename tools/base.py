@@ -166,7 +166,8 @@ async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -
     Raises `ToolError` (never anything else for a tool's own failure); the caller decides
     whether to hand it to the model (the agent loop) or print it (the CLI).
     """
-    ctx.emit("tool.call", {"tool": tool.name, "call_id": ctx.call_id, "arguments": arguments})
+    ctx.emit("tool.call", {"tool": tool.name, "call_id": ctx.call_id, "arguments": arguments,
+                           "side_effects": tool.side_effects})  # the ledger writes these through
     started = ctx.clock.monotonic()
     try:
         args = parse_args(tool, arguments)
