@@ -10,7 +10,8 @@ and errors lose their line numbers once pydantic sees plain dicts. So this modul
   built, so a bomb costs nothing;
 - only the standard scalar and collection tags are accepted (no ``!!python/...``, no custom
   ``!tag``, no ``!!binary``/``!!set``/merge keys);
-- size (checked before parsing), nesting depth and node count are capped;
+- only a regular file is read (a FIFO or a device would block or never end), and its size is
+  checked before parsing; nesting depth, node count and integer length are capped;
 - duplicate keys and non-string keys are errors;
 - every value's path (``("models", "fast", "base_url")``) maps to its `yaml.Mark`, so that
   `validation_errors` can turn pydantic's ``loc`` into ``FILE:LINE:COL``.
@@ -19,6 +20,8 @@ and errors lose their line numbers once pydantic sees plain dicts. So this modul
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 import types
 import typing
 from collections.abc import Iterator
@@ -30,12 +33,14 @@ from pydantic import BaseModel, ValidationError
 
 from agentkit.errors import TaskFileError
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Located", "format_path", "load_yaml",
-           "validation_errors"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_INT_CHARS", "MAX_NODES", "Located", "format_path",
+           "load_yaml", "read_task_file", "validation_errors"]
 
 MAX_BYTES = 256 * 1024
 MAX_DEPTH = 32
 MAX_NODES = 10_000
+#: the longest integer literal accepted (sign and base prefix included)
+MAX_INT_CHARS = 40
 
 Path_ = tuple[str | int, ...]
 
@@ -89,6 +94,42 @@ def _pos(mark: Any) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------
 # Reading: bytes -> text -> events -> plain data
+
+
+def read_task_file(path: str, filename: str) -> bytes:
+    """The bytes of a task file, at most `MAX_BYTES` + 1 of them. Anything but a regular file
+    is refused before a byte is read: it is opened non-blocking (opening a FIFO for reading
+    would otherwise wait for a writer forever) and checked with ``fstat`` on that descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise TaskFileError(f"cannot read the task file: {exc.strerror or exc}",
+                            file=filename) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise TaskFileError(f"this is {_file_kind(mode)}, not a regular file; a task file "
+                                "must be a YAML file on disk", file=filename)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise TaskFileError(f"cannot read the task file: {exc.strerror or exc}",
+                            file=filename) from None
+    finally:
+        os.close(fd)
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def decode(raw: bytes, filename: str) -> str:
@@ -227,11 +268,21 @@ class _Builder:
         tag = event.tag
         if tag is None or tag == "!":
             tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        kind = tag.rsplit(":", 1)[-1]
         if tag not in _SCALAR_TAGS:  # e.g. the implicit merge key '<<'
-            raise self.fail(event, f"{event.value!r} (YAML {tag.rsplit(':', 1)[-1]}) is not "
-                                   "allowed in task files")
+            raise self.fail(event, f"{event.value!r} (YAML {kind}) is not allowed in task files")
+        if tag == _TAG + "int" and len(event.value) > MAX_INT_CHARS:
+            # Python refuses to read (or print) integers of over 4,300 digits, and none of a
+            # task's settings needs more than a few
+            raise self.fail(event, f"this integer is {len(event.value):,} characters long; task "
+                                   f"files take integers of at most {MAX_INT_CHARS} characters")
         node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
-        return self.loader.yaml_constructors[tag](self.loader, node)
+        try:
+            return self.loader.yaml_constructors[tag](self.loader, node)
+        except (ValueError, OverflowError) as exc:  # e.g. a date like 2024-13-45
+            shown = event.value if len(event.value) <= 40 else event.value[:40] + "..."
+            raise self.fail(event, f"{shown!r} cannot be read as a YAML {kind} ({exc}); quote "
+                                   "it to make it a string") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -276,11 +276,7 @@ def load_task(path: str | Path) -> TaskSpec:
     """Load and validate a YAML task file. Raises `TaskFileError` (FILE:LINE:COL: ...)."""
     path = Path(path)
     name = str(path)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(_yaml.MAX_BYTES + 1)  # never read more than the cap
-    except OSError as exc:
-        raise TaskFileError(f"cannot read the task file: {exc.strerror or exc}", file=name) from None
+    raw = _yaml.read_task_file(name, name)  # a regular file only, never more than the cap
     return load_task_text(_yaml.decode(raw, name), name, base_dir=path.parent)
 
 
