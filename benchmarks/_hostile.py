@@ -13,9 +13,9 @@ case: point a model's ``base_url`` at ``server.base_url("gzip-bomb")``.
 - ``gzip-json`` / ``deflate-json``: a normal answer (`SMALL_ANSWER`), gzip in two members /
   raw deflate, to show that well-behaved compressed answers still read.
 
-`measure_call` makes one model call from a *separate process* (``python _hostile.py URL ...``)
-and returns what happened with the process's peak-RSS growth (``getrusage`` before and after
-the call), so the figure is the client's alone.
+`measure` runs one case in a *separate process* (``python _hostile.py KIND PARAMS``) and
+returns what happened with that process's peak-RSS growth (``getrusage`` before and after
+the case), so the figure is the client's alone; `measure_call` is one plain model call.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zlib
@@ -34,16 +35,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agentkit.budget import Budget
+from agentkit.clock import SystemClock
+from agentkit.events import EventBus
 from agentkit.messages import Message
+from agentkit.models import ChatModel, build_model, call_scope
 from agentkit.models.openai_compat import OpenAICompatModel
 from agentkit.models.profiles import get_profile
-from agentkit.task import ModelSpec
+from agentkit.retry import RetryPolicy
+from agentkit.run import arun
+from agentkit.task import BudgetSpec, ModelSpec, RetrySpec, TaskSpec
+from agentkit.usage import RunUsage
 
-__all__ = ["BIG_BYTES", "BOMB_INFLATED", "SMALL_ANSWER", "HostileServer", "measure_call"]
+__all__ = ["BIG_BYTES", "BOMB_INFLATED", "SMALL_ANSWER", "HostileServer", "gzip_bomb", "measure",
+           "measure_call"]
 
 #: how far the bomb inflates, and how large the big answers are
 BOMB_INFLATED = 512 * 1024 * 1024
-BIG_BYTES = int(__import__("os").environ.get("BIG", 50_000_000))
+BIG_BYTES = 50 * 1000 * 1000
 _PIECE = 64 * 1024
 #: the text of the compressed well-behaved answers
 SMALL_ANSWER = "Tide pools hold anemones. " * 4000
@@ -226,44 +235,78 @@ class HostileServer:
 
 
 # ---------------------------------------------------------------------------------------------
-# The measured client: one model call in a child process
+# The measured client: one model call (or one run) in a child process
 
 
-def measure_call(base_url: str, *, stream: bool = False, timeout_s: float = 600.0,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One Chat Completions call to `base_url` from a child process. Returns ``error`` (the
-    exception's type and message, or None), ``seconds`` and ``rss_growth_mb`` (peak RSS during
-    the call minus peak RSS before it)."""
-    spec = {"model": "m", "profile": "openai", "stream": stream, "timeout_s": timeout_s,
-            **(extra or {})}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), base_url,
-                           json.dumps(spec)], capture_output=True, text=True, timeout=600)
+def measure(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Run one measured case in a child process (``python _hostile.py KIND PARAMS``): ``call``
+    (one adapter call), ``managed`` (a call through the retry owner, real clock, optionally
+    inside a node budget with `wall_seconds` left) or ``fanout`` (a 30-node run under a
+    budget). Returns what the case returned plus ``seconds`` and ``rss_growth_mb`` (peak RSS
+    during the case minus peak RSS before it, so imports and the HTTP client are excluded)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), kind,
+                           json.dumps(params)], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        raise RuntimeError(f"the measured client failed: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"the measured child failed: {proc.stderr[-2000:]}")
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
 
-async def _child(base_url: str, spec_json: str) -> dict[str, Any]:
-    spec = ModelSpec.model_validate(json.loads(spec_json))
-    model = OpenAICompatModel(spec, name="m", api_key=None, base_url=base_url,
-                              profile=get_profile(spec.profile))
-    model._client()  # the HTTP client (and its TLS context) is not part of the call's cost
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.monotonic()
-    error = None
+def measure_call(base_url: str, *, stream: bool = False, timeout_s: float = 600.0,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One Chat Completions call to `base_url` from a child process: ``error`` (the
+    exception's type and message, or None), ``answer_chars``, ``seconds``, ``rss_growth_mb``."""
+    spec = {"model": "m", "profile": "openai", "stream": stream, "timeout_s": timeout_s,
+            **(extra or {})}
+    return measure("call", {"base_url": base_url, "spec": spec})
+
+
+async def _call(params: dict[str, Any]) -> dict[str, Any]:
+    spec = ModelSpec.model_validate(params["spec"])
+    model: ChatModel
+    if "retry" in params:
+        bus = EventBus("bench")
+        model = build_model("m", spec.model_copy(update={"base_url": params["base_url"]}),
+                            clock=SystemClock(), events=bus.emit, usage=RunUsage(),
+                            policy=RetryPolicy.from_spec(RetrySpec(**params["retry"])))
+        budget = Budget.root(BudgetSpec(wall_seconds=params["wall_seconds"]), emit=bus.emit,
+                             clock=SystemClock()) if params.get("wall_seconds") else None
+    else:
+        model = OpenAICompatModel(spec, name="m", api_key=None, base_url=params["base_url"],
+                                  profile=get_profile(spec.profile))
+        model._client()  # the HTTP client (and its TLS context) is not part of the call's cost
+        budget = None
+    out: dict[str, Any] = {"error": None, "answer_chars": 0}
     try:
-        turn = await model.turn([Message.user("hello")])
-        answer_chars = len(turn.message.text)
+        with call_scope("n", budget=budget):
+            out["answer_chars"] = len((await model.turn([Message.user("hello")])).message.text)
     except Exception as exc:  # what the call raised is the measurement
-        error, answer_chars = {"type": type(exc).__name__, "message": str(exc)}, 0
-    seconds = time.monotonic() - started
+        out["error"] = {"type": type(exc).__name__, "message": str(exc)}
     with contextlib.suppress(Exception):
         await model.aclose()
+    return out
+
+
+async def _fanout(params: dict[str, Any]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        task = TaskSpec.model_validate({**params["task"], "workspace": tmp})
+        result = await arun(task, ledger_dir=Path(tmp) / "runs", environ={"BENCH_KEY": "k"})
+    usage = result.usage
+    return {"status": result.status, "tokens": usage.input_tokens + usage.output_tokens,
+            "cost_usd": result.cost_usd,
+            "succeeded": sum(1 for n in result.nodes.values() if n.status == "succeeded")}
+
+
+async def _child(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    case = {"call": _call, "managed": _call, "fanout": _fanout}[kind]
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    out = await case(params)
+    out["seconds"] = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"error": error, "seconds": seconds, "answer_chars": answer_chars,
-            "rss_growth_mb": (after - before) / 1024}  # ru_maxrss is in KiB on Linux
+    out["rss_growth_mb"] = (after - before) / 1024  # ru_maxrss is in KiB on Linux
+    return out
 
 
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(_child(sys.argv[1], sys.argv[2]))))
+    print(json.dumps(asyncio.run(_child(sys.argv[1], json.loads(sys.argv[2])))))
