@@ -28,8 +28,17 @@ from agentkit.models import ManagedModel, build_model, call_scope
 from agentkit.models.openai_compat import OpenAICompatModel
 from agentkit.models.profiles import get_profile
 from agentkit.retry import RetryPolicy
-from agentkit.task import BudgetSpec, ModelSpec, RetrySpec
-from agentkit.testing import EventCapture, FakeClock, ScriptedModelServer, error, reply
+from agentkit.run import arun
+from agentkit.task import BudgetSpec, ModelSpec, RetrySpec, TaskSpec
+from agentkit.testing import (
+    EventCapture,
+    FakeClock,
+    RecordedRequest,
+    Reply,
+    ScriptedModelServer,
+    error,
+    reply,
+)
 from agentkit.usage import RunUsage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -174,3 +183,24 @@ async def test_a_wait_past_the_runs_wall_clock_fails_now_instead_of_sleeping() -
     message = str(info.value)
     assert "would wait 30.0 s (Retry-After: 3600 s)" in message
     assert "5.0 s left of budget.wall_seconds" in message
+
+
+async def test_a_run_ends_at_its_wall_clock_even_while_a_model_call_hangs(tmp_path: Path) -> None:
+    """The model never answers (its own deadline, 600 s, is far off); the run's wall clock of
+    1 s ends it: status failed with BudgetExceeded for wall_seconds, and the call is hung up.
+    Without a setting the wall clock is 900 s, never unlimited."""
+    async def never(request: RecordedRequest) -> Reply:
+        await asyncio.get_running_loop().create_future()
+        return reply("unreachable")
+
+    assert BudgetSpec().wall_seconds == 900
+    async with ScriptedModelServer("openai", default=never) as srv:
+        task = TaskSpec.model_validate({
+            "name": "wall", "goal": "wait", "mode": "agent", "model": "m",
+            "models": {"m": {"profile": "openai", "model": "gpt-4o", "base_url": srv.base_url,
+                             "stream": False}},
+            "workspace": str(tmp_path), "budget": {"wall_seconds": 1}})
+        result = await arun(task, environ={})
+        await srv.wait_until(lambda: srv.stats.hangups == 1)
+    assert result.status == "failed" and result.error is not None
+    assert result.error.type == "BudgetExceeded" and "wall_seconds" in result.error.message
