@@ -15,8 +15,8 @@ Writes go through ``os.open(O_APPEND)`` with one ``os.write`` per batch of whole
 failed write raises, so a run never continues unaudited. A torn last line left by a crash is
 cut on reopen and named in a ``recovered`` record, never dropped silently.
 
-What a ``kill -9`` can lose is bounded (see `Ledger`): records of effects and answers are
-written to the operating system before `append` returns, the rest within 64 events or 250 ms.
+What a ``kill -9`` can lose is bounded (see `Ledger`): records of side effects are written to
+the operating system before the effect, everything else within 64 events or 250 ms.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ GENESIS = "0" * 64
 BLOB_THRESHOLD = 64 * 1024
 PREVIEW_CHARS = 512
 
-#: kinds written through at once (no fsync): the run's milestones, and what must survive a
-#: kill: an answered (billed) model call and a change made to a file. A ``tool.call`` whose data
-#: says ``"side_effects": true`` is written through too, *before* the tool acts.
+#: kinds written through at once (no fsync): the run's milestones and a change made to a file.
+#: A ``tool.call`` whose data says ``"side_effects": true`` is written through too, *before*
+#: the tool acts (and with it every line queued before it).
 _WRITE_THROUGH = frozenset({"run.started", "run.finished", "plan.created", "plan.replanned",
                             "node.finished", "node.failed", "budget.exceeded", "recovered",
-                            "model.response", "file.diff"})
+                            "file.diff"})
 
 FsyncPolicy = Literal["close", "always", "never", "interval"]
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\n\Z')
@@ -144,12 +144,13 @@ class Ledger:
     """Append-only, hash-chained JSONL. `append` is an `EventBus` sink.
 
     What a ``kill -9`` of the run can lose: nothing of a side effect (a ``tool.call`` marked
-    ``"side_effects": true``, a ``file.diff``), of an answered model call (``model.response``)
-    or of a milestone (run, plan, node, budget), which are written to the operating system
-    before `append` returns; of other events at most the last `flush_events` (64) and at most
-    `flush_after_s` (0.25 s) of them: the buffer is written when either is reached, by a
-    timer on the running event loop if nothing else comes. "Written" means handed to the
-    kernel, which a killed process cannot undo; surviving a power cut needs ``fsync``.
+    ``"side_effects": true``, written before the tool acts, and the ``file.diff`` of what it
+    changed) or of a milestone (run, plan, node, budget), which are written to the operating
+    system before `append` returns; of any other event, an answered model call included, at
+    most the last `flush_events` (64) and at most the last `flush_after_s` (0.25 s): the
+    buffer is written when either is reached, by a timer on the running event loop if nothing
+    else comes. "Written" means handed to the kernel, which a killed process cannot undo;
+    surviving a power cut needs ``fsync``.
 
     `fsync`: ``close`` (default: one fsync when the run ends), ``always`` (each event written
     and fsynced before `append` returns), ``interval`` (at most every `fsync_interval_s`),

@@ -5,8 +5,8 @@
 The baseline serializes the same events to canonical JSON (what the ledger must do anyway)
 without redaction, hashing or writing; the ratio shows what the audit trail adds on top.
 The buffered runs append inside a running event loop, as a run does, so the ledger's flush
-timer is armed as in a run. Two policies are compared: the default (answered model calls,
-file diffs and side-effect tool calls written through at once, the rest within 64 events or
+timer is armed as in a run. Two policies are compared: the default (milestones, file diffs
+and side-effect tool calls written through at once, everything else within 64 events or
 250 ms: what a ``kill -9`` can lose) and "milestones only" (nothing but milestones and full
 64 KB batches written: the earlier, unbounded policy). Goal: default buffered append <= 20
 us/event on this machine.
@@ -99,10 +99,6 @@ def ledger_run(events: list[Event], folder: Path, fsync: str, *, bounded: bool =
     path = folder / f"{fsync}-{time.monotonic_ns()}.jsonl"
     options: dict[str, Any] = {} if bounded else {"flush_events": 10**9,
                                                   "flush_after_s": float("inf")}
-    write_through = {"model.response", "file.diff"}
-    if not bounded:  # the earlier policy wrote these in batches too
-        events = [e.model_copy(update={"kind": "tool.result"}) if e.kind in write_through else e
-                  for e in events]
     ledger = Ledger(path, secrets=SECRETS, fsync=fsync, **options)
 
     async def append_all() -> float:

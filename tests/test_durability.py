@@ -1,6 +1,6 @@
-"""What a ``kill -9`` cannot take back: side effects and answered model calls are in the ledger,
-handed to the kernel, before the run acts on them; everything else is written within 64 events
-or 250 ms.
+"""What a ``kill -9`` cannot take back: a side effect is in the ledger, handed to the kernel,
+before it happens (and with it every record before it, the model answer that asked for it
+included); everything else is written within 64 events or 250 ms.
 
 The end-to-end case is a real ``agentkit run`` child process whose scripted agent writes three
 files; the test kills it with SIGKILL as soon as the third file is on disk (it waits on the
@@ -49,9 +49,10 @@ def wait_until(condition: Callable[[], bool], what: str, limit_s: float = 120.0)
 def test_kill_9_after_three_writes_keeps_every_write_in_the_ledger(tmp_path: Path) -> None:
     """Three write_file calls, then the model's fourth answer is held so the run cannot end.
     SIGKILL lands right after c.txt is on disk. The ledger holds all three tool.call records
-    (marked side_effects, so written before each write) and the file.diff of every write
-    that had completed before the next call (a.txt, b.txt; c.txt's if it got that far, with
-    the content's sha256); it verifies, after a reopen cuts a torn tail if the kill left one."""
+    (marked side_effects, so written before each write, with the three answers that asked for
+    them) and the file.diff of every write that had completed before the next call (a.txt,
+    b.txt; c.txt's if it got that far, with the content's sha256); it verifies, after a reopen
+    cuts a torn tail if the kill left one."""
     workspace, ledger_dir = tmp_path / "ws", tmp_path / "ledger"
     workspace.mkdir()
 
