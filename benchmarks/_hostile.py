@@ -6,7 +6,8 @@ case: point a model's ``base_url`` at ``server.base_url("gzip-bomb")``.
 
 - ``sse-drip``: a 200 event stream that sends a ``: keep-alive`` comment every `drip_s`, forever;
 - ``byte-drip``: a 200 JSON answer that sends one space every `drip_s`, forever;
-- ``gzip-bomb``: 0.5 MB of gzip that inflates to 512 MiB of JSON whitespace;
+- ``gzip-bomb``: 0.5 MB of gzip that inflates to 512 MiB of JSON whitespace (``error-bomb``:
+  the same as the body of a 503);
 - ``big-json``: a well-formed 50 MB Chat Completions answer (one huge message);
 - ``big-sse``: a well-formed 50 MB stream of content chunks;
 - ``retry-after``: 429 with ``Retry-After: 3600`` to every request;
@@ -198,9 +199,10 @@ class HostileServer:
                     writer.write(b"%x\r\n%s\r\n" % (len(drop), drop))
                     await writer.drain()
                     await asyncio.sleep(self.drip_s)
-            if case == "gzip-bomb":
+            if case in ("gzip-bomb", "error-bomb"):
                 bomb = gzip_bomb()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                status = b"200 OK" if case == "gzip-bomb" else b"503 Service Unavailable"
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
                              b"Content-Encoding: gzip\r\nContent-Length: "
                              + str(len(bomb)).encode() + b"\r\n\r\n")
                 for i in range(0, len(bomb), _PIECE):

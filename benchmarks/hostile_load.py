@@ -11,7 +11,8 @@ Every case runs in its own child process against a local hostile server (real HT
   seen alive after 75 s);
 - gzip bomb (0.5 MB inflating to 512 MiB) and a 50 MB answer (JSON and streamed): refused at
   ``max_response_bytes`` (32 MiB), peak RSS growth at most twice that (before: 1,039 MB for the
-  bomb; the 50 MB answers were accepted at 163 MB and 89 MB);
+  bomb; the 50 MB answers were accepted at 163 MB and 89 MB); a 503 whose body is the bomb is
+  reported from its first 64 KB (before: 1,026 MB and 62 s);
 - Retry-After storm (429 with ``Retry-After: 3600`` every time, 4 attempts, ``max_delay_s`` 1):
   three waits of at most 1 s each; and the same with 10 s of the run's wall clock left and
   ``max_delay_s`` 30: no wait at all, the call fails at once (before: 3 x 3600 s);
@@ -81,6 +82,9 @@ def cases(hostile: HostileServer, slow: HostileServer, scripted: ScriptedModelSe
         Case(f"gzip bomb 0.5 MB -> 512 MiB, {cap}",
              lambda: measure_call(hostile.base_url("gzip-bomb"), timeout_s=60), 60,
              expect=error_is("ProviderResponseError")),
+        Case("503 whose body is the gzip bomb, read to 64 KB",
+             lambda: measure_call(hostile.base_url("error-bomb"), timeout_s=60), 60,
+             expect=error_is("ProviderHTTPError")),
         Case(f"50 MB JSON answer, {cap}",
              lambda: measure_call(hostile.base_url("big-json"), timeout_s=60), 60,
              expect=error_is("ProviderResponseError")),

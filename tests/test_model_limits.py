@@ -92,6 +92,15 @@ def test_a_gzip_bomb_is_cut_at_the_cap_with_bounded_memory(hostile: HostileServe
     assert result["rss_growth_mb"] <= RSS_BOUND_MB, result
 
 
+def test_an_error_body_that_is_a_gzip_bomb_is_read_only_in_part(hostile: HostileServer) -> None:
+    """A 503 whose body inflates to 512 MiB: the error is reported from its first 64 KB,
+    and the client's peak RSS barely moves (before: the whole body was inflated)."""
+    result = measure_call(hostile.base_url("error-bomb"))
+    assert result["error"] is not None and result["error"]["type"] == "ProviderHTTPError"
+    assert "HTTP 503" in result["error"]["message"]
+    assert result["rss_growth_mb"] <= 16, result
+
+
 @pytest.mark.parametrize(("case", "stream"), [("big-json", False), ("big-sse", True)])
 def test_a_50_mb_answer_is_refused_at_the_cap_with_bounded_memory(hostile: HostileServer,
                                                                   case: str, stream: bool) -> None:
