@@ -180,7 +180,7 @@ class Ledger:
         #: when the oldest buffered line was queued (monotonic), and whether a timer will
         #: write the buffer out
         self._oldest = 0.0
-        self._timer = False
+        self._timer: asyncio.AbstractEventLoop | None = None
         self._seq = 0
         self.head = GENESIS
         self._last_sync = 0.0
@@ -239,18 +239,20 @@ class Ledger:
     def _arm_timer(self) -> None:
         """Write the buffer out `flush_after_s` from now, should no event come to do it (only
         on a running event loop; without one the age is checked as events arrive)."""
-        if self._timer or self.batch_bytes == 0:
+        if self.batch_bytes == 0:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._timer = True
+        if self._timer is loop:  # one is pending on this loop (one on a finished loop is not)
+            return
+        self._timer = loop
         loop.call_later(self.flush_after_s, self._on_timer)
 
     def _on_timer(self) -> None:
         with self._lock:
-            self._timer = False
+            self._timer = None
             if self._buffer and self._fd is not None and self._failed is None \
                     and not self.closed:
                 with contextlib.suppress(RunFailed):  # the next append reports the failure

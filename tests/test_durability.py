@@ -169,3 +169,22 @@ async def test_a_quiet_run_writes_its_buffer_within_the_time_bound(tmp_path: Pat
     await asyncio.to_thread(wait_until, lambda: path.stat().st_size > 0, "the timer's write")
     assert len(records(path)) == 1
     ledger.close()
+
+
+def test_the_time_bound_holds_for_a_ledger_outliving_its_first_event_loop(tmp_path: Path) -> None:
+    """A timer armed on a loop that ended before it fired must not keep a later loop from
+    arming its own (a ledger used by two `asyncio.run` calls in a row)."""
+    path = tmp_path / "run.jsonl"
+    ledger = Ledger(path, flush_after_s=0.05)
+
+    async def first() -> None:
+        ledger.record("tool.result", {"i": 0}, run_id="r", node_id=None, ts=0.0)
+
+    async def second() -> None:
+        ledger.record("tool.result", {"i": 1}, run_id="r", node_id=None, ts=1.0)
+        await asyncio.to_thread(wait_until, lambda: len(records(path)) == 2, "the timer's write")
+
+    asyncio.run(first())  # ends before its timer fires
+    ledger.flush()
+    asyncio.run(second())
+    ledger.close()
