@@ -38,7 +38,7 @@ def _usage(name: str) -> dict[str, int]:
     return {"input_tokens": inp, "output_tokens": out, "reasoning_tokens": rs}
 
 
-def script(srv: ScriptedModelServer) -> None:
+def script(srv: ScriptedModelServer, answer: str = ANSWER) -> None:
     """Queue every reply of the run (the two nodes run one after the other: b needs a)."""
     srv.route(PLANNER, reply(reasoning="Two steps.", usage=_usage("plan"),
                              tool_calls=[call("submit_plan", PLAN, id="call_plan")]))
@@ -49,8 +49,8 @@ def script(srv: ScriptedModelServer) -> None:
               error(503, "overloaded"),
               reply(f"notes.txt has 42 lines (key {SECRET}).", reasoning="Count.",
                     usage=_usage("b")))
-    srv.route(WRITER, reply(ANSWER, reasoning="Combine.", usage=_usage("write")),
-              reply(ANSWER, reasoning="I stand by it.", usage=_usage("fix")))
+    srv.route(WRITER, reply(answer, reasoning="Combine.", usage=_usage("write")),
+              reply(answer, reasoning="I stand by it.", usage=_usage("fix")))
 
 
 def task_for(srv: ScriptedModelServer, workspace: Path, **extra: Any) -> TaskSpec:
@@ -72,9 +72,9 @@ def task_for(srv: ScriptedModelServer, workspace: Path, **extra: Any) -> TaskSpe
 
 async def observed_run(srv: ScriptedModelServer, tmp_path: Path, *,
                        sinks: Iterable[EventSink] = (), environ: Mapping[str, str] | None = None,
-                       **extra: Any) -> RunResult:
+                       answer: str = ANSWER, **extra: Any) -> RunResult:
     """Run the scenario to the end (the caller owns the server)."""
-    script(srv)
+    script(srv, answer)
     workspace = tmp_path / "ws"
     workspace.mkdir(exist_ok=True)
     return await arun(task_for(srv, workspace, **extra), ledger_dir=tmp_path / "ledger",
