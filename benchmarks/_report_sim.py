@@ -20,10 +20,10 @@ from typing import Any
 from _swarm_sim import PLANNER, ROLES, WORKER, WRITER, PageServer, number_in, role_models, tool_results
 
 from agentkit import RunResult, arun
-from agentkit.task import TaskSpec
+from agentkit.task import TaskSpec, load_task
 from agentkit.testing import RecordedRequest, ScriptedModelServer, call, error, reply
 
-__all__ = ["plan_nodes", "simulated_run"]
+__all__ = ["plan_nodes", "quickstart_run", "simulated_run"]
 
 PER_TURN = 5
 PRICE = {"input": 0.27, "output": 1.10}
@@ -117,4 +117,76 @@ async def simulated_run(tmp: Path, *, nodes: int, calls: int = 1, latency: float
         srv.route(WORKER, default=_Worker(calls, latency, pages, fail_job))
         srv.route(WRITER, default=_answer(nodes, pages))
         return await arun(_task(srv, nodes, workspace), ledger_dir=tmp / "ledger",
+                          environ={"SIM_KEY": "sk-simulated-key-0001"})
+
+
+# ---------------------------------------------------------------------------------------------
+# The quickstart, with a scripted model: the real task file, the real Docker sandbox
+
+#: the quickstart's three questions, each answered by a program the scripted model "writes"
+PROGRAMS = {
+    "region": ("Compute the total revenue of each region from sales.csv.",
+               "import csv\nfrom collections import defaultdict\ntotal = defaultdict(float)\n"
+               "for r in csv.DictReader(open('sales.csv')):\n"
+               "    total[r['region']] += int(r['units']) * float(r['unit_price'])\n"
+               "for region in sorted(total):\n    print(f'{region}: {total[region]:.2f}')\n"),
+    "month": ("Find the month (YYYY-MM) with the highest total revenue in sales.csv.",
+              "import csv\nfrom collections import defaultdict\ntotal = defaultdict(float)\n"
+              "for r in csv.DictReader(open('sales.csv')):\n"
+              "    total[r['date'][:7]] += int(r['units']) * float(r['unit_price'])\n"
+              "best = max(total, key=total.get)\nprint(f'best month: {best} ({total[best]:.2f})')\n"),
+    "product": ("Find the product with the most units sold in sales.csv, and how many.",
+                "import csv\nfrom collections import Counter\nunits = Counter()\n"
+                "for r in csv.DictReader(open('sales.csv')):\n    units[r['product']] += int(r['units'])\n"
+                "name, n = units.most_common(1)[0]\nprint(f'most units: {name} ({n})')\n"),
+}
+
+
+def _quickstart_worker(req: RecordedRequest) -> Any:
+    text = "\n".join(str(m.get("content") or "") for m in req.messages if m.get("role") == "user")
+    key = next(k for k, (goal, _) in PROGRAMS.items() if goal in text)
+    results = [str(m.get("content") or "") for m in req.messages if m.get("role") == "tool"]
+    if not results:
+        return reply(reasoning=f"Sum the rows of sales.csv per group for: {PROGRAMS[key][0]}",
+                     usage={"input_tokens": 620, "output_tokens": 130, "reasoning_tokens": 60},
+                     tool_calls=[call("run_code", {"code": PROGRAMS[key][1]})])
+    printed = [line for line in results[-1].splitlines() if ": " in line and line[:1].isalpha()]
+    return reply("\n".join(printed), reasoning="The program printed the answer; copy it.",
+                 usage={"input_tokens": 900, "output_tokens": 60, "reasoning_tokens": 25})
+
+
+def _quickstart_writer(req: RecordedRequest) -> Any:
+    text = "\n".join(str(m.get("content") or "") for m in req.messages if m.get("role") == "user")
+    lines = [line for line in text.splitlines() if ": " in line and line[:1].isalpha()
+             and any(ch.isdigit() for ch in line) and not line.startswith("Task:")]
+    return reply("Answers from the programs' output:\n" + "\n".join(f"- {x}" for x in lines),
+                 reasoning="Quote every printed line.",
+                 usage={"input_tokens": 1500, "output_tokens": 120, "reasoning_tokens": 40})
+
+
+async def quickstart_run(tmp: Path, task_file: Path) -> RunResult:
+    """examples/quickstart.yaml as it is (goal, prompts, run_code in the Docker sandbox, three
+    samples per node voted), with its model replaced by a scripted one that writes correct
+    programs: a quickstart-shaped ledger in about a minute instead of the local model's
+    several."""
+    plan = {"nodes": [{"id": f"{k}_revenue" if k == "region" else f"top_{k}", "goal": goal,
+                       "depends_on": [], "tools": ["run_code"]}
+                      for k, (goal, _) in PROGRAMS.items()]}
+    async with ScriptedModelServer("deepseek") as srv:
+        srv.route("quickstart-model", reply(
+            reasoning="Three independent questions: one node each.",
+            usage={"input_tokens": 1200, "output_tokens": 180, "reasoning_tokens": 90},
+            tool_calls=[call("submit_plan", plan)]), default=reply("Plan submitted."))
+        srv.route("quickstart-worker", default=_quickstart_worker)
+        srv.route("quickstart-writer", default=_quickstart_writer)
+        spec = load_task(task_file).model_dump(mode="json", exclude_none=True)
+        models = {name: {"profile": "deepseek", "model": name, "base_url": srv.base_url,
+                         "api_key_env": "SIM_KEY", "max_tokens": 400, "stream": False,
+                         "price": PRICE}
+                  for name in ("quickstart-model", "quickstart-worker", "quickstart-writer")}
+        spec.update(model="quickstart-worker", models=models, roles={
+            "planner": "quickstart-model", "worker": "quickstart-worker",
+            "synthesizer": "quickstart-writer"},
+            workspace=str((task_file.parent / "data").resolve()))
+        return await arun(TaskSpec.model_validate(spec), ledger_dir=tmp / "ledger",
                           environ={"SIM_KEY": "sk-simulated-key-0001"})

@@ -17,8 +17,9 @@ ledger. Then, in this process:
   the script's own "rendered" mark, the load event, and opening one node's conversation;
   beside the same figures for the 4-node report of a small run (the baseline).
 
-``--screenshots DIR`` also writes the PNGs the README shows: a 100-node simulated run, and
-the report of the ledger given with ``--ledger`` (the quickstart's).
+``--screenshots DIR`` writes the PNGs the README shows instead: a 100-node simulated run, and
+a quickstart run: the ledger given with ``--ledger``, else ``examples/quickstart.yaml`` run with
+a scripted model in place of the local one (its programs run in the real Docker sandbox).
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from _chromium import Browser
-from _report_sim import simulated_run
+from _report_sim import quickstart_run, simulated_run
 
 from agentkit.audit import verify_ledger
 from agentkit.report import write_report
 
+QUICKSTART = Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml"
 RENDERED = ("new Promise(r => document.body.dataset.rendered ? r(true) : "
             "document.addEventListener('agentkit:rendered', () => r(true)))")
 
@@ -48,6 +50,12 @@ def best_of(n: int, fn: Callable[[], object]) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def folder(path: Path) -> Path:
+    """`path` made (if need be) and absolute (a file URI needs an absolute path)."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
 
 
 def count_lines(path: Path) -> tuple[int, int]:
@@ -102,14 +110,17 @@ async def measure(args: argparse.Namespace, tmp: Path) -> None:
 
 
 async def screenshots(out: Path, ledger: str | None, tmp: Path) -> None:
-    """The README's pictures: a 100-node simulated run, and the report of `ledger`."""
+    """The README's pictures: a 100-node simulated run, and a quickstart run's report."""
     sim = await simulated_run(tmp / "shots", nodes=100, calls=3, latency=0.05, fail_job=87)
     assert sim.ledger is not None
     shots: list[tuple[Path, str, str | None]] = [
         (write_report(sim.ledger, tmp / "sim100.html").path, "report-100-nodes", "n54")]
-    if ledger:
-        shots.append((write_report(ledger, out / "quickstart-report.html").path,
-                      "report-quickstart", None))
+    if ledger is None:  # the quickstart task with a scripted model (the real sandbox runs)
+        quick = await quickstart_run(tmp / "quickstart", QUICKSTART)
+        assert quick.status == "succeeded" and quick.ledger is not None, quick.error
+        ledger = quick.ledger
+    shots.append((write_report(ledger, out / "quickstart-report.html").path,
+                  "report-quickstart", None))
     for page, name, node in shots:
         async with Browser(width=1400, height=1500) as browser:
             await browser.open(page)
@@ -133,8 +144,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         if args.screenshots is not None:
-            args.screenshots.mkdir(parents=True, exist_ok=True)
-            await screenshots(args.screenshots, args.ledger, Path(name))
+            await screenshots(folder(args.screenshots), args.ledger, Path(name))
             return
         await measure(args, Path(name))
 
