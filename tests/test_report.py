@@ -238,3 +238,27 @@ async def test_cli_run_with_report_and_otel(tmp_path: Path) -> None:
     model, scan = build_model(payload["ledger"])
     assert scan.verify.ok and model.summary["answer"] == payload["answer"]
     assert "invoke_agent observed" in spans and f"chat {PLANNER}" in spans
+
+
+async def test_torn_ledger_report_says_incomplete_not_tampered(tmp_path: Path) -> None:
+    """Proves: a ledger whose last line was cut mid-write (a killed run) is reported as
+    INCOMPLETE, exit 0, and the page says so; it is not called tampered."""
+    async with ScriptedModelServer("deepseek") as srv:
+        result = await observed_run(srv, tmp_path)
+    assert result.ledger is not None
+    lines = ledger_lines(result.ledger)
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    target = tmp_path / "torn.html"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agentkit", "report", str(torn), "-o", str(target),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    assert f"INCOMPLETE (torn last line at seq {len(lines) - 1}" in stderr.decode()
+    assert "TAMPERED" not in stderr.decode()
+    async with Browser() as browser:
+        await open_report(browser, target)
+        banner = await browser.eval("document.querySelector('#verify').textContent")
+        assert "INCOMPLETE" in banner and "TAMPERED" not in banner
+        assert browser.errors() == []

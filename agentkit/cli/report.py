@@ -12,16 +12,21 @@ from agentkit.cli._app import EXIT_FAILED, app, err_console, out, user_errors
 
 def write_and_tell(ledger: Path, output: Path | None) -> bool:
     """Write the report; print where it is. False if the ledger's hash chain is broken (the
-    report is written all the same, and says where it breaks)."""
+    report is written all the same, and says where it breaks); a ledger whose last line is
+    only torn (a crashed run) is reported as incomplete, not as tampered."""
     from agentkit.report import write_report
 
     with user_errors():
         made = write_report(ledger, output)
     out(f"{made.path}: report of {made.nodes} node(s), {made.bytes:,} bytes")
-    if not made.verify.ok:
-        err_console().print(f"{ledger}: TAMPERED at seq {made.verify.first_bad_seq}: "
-                            f"{made.verify.reason} (the report shows where)", markup=False)
-    return made.verify.ok
+    verify = made.verify
+    if verify.state == "incomplete":
+        err_console().print(f"{ledger}: INCOMPLETE (torn last line at seq {verify.first_bad_seq}"
+                            f"; the run did not end cleanly)", markup=False)
+    elif not verify.ok:
+        err_console().print(f"{ledger}: TAMPERED at seq {verify.first_bad_seq}: "
+                            f"{verify.reason} (the report shows where)", markup=False)
+    return verify.state != "tampered"
 
 
 @app.command()

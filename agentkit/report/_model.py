@@ -180,7 +180,8 @@ class _Builder:
         return {
             "run": {**self.run, "ledger": scan.path.name, "t0": self.t0,
                     "dur": self.t_end, "events": scan.records},
-            "verify": {"ok": verify.ok, "count": verify.count, "bad_seq": bad,
+            "verify": {"ok": verify.ok, "state": verify.state, "count": verify.count,
+                       "bad_seq": bad,
                        "reason": verify.reason, "head": verify.head,
                        "bad_t": self.times[bad] if bad is not None and bad < len(self.times)
                        else None, "unreadable": scan.unreadable},

@@ -47,6 +47,10 @@ function renderVerify() {
   $("verify").innerHTML = v.ok
     ? `<div class="intact">Ledger intact: ${fmtN(v.count)} records, hash chain verified, head
        <span class="nid">${esc(v.head)}</span></div>`
+    : v.state === "incomplete"
+    ? `<div class="tampered">Ledger INCOMPLETE: ${fmtN(v.count)} records verified; the last line
+       (seq ${esc(v.bad_seq)}) was cut mid-write, as a crash or a full disk leaves it. The run
+       did not end cleanly.</div>`
     : `<div class="tampered">Ledger TAMPERED: the hash chain breaks at seq ${esc(v.bad_seq)}
        (${esc(v.reason)}). ${fmtN(v.count)} records verified before it; what follows is shown
        but unverified${v.bad_t != null ? ` (red line on the timeline, +${fmtMs(v.bad_t)})` : ""}.
