@@ -44,6 +44,18 @@ def test_think_tags_survive_any_chunking(text: str, size: int) -> None:
                                      else "User wants Oslo.", "I will check.")
 
 
+@pytest.mark.parametrize("size", [1, 3, 64])
+def test_long_reasoning_without_an_opening_tag_is_held_then_split(size: int) -> None:
+    """R1-style reasoning of 200,000 characters with no opening tag, streamed in small chunks:
+    held undecided (as a list of chunks, not one string re-copied per chunk), then split at the
+    close tag even when the tag itself arrives one character at a time."""
+    thinking = "step " * 40_000
+    reasoning, text = split_all(f"{thinking}</think>Answer: 42", size)
+    assert reasoning == thinking and text == "Answer: 42"
+    assert split_all(thinking, size) == ("", thinking)  # no tag at all: content
+    assert split_all(thinking, size, implicit=True, truncated=True) == (thinking, "")
+
+
 def test_no_tags_is_content_and_later_think_block_is_reasoning() -> None:
     assert split_all("Plain answer, no thinking.", 4) == ("", "Plain answer, no thinking.")
     assert split_all("Hi.<think>more</think>Done", 3) == ("more", "Hi.Done")

@@ -81,13 +81,29 @@ class ThinkSplitter:
         #: undecided text is held, so searches resume where the last one stopped (no O(n^2))
         self._from = 0
         self._longest = max((len(t) for pair in self._tags for t in pair), default=1)
+        #: undecided chunks with no tag in reach, kept as a list (appending to one string
+        #: would copy the whole held text on every chunk: quadratic on a long answer)
+        self._pending: list[str] = []
+        #: the last characters held, where a tag split across chunks may have begun
+        self._tail = ""
 
     def feed(self, text: str) -> list[Piece]:
+        window = self._tail + text
+        self._tail = window[-self._longest:]
+        if self._mode == "undecided" and not any(t in window for pair in self._tags for t in pair):
+            self._pending.append(text)
+            return []
+        self._take_pending()
         self._buf += text
         out: list[Piece] = []
         while self._buf and self._step(out):
             pass
         return out
+
+    def _take_pending(self) -> None:
+        if self._pending:
+            self._buf += "".join(self._pending)
+            self._pending.clear()
 
     def assume_text(self) -> list[Piece]:
         """Stop waiting for a lone close tag (the server has a reasoning parser: reasoning
@@ -95,11 +111,13 @@ class ThinkSplitter:
         if self._mode != "undecided":
             return []
         self._mode = "text"
+        self._take_pending()
         return self.feed("")
 
     def finish(self, *, truncated: bool = False) -> list[Piece]:
         """Flush the rest. Undecided text is content, unless the model never writes an opening
         tag and was cut off by the length limit (then it was still thinking)."""
+        self._take_pending()
         rest, self._buf = self._buf, ""
         if not rest:
             return []
