@@ -117,16 +117,17 @@ def test_failed_run_exits_1_with_one_json_object_and_a_verified_ledger(tmp_path:
 
 
 def test_missing_api_key_variable_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before the run starts, like a bad task file: exit 2, the variable named at its
+    model's line on stderr, nothing on stdout and no ledger (no run happened)."""
     monkeypatch.delenv("AGENTKIT_TEST_UNSET_KEY", raising=False)
     path = task_file(tmp_path, refused_url())
     path.write_text(path.read_text().replace("    model: x\n",
                                              "    model: x\n    api_key_env: AGENTKIT_TEST_UNSET_KEY\n"))
     result = runner.invoke(app, ["run", str(path), "--json", "--ledger-dir", str(tmp_path / "led")])
     assert result.exit_code == 2
-    payload = json.loads(result.stdout)
-    assert payload["error"]["type"] == "ConfigError"
-    assert "AGENTKIT_TEST_UNSET_KEY" in payload["error"]["message"]
-    assert verify_ledger(payload["ledger"]).ok
+    assert result.stdout == ""
+    assert f"{path}:9:18:" in result.stderr and "AGENTKIT_TEST_UNSET_KEY" in result.stderr
+    assert not (tmp_path / "led").exists()
 
 
 def test_failed_run_human_output_and_default_ledger_dir(tmp_path: Path) -> None:

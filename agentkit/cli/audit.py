@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from agentkit.cli._app import EXIT_FAILED, audit_app, fail, out
+
+_HEAD = re.compile(r"[0-9a-f]{64}")
 
 
 def _ledger_file(path: Path) -> Path:
@@ -20,19 +23,34 @@ def _ledger_file(path: Path) -> Path:
 def audit_verify(
     ledger: Annotated[Path, typer.Argument(metavar="LEDGER.jsonl")],
     expect_head: Annotated[str | None, typer.Option(
-        help="The head hash recorded elsewhere; detects lines cut from the end.")] = None,
+        metavar="HASH|FILE",
+        help="The head hash kept elsewhere, or the .head file a run wrote (a copy kept where "
+             "the run cannot write); detects lines cut from the end.")] = None,
 ) -> None:
     """Recompute the hash chain. Exit codes: 0 intact, 1 tampered (names the first bad seq),
     2 no such file."""
     from agentkit.audit import verify_ledger
 
-    result = verify_ledger(_ledger_file(ledger), expected_head=expect_head)
+    result = verify_ledger(_ledger_file(ledger), expected_head=_expected_head(expect_head))
     if result.ok:
         out(f"{ledger}: intact, {result.count} records, head {result.head}")
         return
     out(f"{ledger}: TAMPERED at seq {result.first_bad_seq}: {result.reason} "
          f"({result.count} records verified before it)")
     raise typer.Exit(EXIT_FAILED)
+
+
+def _expected_head(value: str | None) -> str | None:
+    """A head hash, or the path of a ``.head`` sidecar (``HASH  FILENAME``) holding one."""
+    if value is None or _HEAD.fullmatch(value.strip().lower()):
+        return value.strip().lower() if value is not None else None
+    path = Path(value)
+    if path.is_file():
+        words = path.read_text(encoding="utf-8", errors="replace").split()
+        if words and _HEAD.fullmatch(words[0].lower()):
+            return words[0].lower()
+        fail(f"--expect-head {value}: the file does not start with a head hash (64 hex digits)")
+    fail(f"--expect-head {value!r} is neither a head hash (64 hex digits) nor a .head file")
 
 
 @audit_app.command("show")
