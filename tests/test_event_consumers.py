@@ -129,3 +129,18 @@ def test_progress_shows_a_nodes_consensus_vote() -> None:
     bus.emit("node.consensus", {"samples": 3, "votes": 2, "evidence": "program"}, node_id="a")
     assert display.nodes["a"].step == "2 of 3 samples agree (on program output)"
     assert "node.consensus a 2 of 3 samples agree (on program output)" in out.getvalue()
+
+
+def test_structlog_sink_redacts_a_logged_payload() -> None:
+    """Logs are one more way out of a run: a logged payload hides the run's secret values,
+    credential keys and credential shapes, as the ledger and the CLI do (before: in clear)."""
+    captured = structlog.testing.CapturingLogger()
+    sink = structlog_sink(structlog.wrap_logger(captured, processors=[]), include_data=True,
+                          secrets=["kv-9f8e7d6c5b4a"])
+    bus = EventBus("r", sinks=[sink])
+    bus.emit("model.response", {"text": "the key is kv-9f8e7d6c5b4a",
+                                "headers": {"Authorization": "whatever"},
+                                "echo": "Bearer abcdefghijkl"}, node_id="n1")
+    logged = repr(captured.calls[0].kwargs["data"])
+    assert "kv-9f8e7d6c5b4a" not in logged and "whatever" not in logged
+    assert "abcdefghijkl" not in logged and "[REDACTED]" in logged
