@@ -38,7 +38,7 @@ def exit_code_for_signal(signum: int) -> int:
     return 128 + signum
 
 
-app = typer.Typer(name="agentkit", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="agentkit", no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
                   pretty_exceptions_enable=False,
                   help="Planner + parallel sub-agents with tools, sandboxes and an audit ledger. "
                        + _EXIT_HELP)

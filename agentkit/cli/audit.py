@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from agentkit.cli._app import EXIT_FAILED, audit_app, fail, out
+from agentkit.cli._app import EXIT_FAILED, audit_app, fail, out, user_errors
 
 _HEAD = re.compile(r"[0-9a-f]{64}")
 
@@ -54,11 +54,20 @@ def _expected_head(value: str | None) -> str | None:
 
 
 @audit_app.command("show")
-def audit_show(ledger: Annotated[Path, typer.Argument(metavar="LEDGER.jsonl")]) -> None:
-    """Print a ledger as a readable timeline. Exit codes: 0 ok, 2 no such file."""
-    from agentkit.audit import show_ledger
+def audit_show(
+    ledger: Annotated[Path, typer.Argument(metavar="LEDGER.jsonl")],
+    kind: Annotated[list[str], typer.Option(
+        metavar="KIND", help="Only this kind (repeatable; `node` matches every node.* kind).")
+    ] = [],  # noqa: B006  typer reads the default; it is never mutated
+    node: Annotated[list[str], typer.Option(metavar="ID", help="Only this node (repeatable).")
+                    ] = [],  # noqa: B006
+    full: Annotated[bool, typer.Option("--full", help="Every field of each record, as JSON.")
+                    ] = False,
+) -> None:
+    """Print a ledger as a readable timeline: time, seq, kind, node and the record's fields.
+    Exit codes: 0 ok, 2 no such file or not a ledger."""
+    from agentkit._timeline import timeline
 
-    for line in show_ledger(_ledger_file(ledger)):
-        out(line)
-
-
+    with user_errors():
+        for line in timeline(_ledger_file(ledger), kinds=kind, nodes=node, full=full):
+            out(line)
