@@ -286,3 +286,62 @@ def test_set_overrides_the_base_url_so_a_task_runs_against_a_local_server(tmp_pa
         assert json.loads(result.stdout)["answer"] == "Hello from the test server."
     bad = runner.invoke(app, ["validate", str(path), "--set", "budget.wall_seconds=soon"])
     assert bad.exit_code == 2 and "budget.wall_seconds" in bad.stderr
+
+
+def _containers_of_process(pid: int) -> list[Any]:
+    """Sandbox containers owned by process `pid` (their owner label is host:pid:start time)."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        return [c for c in client.containers.list(all=True, filters={"label": "agentkit.run"})
+                if (c.labels.get("agentkit.owner") or "").split(":")[1:2] == [str(pid)]]
+    finally:
+        client.close()
+
+
+def _running_command(containers: list[Any], needle: str) -> bool:
+    for container in containers:
+        try:
+            top = container.top()
+        except Exception:  # not running yet, or gone
+            continue
+        if any(needle in " ".join(row) for row in top.get("Processes") or []):
+            return True
+    return False
+
+
+@pytest.mark.docker
+def test_sigterm_during_sandboxed_code_leaves_no_container(tmp_path: Path) -> None:
+    """The run is inside `run_code` (a program sleeping in its container) when SIGTERM
+    arrives: the exit is 143, the ledger records the sandbox's removal and ends with
+    run.finished, and no container of the run is left on the engine (before: the process died
+    at once and its containers stayed until some later run's sweep)."""
+    from agentkit.testing import call
+
+    with ScriptedModelServer("deepseek") as srv:
+        srv.script(reply(reasoning="Run it.", tool_calls=[call("run_code", {
+            "language": "bash", "code": "sleep 7321", "timeout_s": 600})]))
+        srv.default = reply("done")
+        path = write_task(tmp_path, srv.base_url, "mode: agent\ntools: [run_code]\n"
+                          "sandbox: {pool_size: 0, timeout_s: 600}\n")
+        proc = child(["run", str(path), "--json"], env={"CLI_RUN_KEY": KEY}, cwd=tmp_path)
+        try:
+            # the engine is the only witness of the program running: poll it, bounded
+            deadline = 120
+            while not _running_command(_containers_of_process(proc.pid), "sleep 7321"):
+                assert proc.poll() is None, proc.communicate()[1]
+                deadline -= 1
+                assert deadline > 0, "the sandboxed program never started"
+                threading.Event().wait(0.5)  # between polls of the engine, not a synchronisation
+            proc.send_signal(signal.SIGTERM)
+            stdout, stderr = finish(proc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 143, stderr
+    payload = json.loads(stdout)
+    kinds = [r["kind"] for r in records(payload["ledger"])]
+    assert "sandbox.created" in kinds and "sandbox.removed" in kinds and kinds[-1] == "run.finished"
+    assert _containers_of_process(proc.pid) == []
