@@ -39,6 +39,7 @@ _MILESTONES = frozenset({"run.started", "plan.created", "plan.replanned", "node.
                          "budget.exceeded", "run.finished"})
 #: rows of the roles that are not plan nodes: the planner first, the synthesizer last
 PLANNER, SYNTHESIZER = "planner", "synthesizer"
+_THINKING = "thinking"
 #: how a run's final status leaves the rows still working
 _END_STATE = {"succeeded": "done", "failed": "failed", "cancelled": "cancelled"}
 
@@ -195,6 +196,7 @@ def _run_finished(d: ProgressDisplay, event: Event, now: float) -> None:
     for view in d.nodes.values():
         if view.state == "running":
             view.end(end, now)
+            view.step = "" if end == "done" and view.step == _THINKING else view.step
 
 
 def _plan(d: ProgressDisplay, event: Event, now: float) -> None:
@@ -220,6 +222,8 @@ def _node_finished(d: ProgressDisplay, event: Event, now: float) -> None:
     view = d.row(event)
     if view is not None:
         view.end("failed" if event.data.get("status") == "failed" else "done", now)
+        if view.step == _THINKING:  # over; a last tool call stays: what the node did last
+            view.step = ""
 
 
 def _node_failed(d: ProgressDisplay, event: Event, now: float) -> None:
@@ -273,7 +277,7 @@ _HANDLERS: dict[str, Handler] = {
     "node.finished": _node_finished,
     "node.failed": _node_failed,
     "node.skipped": _node_skipped,
-    "model.request": _step(lambda data: "thinking"),
+    "model.request": _step(lambda data: _THINKING),
     "model.response": _model_response,
     "retry": _step(lambda data: f"retry {data.get('attempt', '')}: "
                                 f"{str(data.get('error') or '')[:40]}".rstrip(": ")),
