@@ -89,6 +89,7 @@ class ProgressDisplay:
         self.ended: float | None = None
         self._lock = threading.Lock()
         self._live: Live | None = None
+        self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -124,12 +125,15 @@ class ProgressDisplay:
             handler = _HANDLERS.get(event.kind)
             if handler is not None:
                 handler(self, event, self._now())
-        if not self.live_mode and (event.kind in _MILESTONES or
-                                   (event.kind == "tool.call" and self.mode == "agent")):
+        if not self.live_mode and not self._closed and (
+                event.kind in _MILESTONES or (event.kind == "tool.call" and self.mode == "agent")):
             # a plain write, not console.print: rich's rendering cost ~17 ms per line under load,
             # paid inside the event sink, i.e. on the scheduler's path to the next node
-            self.console.file.write(self._plain(event) + "\n")
-            self.console.file.flush()
+            try:
+                self.console.file.write(self._plain(event) + "\n")
+                self.console.file.flush()
+            except OSError:  # the reader went away (`| head`, a closed log pipe): the run goes on
+                self._closed = True
 
     def row(self, event: Event) -> RowView | None:
         """The row an event belongs to (made on first sight), None for run-level events."""

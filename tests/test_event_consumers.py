@@ -144,3 +144,19 @@ def test_structlog_sink_redacts_a_logged_payload() -> None:
     logged = repr(captured.calls[0].kwargs["data"])
     assert "kv-9f8e7d6c5b4a" not in logged and "whatever" not in logged
     assert "abcdefghijkl" not in logged and "[REDACTED]" in logged
+
+
+def test_progress_survives_a_reader_that_went_away() -> None:
+    """`agentkit run ... 2>&1 | head`: once the pipe is closed, writing the next milestone
+    fails; the display stops writing instead of raising into the run (a sink that raises
+    stops the run)."""
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    display = ProgressDisplay(Console(file=Closed()), live=False)
+    bus = EventBus("r", sinks=[display])
+    bus.emit("run.started", {"mode": "swarm"})
+    bus.emit("node.started", {}, node_id="a")  # no exception reaches the bus
+    assert display.nodes["a"].state == "running"
