@@ -345,3 +345,46 @@ def test_sigterm_during_sandboxed_code_leaves_no_container(tmp_path: Path) -> No
     kinds = [r["kind"] for r in records(payload["ledger"])]
     assert "sandbox.created" in kinds and "sandbox.removed" in kinds and kinds[-1] == "run.finished"
     assert _containers_of_process(proc.pid) == []
+
+
+async def test_ctrl_c_at_a_terminal_prints_no_traceback_from_extraction_workers(
+        tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to the whole foreground process group. The run fetched a page,
+    so its text-extraction worker processes are up; they must not die printing
+    KeyboardInterrupt tracebacks (they live in a session of their own and exit when the run
+    closes them); the run itself reports `cancelled` and exits 130."""
+    from _fetch_server import FetchTestServer, static
+
+    page = (b"<html><head><title>Tides</title></head><body><article><p>"
+            + b"Tide pools hold anemones and small crabs at low tide. " * 20
+            + b"</p></article></body></html>")
+    arrived = threading.Event()
+
+    async def fetch_then_hold(req: RecordedRequest) -> Any:
+        if not any(m.get("role") == "tool" for m in req.messages):
+            return reply(reasoning="Read it.", tool_calls=[call("web_fetch", {"url": url})])
+        arrived.set()  # the page was fetched and extracted: the workers are running
+        await asyncio.Event().wait()
+
+    async with FetchTestServer(routes={"/tides": static(page)}) as pages:
+        url = pages.url("/tides")
+        with ScriptedModelServer("deepseek", default=fetch_then_hold) as srv:
+            path = write_task(tmp_path, srv.base_url, "mode: agent\ntools: [web_fetch]\n"
+                              "fetch: {allow_hosts: [127.0.0.1]}\n")
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agentkit", "run", str(path), cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, "CLI_RUN_KEY": KEY}, start_new_session=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+            try:
+                assert await asyncio.to_thread(arrived.wait, 60), "the run never fetched the page"
+                os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+                stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+    text = stderr.decode()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    assert "cancelled: run " in text
