@@ -39,6 +39,7 @@ _MILESTONES = frozenset({"run.started", "plan.created", "plan.replanned", "node.
                          "budget.exceeded", "run.finished"})
 #: rows of the roles that are not plan nodes: the planner first, the synthesizer last
 PLANNER, SYNTHESIZER = "planner", "synthesizer"
+_ROLE_ROWS = frozenset({PLANNER, SYNTHESIZER, "agent"})
 _THINKING = "thinking"
 #: how a run's final status leaves the rows still working
 _END_STATE = {"succeeded": "done", "failed": "failed", "cancelled": "cancelled"}
@@ -197,9 +198,12 @@ def _run_finished(d: ProgressDisplay, event: Event, now: float) -> None:
     d.status = str(event.data.get("status") or "finished")
     d.ended = now
     end = _END_STATE.get(d.status, "failed")
-    for view in d.nodes.values():
+    for row_id, view in d.nodes.items():
         if view.state == "running":
-            view.end(end, now)
+            # plan nodes still running when a run fails (wall clock, budget) were cancelled by
+            # it; a role's row (planner, synthesizer, agent) still running is what failed
+            node_cut = end == "failed" and row_id not in _ROLE_ROWS
+            view.end("cancelled" if node_cut else end, now)
             view.step = "" if end == "done" and view.step == _THINKING else view.step
 
 

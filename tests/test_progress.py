@@ -151,3 +151,16 @@ def test_citations_print_their_number(tmp_path: Path) -> None:
         report(console, payload)
     assert "[1] https://a.example/fjord  Fjord" in stdout.getvalue()
     assert "[2] https://b.example/depth" in stdout.getvalue()
+
+
+def test_nodes_cut_by_a_failed_run_show_cancelled() -> None:
+    """A run that fails on its wall clock cancels the nodes still working: they say
+    `cancelled`, as the summary does; the role that was working when it failed says `failed`."""
+    display = ProgressDisplay(Console(file=io.StringIO()), live=False, monotonic=Ticks())
+    bus = EventBus("r", sinks=[display])
+    bus.emit("plan.created", {"nodes": [{"id": "a", "goal": "x"}]})
+    bus.emit("node.started", {}, node_id="a")
+    bus.emit("model.request", {}, node_id="synthesizer")
+    bus.emit("run.finished", {"status": "failed"})
+    assert display.nodes["a"].state == "cancelled"
+    assert display.nodes["synthesizer"].state == "failed"
