@@ -34,6 +34,7 @@ __all__ = [
     "SandboxSettings",
     "SearchSettings",
     "TaskSpec",
+    "TelemetrySpec",
     "load_task",
     "load_task_text",
 ]
@@ -285,6 +286,20 @@ class ConsensusSpec(_Spec):
         return self
 
 
+class TelemetrySpec(_Spec):
+    """OpenTelemetry export of the run's traces (the ``[otel]`` extra; off by default).
+
+    `otel` turns it on (``agentkit run --otel`` does too); where spans go is configured by the
+    standard ``OTEL_*`` environment variables. `capture_content` adds messages, reasoning and
+    tool arguments/results to the spans (redacted like the ledger); also turned on by
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``."""
+
+    otel: bool = False
+    """Export the run's traces over OpenTelemetry (where to: the OTEL_* variables)."""
+    capture_content: bool = False
+    """Add messages, reasoning and tool arguments/results to the spans (redacted)."""
+
+
 #: the model a task uses when it names none: the embedded local model (the [local] extra)
 DEFAULT_MODEL = "local"
 LOCAL_MODEL = ModelSpec(provider="local", profile="local", model="qwen2.5-coder-1.5b-instruct")
@@ -335,6 +350,8 @@ class TaskSpec(_Spec):
     """Ask models to show their reasoning in <think> tags where they do not do so natively."""
     prices: dict[str, PriceSpec] = Field(default_factory=dict)
     """Price overrides, by model name in models."""
+    telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
+    """Trace export (OpenTelemetry; off by default)."""
 
     @model_validator(mode="before")
     @classmethod

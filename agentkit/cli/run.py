@@ -62,6 +62,11 @@ def run(
         metavar="DIR", help="Where the audit ledger goes (default: the output folder, or ./runs).")
     ] = None,
     overrides: SetOption = [],  # noqa: B006  typer reads the default; it is never mutated
+    otel: Annotated[bool, typer.Option(
+        "--otel", help="Export OpenTelemetry traces (set up by the OTEL_* variables; "
+                       "needs the otel extra).")] = False,
+    report: Annotated[bool, typer.Option(
+        "--report", help="Write the run's HTML report beside its ledger.")] = False,
 ) -> None:
     """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
     key variable, ...), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP; the run
@@ -69,15 +74,23 @@ def run(
     task = load_checked(task_file, overrides, environ=dict(os.environ))
     if output is not None:
         task = task.model_copy(update={"output": str(output.resolve())})
+    if otel:
+        task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
     ledger = (ledger_dir or Path(task.output or "runs")).resolve()
     with user_errors():
-        code = asyncio.run(_run(task, ledger, json_out))
+        code, payload = asyncio.run(_run(task, ledger, json_out))
+    if report:
+        from agentkit.cli.report import report_after_run
+
+        report_after_run(payload)
+    if json_out:
+        out(json.dumps(payload, ensure_ascii=False))
     raise typer.Exit(code)
 
 
-async def _run(task: TaskSpec, ledger: Path, json_out: bool) -> int:
+async def _run(task: TaskSpec, ledger: Path, json_out: bool) -> tuple[int, dict[str, Any]]:
     """Start the run with the progress display as a sink, stop it cleanly on a signal, print
-    the result; the exit code."""
+    the human report; the exit code and the (redacted) ``--json`` object."""
     from agentkit.progress import ProgressDisplay
     from agentkit.run import start
 
@@ -88,12 +101,10 @@ async def _run(task: TaskSpec, ledger: Path, json_out: bool) -> int:
         progress.redact = redactor.text  # before the run's first event: it has not started yet
         with _stop_on_signals(handle, progress) as stopped_by:
             result = await handle.result()
-    payload = redactor.value(result_payload(result))
-    if json_out:
-        out(json.dumps(payload, ensure_ascii=False))
-    else:
+    payload: dict[str, Any] = redactor.value(result_payload(result))
+    if not json_out:
         report(console, payload)
-    return _exit_code(result, stopped_by)
+    return _exit_code(result, stopped_by), payload
 
 
 def _exit_code(result: RunResult, stopped_by: list[int]) -> int:
