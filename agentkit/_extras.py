@@ -22,5 +22,5 @@ def require(module: str, extra: str, *, feature: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         raise SetupError(f"{feature} needs the optional extra [{extra}]: pip install "
-                         f"'agentkit[{extra}]' (or pip install -e '.[{extra}]' in a checkout); "
+                         f"'agentkit-swarm[{extra}]' (or pip install -e '.[{extra}]' in a checkout); "
                          f"importing {module} failed: {exc}") from None

@@ -217,7 +217,7 @@ class _Builder:
         event = self.next()
         if isinstance(event, yaml.StreamEndEvent):
             raise self.fail(event, "the task file is empty; expected a mapping with at least "
-                                   "name, goal, model and models")
+                                   "name and goal")
         event = self.next()  # first event inside the document
         if not isinstance(event, yaml.MappingStartEvent):
             got = "a list" if isinstance(event, yaml.SequenceStartEvent) else (

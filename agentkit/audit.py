@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agentkit._timeline import timeline
 from agentkit.errors import ConfigError, RunFailed
 from agentkit.events import Event
 from agentkit.secrets import Redactor, redaction_pipeline
@@ -557,33 +558,7 @@ def _blob_refs(value: Any) -> Iterator[str]:
             yield from _blob_refs(v)
 
 
-def show_ledger(path: str | Path, *, width: int = 100) -> Iterator[str]:
-    """A readable timeline: one line per record (time, seq, kind, node, summary)."""
-    start: float | None = None
-    with Path(path).open("rb") as fh:
-        for n, raw in enumerate(fh):
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                yield f"{'':>9} #{n:<5} !! unreadable line ({len(raw)} bytes)"
-                continue
-            ts = float(rec.get("ts") or 0)
-            start = ts if start is None else start
-            node = rec.get("node_id") or "-"
-            text = _summary(rec.get("kind", "?"), rec.get("data") or {})
-            yield (f"+{ts - start:8.3f}s #{rec.get('seq', n):<5} {rec.get('kind', '?'):<16} "
-                   f"{node:<12} {text}")[: width + 60]
-
-
-def _summary(kind: str, data: dict[str, Any]) -> str:
-    """The few fields worth a glance for common kinds; compact JSON otherwise."""
-    picks = {
-        "tool.call": ("tool", "arguments"), "tool.result": ("tool", "ok", "error"),
-        "model.request": ("model", "provider"), "model.response": ("model", "usage", "cost_usd"),
-        "url.fetched": ("url", "status", "sha256"), "url.cited": ("url",),
-        "node.started": ("goal",), "node.finished": ("status",), "run.finished": ("status",),
-        "retry": ("attempt", "delay_s", "error"), "recovered": ("reason", "cut_bytes"),
-    }.get(kind)
-    shown = {k: data[k] for k in picks if k in data} if picks else data
-    text = _dumps(shown)
-    return text if len(text) <= 140 else text[:137] + "..."
+def show_ledger(path: str | Path, *, width: int | None = None) -> Iterator[str]:
+    """A readable timeline: one line per record (time, seq, kind, node, its fields); see
+    `agentkit._timeline` for the filters (`agentkit audit show --kind/--node/--full`)."""
+    return timeline(path, width=width)

@@ -23,31 +23,44 @@ __all__ = ["NodeBudget", "Plan", "PlanGraph", "PlanNode", "validate_plan"]
 
 
 class _PlanModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class NodeBudget(_PlanModel):
     """A node's share of the run's budget (absent fields: an even share of what is left)."""
 
     tokens: int | None = Field(default=None, ge=1)
+    """Tokens this node may use."""
     cost_usd: float | None = Field(default=None, ge=0)
+    """USD this node may spend."""
     tool_calls: int | None = Field(default=None, ge=0)
+    """Tool calls this node may make."""
     wall_seconds: float | None = Field(default=None, gt=0)
+    """Wall-clock seconds this node may take."""
 
 
 class PlanNode(_PlanModel):
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    """A short unique name (letters, digits, _ . -)."""
     goal: str = Field(min_length=1, max_length=20_000)
+    """What this node's sub-agent must do."""
     depends_on: list[str] = Field(default_factory=list, max_length=100)
+    """Ids of the nodes whose outputs this node needs (it starts once they finish)."""
     tools: list[str] = Field(default_factory=list, max_length=20)
+    """The tools this node may call (a subset of the task's tools)."""
     expected_output: str | None = Field(default=None, max_length=5_000)
+    """What the node should return, shown to its sub-agent."""
     model: str | None = None
+    """The model for this node (a name in the task's models; default: the worker's)."""
     role: str | None = None
+    """A label for the kind of work, kept with the plan (it does not choose the model)."""
     budget: NodeBudget | None = None
+    """This node's share of the run's budget (default: an even share of what is left)."""
 
 
 class Plan(_PlanModel):
     nodes: list[PlanNode] = Field(min_length=1, max_length=1000)
+    """The sub-tasks; together they must form a DAG (no cycles)."""
 
 
 @dataclass(frozen=True)

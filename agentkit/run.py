@@ -18,6 +18,8 @@ failure and cancellation — then assembles the result from the run's usage owne
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import enum
 import os
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -26,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr
 
 from agentkit import errors
+from agentkit._preflight import Role, problems, raise_problems
 from agentkit.agent import run_agent_task
 from agentkit.budget import Budget
 from agentkit.clock import Clock
@@ -42,9 +45,18 @@ from agentkit.task import TaskSpec, load_task
 from agentkit.telemetry import attach as attach_telemetry
 from agentkit.telemetry import check_available as check_telemetry
 
-__all__ = ["Run", "RunError", "RunResult", "RunStatus", "arun", "execute", "run_sync", "start"]
+__all__ = ["FROM_TASK", "Run", "RunError", "RunResult", "RunStatus", "arun", "execute", "head_file",
+           "run_sync", "start"]
 
 RunStatus = Literal["succeeded", "failed", "cancelled"]
+
+
+class _Default(enum.Enum):
+    TASK_OUTPUT = "the task's output folder"
+
+
+#: `start(ledger_dir=...)`'s default: the task's `output` folder, as the CLI uses
+FROM_TASK: Literal[_Default.TASK_OUTPUT] = _Default.TASK_OUTPUT
 
 
 class RunError(BaseModel):
@@ -123,6 +135,7 @@ class Run:
         self._readers: list[asyncio.Queue[Event | None]] = []
         self._done = False
         self._started = self._cancel_requested = False
+        self._cancel_reason: str | None = None
         runtime.bus.add_sink(self._record)
         self._task: asyncio.Task[RunResult] = asyncio.get_running_loop().create_task(
             self._main(overrides), name=f"agentkit-run:{self.run_id}")
@@ -162,12 +175,22 @@ class Run:
         finally:
             self._readers.remove(queue)
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
         """Stop the run: every sub-agent, HTTP stream and container is cancelled and closed;
-        `result()` then returns a RunResult with status "cancelled"."""
+        `result()` then returns a RunResult with status "cancelled". `reason` (e.g. "SIGTERM")
+        is recorded in the error and the ledger's ``run.finished``.
+
+        To stop a run cleanly when the process is told to stop (``kill``, ``docker stop``,
+        systemd, CI timeouts send SIGTERM; a closed terminal SIGHUP), wire the signals to it::
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, run.cancel, sig.name)
+        """
         self._cancel_requested = True
+        self._cancel_reason = reason
         if self._started:  # a task cancelled before its first step never enters its body
-            self._task.cancel()
+            self._task.cancel(msg=reason)
 
     def done(self) -> bool:
         return self._task.done()
@@ -184,7 +207,7 @@ class Run:
             raise
 
     def _cancelled(self) -> RunResult:
-        return _assemble(self.runtime, "cancelled", error=RunCancelled("the run was cancelled"))
+        return _assemble(self.runtime, "cancelled", error=_cancelled(self._cancel_reason))
 
 
 def _task_of(task: TaskSpec | str | Path) -> TaskSpec:
@@ -195,13 +218,21 @@ def _task_of(task: TaskSpec | str | Path) -> TaskSpec:
     raise ConfigError(f"task must be a TaskSpec or a path to a task file, not {type(task).__name__}")
 
 
-def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
+def start(task: TaskSpec | str | Path, *,
+          ledger_dir: str | Path | None | Literal[_Default.TASK_OUTPUT] = FROM_TASK,
           workspace: str | Path | None = None, sinks: Iterable[EventSink] = (),
           clock: Clock | None = None, environ: dict[str, str] | None = None,
           run_id: str | None = None, rate_limits: RateLimits | None = None,
           executor: NodeExecutor | None = None, replanner: Replanner | None = None,
           planner: PlanSource | None = None, synthesizer: Ask | None = None) -> Run:
     """Start a run in the current event loop and return its handle at once.
+
+    The audit ledger goes where ``agentkit run`` puts it: the task's `output` folder (``runs``
+    if it names none); pass `ledger_dir` to put it elsewhere, or ``None`` for no ledger file.
+    Relative paths given here resolve against the current directory; those in a task file,
+    against the file's folder. Every configuration problem (unknown profile, API key variable
+    not set, bad prompt override, missing sandbox input) is one `ConfigError` raised here,
+    before any model is called.
 
     `executor`, `planner`, `replanner` and `synthesizer` replace the swarm's default parts
     (tests and benchmarks use simulated ones).
@@ -213,22 +244,17 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
                           "in async code or `run_sync(...)` in a script") from None
     spec = _task_of(task)
     check_telemetry(spec, environ if environ is not None else os.environ)
-    runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks, ledger_dir=ledger_dir,
+    if ledger_dir is FROM_TASK:
+        ledger_dir = spec.output or "runs"
+    runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks,
+                      ledger_dir=Path(ledger_dir).resolve() if ledger_dir is not None else None,
                       workspace=workspace, environ=environ, rate_limits=rate_limits)
-    runtime.prompts  # noqa: B018  a bad prompt override is a ConfigError now, not a failed run
-    _check_inputs(spec, runtime.workspace)
+    parts: dict[Role, object] = {"worker": executor, "planner": planner, "synthesizer": synthesizer}
+    raise_problems(problems(spec, workspace=runtime.workspace, environ=runtime.environ,
+                            replaced=[role for role, part in parts.items() if part is not None]))
     overrides = {"executor": executor, "replanner": replanner, "planner": planner,
                  "synthesizer": synthesizer}
     return Run(runtime, overrides)
-
-
-def _check_inputs(spec: TaskSpec, workspace: Path) -> None:
-    """Files the sandbox needs must exist before any model is called (not fail every node)."""
-    missing = [p for p in spec.sandbox.inputs if not (workspace / p).is_file()]
-    if missing:
-        raise ConfigError(f"sandbox.inputs: {', '.join(map(repr, missing))} not found in the "
-                          f"workspace {str(workspace)!r} (workspace paths in a task file are "
-                          f"relative to the file)")
 
 
 async def arun(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:
@@ -271,9 +297,9 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
                     outcome = await run_swarm(swarm, executor=executor, replanner=replanner,
                                               planner=planner, synthesizer=synthesizer)
                     result = _swarm_result(runtime, swarm, outcome.synthesis.answer, outcome)
-        except asyncio.CancelledError:
-            result = _assemble(runtime, "cancelled", swarm,
-                               error=RunCancelled("the run was cancelled"))
+        except asyncio.CancelledError as exc:
+            reason = str(exc.args[0]) if exc.args and exc.args[0] else None
+            result = _assemble(runtime, "cancelled", swarm, error=_cancelled(reason))
         except TimeoutError:
             limit = task.budget.wall_seconds or 0.0
             runtime.emit("budget.exceeded", {"budget": "wall_seconds", "limit": limit,
@@ -294,6 +320,10 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
     if telemetry is not None:
         await telemetry.aclose()
     return _with_ledger_head(result, runtime)
+
+
+def _cancelled(reason: str | None) -> RunCancelled:
+    return RunCancelled(f"the run was cancelled ({reason})" if reason else "the run was cancelled")
 
 
 def _swarm_result(runtime: Runtime, swarm: SwarmContext, answer: str, outcome: Any) -> RunResult:
@@ -327,8 +357,32 @@ def _assemble(runtime: Runtime, status: RunStatus, swarm: SwarmContext | None = 
 
 
 def _with_ledger_head(result: RunResult, runtime: Runtime) -> RunResult:
-    """After the ledger closed: its head hash and the final totals (calls of the clean-up)."""
+    """After the ledger closed: its head hash (also written to the sidecar file
+    ``<ledger>.head``) and the final totals (calls of the clean-up)."""
     ledger = runtime.ledger
     result.ledger_head = ledger.head if ledger is not None else None
+    if ledger is not None and ledger.closed:
+        write_head_file(ledger.path, ledger.head)
     result.usage, result.cost_usd = runtime.usage.total.usage, runtime.usage.total.cost_usd
     return result
+
+
+def head_file(ledger: str | Path) -> Path:
+    """The sidecar that holds a ledger's head hash: ``runs/ID.jsonl`` -> ``runs/ID.jsonl.head``."""
+    ledger = Path(ledger)
+    return ledger.with_name(ledger.name + ".head")
+
+
+def write_head_file(ledger: Path, head: str) -> None:
+    """``HASH  FILENAME`` (the sha256sum layout), written whole or not at all. Keep a copy
+    where the run cannot write, and check the ledger later with ``agentkit audit verify
+    --expect-head FILE``. A failure to write it is not the run's failure: the head is also in
+    the `RunResult` and the CLI's output."""
+    target = head_file(ledger)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(f"{head}  {ledger.name}\n", encoding="utf-8")
+        os.replace(tmp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)

@@ -46,25 +46,35 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
+                              use_attribute_docstrings=True)
 
 
 class ReasoningSpec(_Spec):
     """Portable reasoning knob, mapped by each profile to its own parameters."""
 
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+    """How hard the model thinks; each profile maps it to its provider's parameter
+    (reasoning_effort, thinking budget, ...)."""
     budget_tokens: int | None = Field(default=None, ge=0, le=1_000_000)
-    #: ask the model to think at all (None = the profile's default)
+    """Upper bound on reasoning tokens, for providers that take a thinking budget (Anthropic,
+    Gemini, Qwen)."""
     enabled: bool | None = None
+    """Ask the model to think at all (null = the profile's default)."""
 
 
 class ChannelSpec(_Spec):
     """One endpoint/key serving a model. Lower `priority` is tried first."""
 
     base_url: str
+    """The endpoint of this channel (an OpenAI-compatible or Anthropic base URL)."""
     api_key_env: str | None = None
+    """Name of the environment variable holding this channel's key (default: the model's
+    api_key_env)."""
     priority: int = 0
+    """Lower is tried first; a channel that fails over goes to the next one."""
     name: str | None = None
+    """A name for events and errors (default: channelN)."""
 
     @field_validator("api_key_env")
     @classmethod
@@ -76,42 +86,67 @@ class PriceSpec(_Spec):
     """USD per million tokens. Reasoning tokens default to the output price."""
 
     input: float = Field(ge=0)
+    """USD per million input tokens."""
     output: float = Field(ge=0)
+    """USD per million output tokens (reasoning tokens included)."""
     reasoning: float | None = Field(default=None, ge=0)
+    """USD per million reasoning tokens, if the provider prices them apart (default: the output
+    price)."""
     cached_input: float | None = Field(default=None, ge=0)
+    """USD per million cached input tokens (default: the input price)."""
     ratio: float = Field(default=1.0, ge=0)
+    """Multiplies the whole price (a gateway's channel or group ratio)."""
 
 
 class ModelSpec(_Spec):
     provider: Literal["openai", "anthropic", "local"] = "openai"
-    #: provider-family quirks: deepseek, deepseek-reasoner, deepseek-hybrid, kimi, qwen,
-    #: dashscope, openrouter, vllm, sglang, llamacpp, ollama, openai, gemini, xai, anthropic,
-    #: local, generic
+    """The wire API: openai (any OpenAI-compatible Chat Completions endpoint), anthropic, or local
+    (the embedded llama.cpp model)."""
     profile: str = "generic"
+    """The model family's quirks: which field carries reasoning, what is replayed, what the
+    provider refuses (deepseek, kimi, qwen, dashscope, openrouter, openai, gemini, xai,
+    anthropic, mistral, groq, zai, vllm, sglang, llamacpp, ollama, local, generic, ...)."""
     base_url: str | None = None
+    """The endpoint (default: the profile's official one; required for self-hosted servers)."""
     model: str
+    """The provider's model name (for provider: local, a pinned name or a path to a GGUF file)."""
     api_key_env: str | None = None
+    """Name of the environment variable holding the API key, never the key itself (default: the
+    profile's, e.g. DEEPSEEK_API_KEY, on its official endpoint)."""
     reasoning: ReasoningSpec | None = None
+    """The portable reasoning knob, mapped to each profile's own parameters."""
     stream: bool | Literal["auto"] = "auto"
+    """true, false, or auto (what the profile needs)."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Fields added to every request body unchanged."""
     headers: dict[str, str] = Field(default_factory=dict)
+    """HTTP headers added to every request (never a key: use api_key_env)."""
     channels: list[ChannelSpec] = Field(default_factory=list, max_length=32)
+    """Several endpoints or keys for this model, tried in priority order (failover)."""
     fallbacks: list[str] = Field(default_factory=list, max_length=8)
+    """Other models (names in models) used when this one is unavailable."""
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    """Output token limit per call (reasoning included); also what rate limits reserve up front."""
     temperature: float | None = Field(default=None, ge=0, le=2)
-    #: the deadline of one attempt of a call, whole: connecting, sending and reading every
-    #: byte of the answer, streamed or not (a server dripping keep-alives cannot extend it)
+    """Sampling temperature (default: the provider's; the local model uses 0.2)."""
     timeout_s: float = Field(default=600.0, gt=0, le=86_400)
-    #: the largest answer accepted, in decompressed bytes; a stream counts all its events
-    #: (about 230 bytes per streamed token: 32 MiB holds some 140,000 tokens)
+    """The deadline of one attempt of a call, whole: connecting, sending and reading every byte
+    of the answer, streamed or not (a server dripping keep-alives cannot extend it)."""
     max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """The largest answer accepted, in decompressed bytes; a stream counts all its events (about
+    230 bytes per streamed token: 32 MiB holds some 140,000 tokens)."""
     max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    """Calls to this model in flight at once, shared by every agent of the run."""
     rpm: int | None = Field(default=None, ge=1)
+    """Requests per minute allowed (null: no limit)."""
     tpm: int | None = Field(default=None, ge=1)
+    """Tokens per minute allowed (null: no limit)."""
     price: PriceSpec | None = None
-    #: local provider only: CPU threads and context size
+    """Price override (default: the built-in table, else unknown and counted as 0)."""
     threads: int | None = Field(default=None, ge=1, le=256)
+    """provider: local only: CPU threads for generation."""
     context_tokens: int | None = Field(default=None, ge=512, le=1_048_576)
+    """provider: local only: the context window in tokens (default 8192)."""
 
     @field_validator("api_key_env")
     @classmethod
@@ -121,77 +156,121 @@ class ModelSpec(_Spec):
 
 class RolesSpec(_Spec):
     planner: str | None = None
+    """The model (a name in models) that plans the DAG (default: the task's model)."""
     worker: str | None = None
+    """The model that runs each node (default: the task's model)."""
     synthesizer: str | None = None
+    """The model that writes the final answer (default: the task's model)."""
 
 
 class FetchSettings(_Spec):
-    #: hosts allowed even if they resolve to private addresses (intranet, tests); audited
     allow_hosts: list[str] = Field(default_factory=list, max_length=1000)
+    """Hosts allowed even if they resolve to private addresses (intranet, tests); each use is
+    audited."""
     allow_private: bool = False
+    """Allow every private, loopback and link-local address (off: the SSRF guard blocks them)."""
     max_bytes: int = Field(default=10_000_000, ge=1024, le=1_000_000_000)
+    """Largest response body downloaded, in bytes."""
     max_text_chars: int = Field(default=200_000, ge=1000)
+    """Longest extracted page text handed to the model, in characters."""
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    """Total deadline of one fetch, in seconds."""
     connect_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    """Deadline to connect, in seconds."""
     read_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    """Longest wait for the next bytes, in seconds (a stalled server is cut off)."""
     max_redirects: int = Field(default=5, ge=0, le=10)
+    """Redirects followed (each re-checked by the SSRF guard)."""
     max_concurrency: int = Field(default=16, ge=1, le=1024)
+    """Fetches in flight at once in the run."""
 
 
 class SearchSettings(_Spec):
     backend: str = "ddgs"
+    """The search backend (ddgs: DuckDuckGo and others through the ddgs package)."""
     region: str = "wt-wt"
+    """Search region, e.g. us-en, de-de; wt-wt = no region."""
     timelimit: Literal["d", "w", "m", "y"] | None = None
+    """Only results from the last day (d), week (w), month (m) or year (y)."""
     max_results: int = Field(default=8, ge=1, le=50)
+    """Results per search."""
     timeout_s: float = Field(default=20.0, gt=0, le=300)
+    """Deadline of one search, in seconds."""
 
 
 class SandboxSettings(_Spec):
     image: str | None = None
+    """The Docker image for run_code (default: the one agentkit sandbox build made)."""
     memory_mb: int = Field(default=512, ge=16, le=65_536)
+    """Memory limit per container in MB (memory+swap: no swap)."""
     cpus: float = Field(default=1.0, gt=0, le=64)
+    """CPU limit per container."""
     pids: int = Field(default=128, ge=8, le=65_536)
+    """Process limit per container."""
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Deadline of one run_code call, in seconds."""
     output_bytes: int = Field(default=65_536, ge=1024, le=16_000_000)
+    """Most stdout/stderr bytes kept per call (the rest is cut, and says so)."""
     pool_size: int = Field(default=2, ge=0, le=256)
+    """Containers started ahead of time (warm pool)."""
     max_concurrency: int = Field(default=4, ge=1, le=256)
-    #: keep one interpreter per sub-agent so state persists across run_code calls
+    """run_code calls in flight at once in the run."""
     persistent: bool = False
-    #: relaxations of the hardened defaults; each one is recorded in the ledger
+    """Keep one interpreter per sub-agent, so variables persist across its run_code calls."""
     network: Literal["none", "bridge"] = "none"
+    """none (default) or bridge; a relaxation of the hardened defaults, recorded in the ledger."""
     read_only_root: bool = True
+    """Read-only root filesystem (default); false is a relaxation recorded in the ledger."""
     env: dict[str, str] = Field(default_factory=dict)
-    #: workspace files (relative to the workspace) copied into each sandbox's /workspace before
-    #: its first run: input data such as a CSV, since the sandbox has no host mounts
+    """Environment variables set in the container (a relaxation recorded in the ledger)."""
     inputs: list[str] = Field(default_factory=list, max_length=100)
+    """Workspace files (relative to the workspace) copied into each sandbox's /workspace before its
+    first run: input data such as a CSV, since the sandbox has no host mounts."""
 
 
 class FilesSettings(_Spec):
     max_read_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    """Largest file read_file returns, in bytes."""
     max_write_bytes: int = Field(default=1_000_000, ge=1, le=100_000_000)
+    """Largest content write_file writes, in bytes."""
 
 
 class BudgetSpec(_Spec):
     tokens: int | None = Field(default=None, ge=1)
+    """Tokens (input + output) the whole run may use; reserved before each call (null: no limit)."""
     cost_usd: float | None = Field(default=None, ge=0)
-    #: the run's wall-clock limit: finite by default (15 minutes), raise it for long runs
+    """USD the whole run may spend; reserved before each call (null: no limit)."""
     wall_seconds: float | None = Field(default=900.0, gt=0)
+    """The run's wall-clock limit in seconds: finite by default (15 minutes), raise it for long
+    runs."""
     tool_calls: int | None = Field(default=None, ge=0)
+    """Tool calls the whole run may make (null: no limit)."""
     max_agents: int = Field(default=8, ge=1, le=1000)
+    """Sub-agents running at once."""
     max_depth: int = Field(default=2, ge=0, le=10)
+    """How deep sub-agents may delegate to sub-sub-agents (0: no delegation)."""
     max_nodes: int = Field(default=24, ge=1, le=1000)
+    """Largest plan, in nodes (re-plans included)."""
     max_steps: int = Field(default=12, ge=1, le=1000)
+    """Model turns per agent before it must answer."""
 
 
 class RetrySpec(_Spec):
     """Retry policy as data (used for model calls and for failed nodes)."""
 
     attempts: int = Field(default=4, ge=1, le=20)
+    """Tries per model call (retryable errors: 408/409/429/5xx, resets, timeouts)."""
     base_delay_s: float = Field(default=0.5, ge=0, le=600)
+    """First backoff delay in seconds (full jitter, doubling)."""
     max_delay_s: float = Field(default=30.0, ge=0, le=3600)
+    """Longest backoff delay in seconds."""
     node_attempts: int = Field(default=2, ge=1, le=10)
+    """Tries per plan node before its subtree is re-planned."""
     replans: int = Field(default=1, ge=0, le=10)
+    """Re-plans of failed subtrees allowed in the run."""
     plan_attempts: int = Field(default=3, ge=1, le=10)
+    """Plans the planner may submit before the run fails (a rejected plan goes back to it with
+    every problem listed)."""
 
 
 class ConsensusSpec(_Spec):
@@ -200,7 +279,9 @@ class ConsensusSpec(_Spec):
     Costs up to `samples` times a node's tokens; 1 (the default) turns it off."""
 
     samples: int = Field(default=1, ge=1, le=9)
+    """Independent runs per node (1: off)."""
     agree: int = Field(default=2, ge=1, le=9)
+    """How many samples must print the same numbers for a node to be done."""
 
     @model_validator(mode="after")
     def _agree_within_samples(self) -> ConsensusSpec:
@@ -218,40 +299,78 @@ class TelemetrySpec(_Spec):
     ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``."""
 
     otel: bool = False
+    """Export the run's traces over OpenTelemetry (where to: the OTEL_* variables)."""
     capture_content: bool = False
+    """Add messages, reasoning and tool arguments/results to the spans (redacted)."""
+
+
+#: the model a task uses when it names none: the embedded local model (the [local] extra)
+DEFAULT_MODEL = "local"
+LOCAL_MODEL = ModelSpec(provider="local", profile="local", model="qwen2.5-coder-1.5b-instruct")
 
 
 class TaskSpec(_Spec):
     name: str = Field(min_length=1, max_length=200)
+    """A short name for the task (in the ledger and the output)."""
     goal: str = Field(min_length=1, max_length=100_000)
+    """What to do, in plain words."""
     mode: Literal["swarm", "agent"] = "swarm"
-    model: str
-    models: dict[str, ModelSpec] = Field(min_length=1)
+    """swarm: a planner splits the goal into a DAG of sub-agents; agent: one agent with tools."""
+    model: str = DEFAULT_MODEL
+    """The default model: a name in models (default: the only model, or the embedded local model)."""
+    models: dict[str, ModelSpec] = Field(default_factory=lambda: {DEFAULT_MODEL: LOCAL_MODEL},
+                                         min_length=1)
+    """The models the task may use, by name (default: the embedded local model, named local)."""
     roles: RolesSpec = Field(default_factory=RolesSpec)
+    """A model per role (planner, worker, synthesizer); unset roles use model."""
     tools: list[ToolName] = Field(default_factory=list)
+    """The tools agents may call."""
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    """web_fetch settings."""
     search: SearchSettings = Field(default_factory=SearchSettings)
+    """web_search settings."""
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    """run_code sandbox settings."""
     files: FilesSettings = Field(default_factory=FilesSettings)
+    """read_file/write_file settings."""
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    """Limits of the whole run."""
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    """Retry and recovery policy."""
     consensus: ConsensusSpec = Field(default_factory=ConsensusSpec)
+    """Self-consistency for nodes (costs up to samples times a node's tokens)."""
     workspace: str | None = None
+    """The folder the file tools may read and write (relative to the task file; default: the
+    current directory)."""
     output: str | None = None
-    #: a hand-written plan: the planner is skipped (still used to re-plan a failed subtree)
+    """Where the audit ledger (and its .head file) goes (relative to the task file; default:
+    ./runs)."""
     plan: Plan | None = None
-    #: prompt overrides, by prompt name (planner, worker, synthesizer, ...)
+    """A hand-written plan: the planner is skipped (it still re-plans a failed subtree)."""
     prompts: dict[str, str] = Field(default_factory=dict)
-    #: ask models to show their reasoning in <think> tags where they do not do so natively
+    """Prompt overrides by name (planner, worker, synthesizer, agent, replanner, or family.part
+    such as worker.user); $placeholders are checked."""
     think: bool = False
-    #: price overrides, by model name in `models`
+    """Ask models to show their reasoning in <think> tags where they do not do so natively."""
     prices: dict[str, PriceSpec] = Field(default_factory=dict)
-    #: trace export (OpenTelemetry)
+    """Price overrides, by model name in models."""
     telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
+    """Trace export (OpenTelemetry; off by default)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model(cls, data: Any) -> Any:
+        """With one model and no `model`, that one is the default."""
+        if isinstance(data, dict) and "model" not in data and isinstance(data.get("models"), dict) \
+                and len(data["models"]) == 1:
+            return {**data, "model": next(iter(data["models"]))}
+        return data
 
     @model_validator(mode="after")
     def _check_names(self) -> TaskSpec:
         known = sorted(self.models)
+        if "model" not in self.model_fields_set and self.model not in self.models:
+            raise ValueError(f"name the default model in `model` (one of {known})")
         if self.model not in self.models:
             raise ValueError(f"model {self.model!r} is not defined in models (defined: {known})")
         for role in ("planner", "worker", "synthesizer"):
@@ -298,44 +417,57 @@ def load_task(path: str | Path) -> TaskSpec:
 def load_task_text(text: str, filename: str = "<task>", *,
                    base_dir: str | Path | None = None) -> TaskSpec:
     """Validate YAML text as a task. Relative `workspace`/`output` resolve against `base_dir`
-    (the file's folder), so a task runs the same from any current directory."""
+    (the file's folder), so a task runs the same from any current directory. Every error of
+    the file is reported at once: the first is raised, the others ride on its ``others``."""
     src = _yaml.load_yaml(text, filename)
-    _check_inline_secrets(src, src.data, ())
-    _check_references(src)
+    found = _inline_secrets(src, src.data, ())
+    references = _references(src)
     data = dict(src.data)
     for key in ("workspace", "output"):
         if base_dir is not None and isinstance(data.get(key), str) and data[key]:
             data[key] = str((Path(base_dir) / Path(data[key]).expanduser()).resolve())
     try:
-        return TaskSpec.model_validate(data)
+        spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
-        errors = _yaml.validation_errors(exc, src, TaskSpec)
-        first = _special_case(errors[0])
-        first.others = [_special_case(e) for e in errors[1:]]  # type: ignore[attr-defined]
-        raise first from None
+        reported = {e.field for e in found + references}
+        found += references + [
+            _special_case(e) for e in _yaml.validation_errors(exc, src, TaskSpec)
+            # a reference error is also the root validator's; an inline key an unknown field
+            if e.field not in reported and not (references and e.field is None)]
+    else:
+        found += references
+    if found:
+        first = found[0]
+        first.others = found[1:]  # type: ignore[attr-defined]
+        raise first
+    return spec
 
 
-def _check_inline_secrets(src: _yaml.Located, value: Any, path: tuple[str | int, ...]) -> None:
-    """Refuse keys written into the file: by key name under models, by shape anywhere."""
+def _inline_secrets(src: _yaml.Located, value: Any,
+                    path: tuple[str | int, ...]) -> list[TaskFileError]:
+    """Keys written into the file: by key name under models, by shape anywhere."""
+    found: list[TaskFileError] = []
     if isinstance(value, dict):
         for key, child in value.items():
             norm = key.lower().replace("-", "_")
             if path[:1] == ("models",) and norm in _SECRET_KEYS and child not in (None, ""):
-                raise src.error((*path, key), _NO_INLINE_KEYS, key=True)
-            _check_inline_secrets(src, child, (*path, key))
+                found.append(src.error((*path, key), _NO_INLINE_KEYS, key=True))
+                continue
+            found += _inline_secrets(src, child, (*path, key))
     elif isinstance(value, list):
         for i, child in enumerate(value):
-            _check_inline_secrets(src, child, (*path, i))
+            found += _inline_secrets(src, child, (*path, i))
     elif isinstance(value, str) and looks_like_secret(value):
-        raise src.error(path, _NO_INLINE_KEYS)
+        found.append(src.error(path, _NO_INLINE_KEYS))
+    return found
 
 
-def _check_references(src: _yaml.Located) -> None:
+def _references(src: _yaml.Located) -> list[TaskFileError]:
     """`model`, `roles.*` and `fallbacks` must name a model defined in `models`."""
     data = src.data
     models = data.get("models")
     if not isinstance(models, dict):
-        return
+        return []
     known = ", ".join(sorted(models)) or "(none)"
     refs: list[tuple[tuple[str | int, ...], Any]] = [(("model",), data.get("model"))]
     roles = data.get("roles")
@@ -345,9 +477,8 @@ def _check_references(src: _yaml.Located) -> None:
         fallbacks = spec.get("fallbacks") if isinstance(spec, dict) else None
         if isinstance(fallbacks, list):
             refs += [(("models", mname, "fallbacks", i), n) for i, n in enumerate(fallbacks)]
-    for path, name in refs:
-        if isinstance(name, str) and name not in models:
-            raise src.error(path, f"model {name!r} is not defined in models; defined: {known}")
+    return [src.error(path, f"model {name!r} is not defined in models; defined: {known}")
+            for path, name in refs if isinstance(name, str) and name not in models]
 
 
 def _special_case(err: TaskFileError) -> TaskFileError:

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import functools
 import os
+from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def _own_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own empty folder: a run writes its ledger to ``./runs`` by default
+    (as the CLI does), and nothing a test writes may land in the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @functools.cache

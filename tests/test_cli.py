@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -117,16 +118,17 @@ def test_failed_run_exits_1_with_one_json_object_and_a_verified_ledger(tmp_path:
 
 
 def test_missing_api_key_variable_is_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before the run starts, like a bad task file: exit 2, the variable named at its
+    model's line on stderr, nothing on stdout and no ledger (no run happened)."""
     monkeypatch.delenv("AGENTKIT_TEST_UNSET_KEY", raising=False)
     path = task_file(tmp_path, refused_url())
     path.write_text(path.read_text().replace("    model: x\n",
                                              "    model: x\n    api_key_env: AGENTKIT_TEST_UNSET_KEY\n"))
     result = runner.invoke(app, ["run", str(path), "--json", "--ledger-dir", str(tmp_path / "led")])
     assert result.exit_code == 2
-    payload = json.loads(result.stdout)
-    assert payload["error"]["type"] == "ConfigError"
-    assert "AGENTKIT_TEST_UNSET_KEY" in payload["error"]["message"]
-    assert verify_ledger(payload["ledger"]).ok
+    assert result.stdout == ""
+    assert f"{path}:9:18:" in result.stderr and "AGENTKIT_TEST_UNSET_KEY" in result.stderr
+    assert not (tmp_path / "led").exists()
 
 
 def test_failed_run_human_output_and_default_ledger_dir(tmp_path: Path) -> None:
@@ -337,3 +339,75 @@ def test_python_dash_m_agentkit_and_help_documents_exit_codes() -> None:
     usage = subprocess.run([sys.executable, "-m", "agentkit", "validate"], capture_output=True,
                            text=True, timeout=60, env=env)
     assert usage.returncode == 2  # a missing argument is bad input too
+
+
+def test_validate_catches_what_run_would_refuse(tmp_path: Path) -> None:
+    """An unknown profile validated before and failed at run time; now `validate` refuses it
+    at its line, with the other pre-run problems of the file (a bad prompt placeholder, a
+    missing sandbox input), all at once."""
+    path = tmp_path / "task.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: typo
+        goal: check the checks
+        models:
+          m: {profile: deepsek, model: x}
+        tools: [run_code]
+        sandbox: {inputs: [missing.csv]}
+        prompts: {worker: "Do $gaol now."}
+        """))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and result.stdout == ""
+    errors = result.stderr.splitlines()
+    assert f"{path}:4:16: unknown model profile 'deepsek'" in errors[0]
+    assert "known profiles:" in errors[0] and "deepseek" in errors[0]
+    assert any("$gaol" in e and ":7:" in e for e in errors)
+    assert any("'missing.csv' not found in the workspace" in e and ":6:" in e for e in errors)
+
+
+def test_validate_reports_every_error_of_a_file_at_once(tmp_path: Path) -> None:
+    """An inline key no longer hides the file's other errors (before: only the key)."""
+    path = tmp_path / "task.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: several
+        goal: g
+        model: m
+        models:
+          m: {model: x, api_key: abc123}
+        budget: {tokens: lots}
+        mode: swarmy
+        """))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    errors = result.stderr.splitlines()
+    assert "API keys may not be written in task files" in errors[0] and ":5:" in errors[0]
+    assert any("budget.tokens" in e and ":6:" in e for e in errors)
+    assert any("unknown mode 'swarmy'" in e and ":7:" in e for e in errors)
+    assert not any("unknown key 'api_key'" in e for e in errors)  # reported once, as a key
+
+
+def test_validate_notes_an_unset_key_without_failing(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENTKIT_TEST_UNSET_KEY", raising=False)
+    path = task_file(tmp_path, refused_url())
+    path.write_text(path.read_text().replace("    model: x\n",
+                                             "    model: x\n    api_key_env: AGENTKIT_TEST_UNSET_KEY\n"))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0 and "valid" in result.stdout
+    assert "note:" in result.stderr and "AGENTKIT_TEST_UNSET_KEY" in result.stderr
+
+
+def test_a_task_for_tools_needs_no_model(tmp_path: Path, workspace: Path) -> None:
+    """`agentkit tool --task` with a task that only configures tools (no model, no models)."""
+    path = tmp_path / "tools.yaml"
+    path.write_text(f"name: files\ngoal: read notes\ntools: [read_file]\nworkspace: {workspace}\n")
+    code, out, err = tool("read_file", "--task", str(path), "--args", '{"path": "notes.txt"}')
+    assert code == 0 and "anemones" in out, err
+
+
+def test_tool_help_lists_the_tools() -> None:
+    result = runner.invoke(app, ["tool", "--help"], env={"COLUMNS": "200"})
+    text = " ".join(result.stdout.split())
+    assert result.exit_code == 0
+    for name in ("web_search", "web_fetch", "run_code", "read_file", "write_file", "list_files"):
+        assert name in text
+    assert re.search(r"--args\W+JSON", text) and re.search(r"--task\W+TASK\.yaml", text)

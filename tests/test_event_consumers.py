@@ -52,12 +52,13 @@ def test_progress_tracks_state_step_tokens_cost_and_time() -> None:
     a, b, c = display.nodes["a"], display.nodes["b"], display.nodes["c"]
     assert (a.state, b.state, c.state) == ("done", "failed", "skipped")
     assert a.step.startswith("web_search(") and "heat pump COP" in a.step
-    assert a.tokens == 1265 and abs(a.cost_usd - 0.013) < 1e-9
+    # input + output: the 50 reasoning tokens are part of the 200 output tokens
+    assert a.tokens == 1215 and abs(a.cost_usd - 0.013) < 1e-9
     assert a.elapsed(ticks.now) == 2.5 and c.step == "dependency b failed"
     render = Console(file=io.StringIO(), width=160)
     render.print(display.render())
     table = render.file.getvalue()  # type: ignore[attr-defined]
-    assert "web_search" in table and "1,265" in table and "0.0130" in table and "skipped" in table
+    assert "web_search" in table and "1,215" in table and "0.0130" in table and "skipped" in table
 
 
 def test_progress_prints_plain_milestones_when_not_a_terminal() -> None:
@@ -128,3 +129,34 @@ def test_progress_shows_a_nodes_consensus_vote() -> None:
     bus.emit("node.consensus", {"samples": 3, "votes": 2, "evidence": "program"}, node_id="a")
     assert display.nodes["a"].step == "2 of 3 samples agree (on program output)"
     assert "node.consensus a 2 of 3 samples agree (on program output)" in out.getvalue()
+
+
+def test_structlog_sink_redacts_a_logged_payload() -> None:
+    """Logs are one more way out of a run: a logged payload hides the run's secret values,
+    credential keys and credential shapes, as the ledger and the CLI do (before: in clear)."""
+    captured = structlog.testing.CapturingLogger()
+    sink = structlog_sink(structlog.wrap_logger(captured, processors=[]), include_data=True,
+                          secrets=["kv-9f8e7d6c5b4a"])
+    bus = EventBus("r", sinks=[sink])
+    bus.emit("model.response", {"text": "the key is kv-9f8e7d6c5b4a",
+                                "headers": {"Authorization": "whatever"},
+                                "echo": "Bearer abcdefghijkl"}, node_id="n1")
+    logged = repr(captured.calls[0].kwargs["data"])
+    assert "kv-9f8e7d6c5b4a" not in logged and "whatever" not in logged
+    assert "abcdefghijkl" not in logged and "[REDACTED]" in logged
+
+
+def test_progress_survives_a_reader_that_went_away() -> None:
+    """`agentkit run ... 2>&1 | head`: once the pipe is closed, writing the next milestone
+    fails; the display stops writing instead of raising into the run (a sink that raises
+    stops the run)."""
+
+    class Closed(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    display = ProgressDisplay(Console(file=Closed()), live=False)
+    bus = EventBus("r", sinks=[display])
+    bus.emit("run.started", {"mode": "swarm"})
+    bus.emit("node.started", {}, node_id="a")  # no exception reaches the bus
+    assert display.nodes["a"].state == "running"

@@ -66,7 +66,8 @@ def test_two_processes_with_one_run_id_get_one_ledger_and_a_clear_error(tmp_path
     refused = next(o for o in outcomes if "error" in o)
     assert "'same-id' already has a ledger" in refused["message"]
     ledger = ledger_dir / "same-id.jsonl"
-    assert list(ledger_dir.iterdir()) == [ledger]
+    # the first run's ledger and its head sidecar, nothing of the refused run
+    assert sorted(ledger_dir.iterdir()) == [ledger, ledger.with_name("same-id.jsonl.head")]
     kinds = [json.loads(line)["kind"] for line in ledger.read_text().splitlines()]
     assert kinds.count("run.started") == 1 and kinds.count("run.finished") == 1
     assert verify_ledger(ledger).ok

@@ -59,7 +59,8 @@ async def test_a_missing_sandbox_input_is_a_config_error_before_anything_runs(tm
     from agentkit.run import start
 
     task = TaskSpec.model_validate({"name": "t", "goal": "g", "model": "m",
-                                    "models": {"m": {"model": "x"}}, "tools": ["run_code"],
+                                    "models": {"m": {"model": "x", "base_url": "http://127.0.0.1:9"}},
+                                    "tools": ["run_code"],
                                     "sandbox": {"inputs": ["sales.csv"]},
                                     "workspace": str(tmp_path)})
     with pytest.raises(ConfigError, match="'sales.csv' not found in the workspace"):

@@ -209,7 +209,8 @@ def test_budget_shares_are_reserved_up_front_and_unused_part_returned() -> None:
 
 def _task(plan_nodes: list[dict[str, Any]], **extra: object) -> TaskSpec:
     return TaskSpec.model_validate({"name": "t", "goal": "count to 42", "model": "m",
-                                    "models": {"m": {"model": "x"}}, "plan": {"nodes": plan_nodes},
+                                    "models": {"m": {"model": "x", "base_url": "http://127.0.0.1:9/v1"}},
+                                    "plan": {"nodes": plan_nodes},
                                     **extra})
 
 

@@ -1,11 +1,27 @@
-"""`agentkit run` and `agentkit validate`: run a task with live progress, or only check it."""
+"""`agentkit run` and `agentkit validate`: run a task with live progress, or only check it.
+
+Every way out of a run goes through one `TextRedactor` built from the run's configured secret
+values (the API keys its models read): the live display, the answer, the summary, error
+messages and ``--json``. A key the model echoes is thus redacted on stdout and stderr exactly
+as it is in the ledger.
+
+Ctrl-C, SIGTERM and SIGHUP stop a run the same way: the run is cancelled (every sub-agent,
+HTTP stream and container), its ledger gets ``run.finished`` and is closed, the summary and the
+ledger's path are printed, and the exit code is 128 + the signal's number (130, 143, 129). A
+second signal while the run closes exits at once (the ledger may then lack ``run.finished``).
+A signal the parent set to be ignored (``nohup`` ignores SIGHUP) stays ignored.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,22 +31,37 @@ from agentkit.cli._app import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    STOP_SIGNALS,
     app,
     err_console,
-    load,
+    exit_code_for_signal,
+    load_checked,
     out,
     user_errors,
 )
-from agentkit.errors import AgentkitError, UserError
+from agentkit.secrets import TextRedactor
+
+if TYPE_CHECKING:
+    from agentkit.progress import ProgressDisplay
+    from agentkit.run import Run, RunResult
+    from agentkit.task import TaskSpec
+
+SetOption = Annotated[list[str], typer.Option(
+    "--set", metavar="KEY=VALUE", envvar="AGENTKIT_SET",
+    help="Override a task field, e.g. --set models.m.base_url=http://127.0.0.1:8000/v1 "
+         "(repeatable; also AGENTKIT_SET, space-separated).")]
 
 
 @app.command()
 def run(
     task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="The task file.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
-    output: Annotated[Path | None, typer.Option(help="Output folder (overrides the task's).")] = None,
+    output: Annotated[Path | None, typer.Option(metavar="DIR",
+                                                help="Output folder (overrides the task's).")] = None,
     ledger_dir: Annotated[Path | None, typer.Option(
-        help="Where the audit ledger goes (default: <output or ./runs>/).")] = None,
+        metavar="DIR", help="Where the audit ledger goes (default: the output folder, or ./runs).")
+    ] = None,
+    overrides: SetOption = [],  # noqa: B006  typer reads the default; it is never mutated
     otel: Annotated[bool, typer.Option(
         "--otel", help="Export OpenTelemetry traces (set up by the OTEL_* variables; "
                        "needs the otel extra).")] = False,
@@ -38,17 +69,16 @@ def run(
         "--report", help="Write the run's HTML report beside its ledger.")] = False,
 ) -> None:
     """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
-    key variable, ...), 130 interrupted."""
-    task = load(task_file)
+    key variable, ...), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP; the run
+    is cancelled cleanly and its ledger closed in every case."""
+    task = load_checked(task_file, overrides, environ=dict(os.environ))
     if output is not None:
         task = task.model_copy(update={"output": str(output.resolve())})
     if otel:
         task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
-    ledger = ledger_dir or Path(task.output or "runs")
-    from agentkit.run import start
-
+    ledger = (ledger_dir or Path(task.output or "runs")).resolve()
     with user_errors():
-        code, payload = asyncio.run(_run(start, task, ledger, json_out))
+        code, payload = asyncio.run(_run(task, ledger, json_out))
     if report:
         from agentkit.cli.report import report_after_run
 
@@ -58,121 +88,170 @@ def run(
     raise typer.Exit(code)
 
 
-async def _run(start: Any, task: Any, ledger: Path, json_out: bool) -> tuple[int, dict[str, Any]]:
-    """Start the run with the progress display as a sink; Ctrl-C cancels it cleanly (asyncio
-    cancels this coroutine; we cancel the run and wait for its ledger to close)."""
+async def _run(task: TaskSpec, ledger: Path, json_out: bool) -> tuple[int, dict[str, Any]]:
+    """Start the run with the progress display as a sink, stop it cleanly on a signal, print
+    the human report; the exit code and the (redacted) ``--json`` object."""
     from agentkit.progress import ProgressDisplay
+    from agentkit.run import start
 
     console = err_console()
     with ProgressDisplay(console) as progress:
         handle = start(task, ledger_dir=ledger, sinks=[progress])
-        try:
+        redactor = TextRedactor(handle.runtime.secrets())
+        progress.redact = redactor.text  # before the run's first event: it has not started yet
+        with _stop_on_signals(handle, progress) as stopped_by:
             result = await handle.result()
-        except asyncio.CancelledError:
-            handle.cancel()
-            result = await _after_cancel(handle)
-            return EXIT_INTERRUPTED, _payload(result, handle, "cancelled")
-        except UserError:
-            raise
-        except AgentkitError as exc:
-            ledger_path = getattr(handle.runtime, "ledger_path", None)
-            payload = {"run_id": handle.run_id, "status": "failed", "answer": None,
-                       "citations": [], "ledger": str(ledger_path) if ledger_path else None,
-                       "usage": {}, "cost_usd": 0.0, "error": exc.to_dict()}
-            console.print(f"run failed: {exc}", markup=False)
-            return EXIT_FAILED, payload
-    payload = _payload(result, handle, result.status)
+    payload: dict[str, Any] = redactor.value(result_payload(result))
     if not json_out:
-        _report(console, payload)
-    code = {"succeeded": EXIT_OK, "cancelled": EXIT_INTERRUPTED}.get(result.status, EXIT_FAILED)
-    if code == EXIT_FAILED and _is_user_error(payload.get("error")):
-        code = EXIT_BAD_INPUT  # e.g. the API key variable is not set: the user must act
-    return code, payload
+        report(console, payload)
+    return _exit_code(result, stopped_by), payload
 
 
-def _is_user_error(error: Any) -> bool:
-    """Whether a run's error dict names a UserError subclass (exit 2 rather than 1)."""
+def _exit_code(result: RunResult, stopped_by: list[int]) -> int:
+    if result.status == "succeeded":
+        return EXIT_OK
+    if result.status == "cancelled":
+        return exit_code_for_signal(stopped_by[0]) if stopped_by else EXIT_INTERRUPTED
+    return EXIT_BAD_INPUT if _is_user_error(result.error.type if result.error else None) \
+        else EXIT_FAILED
+
+
+def _is_user_error(type_name: str | None) -> bool:
+    """Whether a run's error names a UserError subclass (the user must act: exit 2)."""
     import agentkit.errors as errors
 
-    cls = getattr(errors, str((error or {}).get("type")), None) if isinstance(error, dict) else None
-    return isinstance(cls, type) and issubclass(cls, UserError)
+    cls = getattr(errors, str(type_name), None)
+    return isinstance(cls, type) and issubclass(cls, errors.UserError)
 
 
-async def _after_cancel(handle: Any) -> Any:
-    """Wait (at most 30 s) for the cancelled run to close its resources and its ledger. The
-    cancellation is issued once: a second one would land in the run's own clean-up."""
+@contextmanager
+def _stop_on_signals(handle: Run, progress: ProgressDisplay) -> Iterator[list[int]]:
+    """SIGINT, SIGTERM and SIGHUP cancel the run (the first one); a second one exits at once.
+    Yields the list the first signal's number is put in."""
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            progress.note(f"{signal.Signals(signum).name}: cancelling the run (closing its "
+                          "sub-agents, containers and ledger); send it again to quit at once")
+            handle.cancel(signal.Signals(signum).name)
+            return
+        progress.stop()
+        err_console().print(f"{signal.Signals(signum).name} again: quitting without waiting; "
+                            f"the ledger may lack run.finished", markup=False)
+        os._exit(exit_code_for_signal(received[0]))
+
+    installed = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN]
+    for sig in installed:
+        loop.add_signal_handler(sig, on_signal, int(sig))
     try:
-        return await asyncio.wait_for(handle.result(), timeout=30)
-    except (asyncio.CancelledError, TimeoutError, AgentkitError):
-        return None
+        yield received
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
-def _payload(result: Any, handle: Any, status: str) -> dict[str, Any]:
-    if result is None:
-        ledger_path = getattr(handle.runtime, "ledger_path", None)
-        return {"run_id": handle.run_id, "status": status, "answer": None, "citations": [],
-                "ledger": str(ledger_path) if ledger_path else None, "usage": {}, "cost_usd": 0.0}
+# ---------------------------------------------------------------------------------------------
+# What a run printed
+
+
+def result_payload(result: RunResult) -> dict[str, Any]:
+    """The ``--json`` object: the result, each node's timings and error, the ledger's head."""
+    from agentkit.run import head_file
+
     full = result.model_dump(mode="json")
-    payload = {k: full.get(k) for k in ("run_id", "status", "answer", "citations", "ledger",
+    payload = {k: full.get(k) for k in ("run_id", "status", "answer", "ledger", "ledger_head",
                                         "usage", "cost_usd", "ungrounded")}
-    payload["nodes"] = _node_timings(full.get("nodes") or {})
-    payload["ledger_head"] = full.get("ledger_head")
+    head = head_file(result.ledger) if result.ledger else None
+    payload["head_file"] = str(head) if head is not None and head.is_file() else None
+    payload["citations"] = [{"n": i, **c} for i, c in enumerate(full.get("citations") or [], 1)]
+    payload["nodes"] = _nodes(full.get("nodes") or {})
     error = full.get("error")
-    if error or full.get("status") != "succeeded":
-        # flat in JSON, as every other agentkit error dict: {type, message, <facts>}
+    if error or result.status != "succeeded":
+        # flat, as every other agentkit error dict: {type, message, <facts>}
         payload["error"] = {"type": error["type"], "message": error["message"],
                             **error.get("details", {})} if error else None
     return payload
 
 
-def _node_timings(nodes: dict[str, Any]) -> dict[str, Any]:
-    """Each node's status, start and duration in seconds from the first node's start."""
+def _nodes(nodes: dict[str, Any]) -> dict[str, Any]:
+    """Each node's status, attempts, start and duration in seconds from the first node's
+    start, and its error (type, message, provider, ...) when it did not succeed."""
     starts = [n["started"] for n in nodes.values() if n.get("started") is not None]
     zero = min(starts) if starts else 0.0
-    out: dict[str, Any] = {}
+    shown: dict[str, Any] = {}
     for node_id, n in nodes.items():
         started, finished = n.get("started"), n.get("finished")
-        out[node_id] = {
+        shown[node_id] = {
             "status": n.get("status"), "attempts": n.get("attempts"),
             "start_s": round(started - zero, 3) if started is not None else None,
             "duration_s": round(finished - started, 3)
-            if started is not None and finished is not None else None}
-    return out
+            if started is not None and finished is not None else None,
+            "usage": n.get("usage"), "cost_usd": n.get("cost_usd")}
+        if n.get("error"):
+            shown[node_id]["error"] = n["error"]
+    return shown
 
 
-def _report(console: Console, payload: dict[str, Any]) -> None:
-    """Human output: the answer on stdout; the DAG with timings and the summary on stderr."""
+def report(console: Console, payload: dict[str, Any]) -> None:
+    """Human output: the answer and its numbered sources on stdout; the DAG with timings and
+    errors, and the summary with the ledger's path and head, on stderr."""
+    say: Callable[[str], None] = lambda text: console.print(text, markup=False)  # noqa: E731
     for node_id, n in (payload.get("nodes") or {}).items():
         when = (f"start {n['start_s']:7.2f}s  took {n['duration_s']:7.2f}s"
                 if n.get("duration_s") is not None else "")
-        console.print(f"  node {node_id:<24} {n.get('status') or '':<10} {when}", markup=False)
+        say(f"  node {node_id:<24} {n.get('status') or '':<10} {when}".rstrip())
+        if n.get("error"):
+            say(f"       {_error_line(n['error'], n.get('attempts'))}")
     if payload.get("ungrounded"):
-        console.print(f"ungrounded (no tool produced these): {', '.join(payload['ungrounded'])}",
-                      markup=False)
+        say(f"ungrounded (no tool produced these): {', '.join(payload['ungrounded'])}")
     if payload.get("answer"):
         out(str(payload["answer"]))
     for cite in payload.get("citations") or []:
-        out(f"  [{cite.get('n', '-')}] {cite.get('url')}")
-    usage = payload.get("usage") or {}
-    console.print(f"{payload['status']}: run {payload['run_id']}, "
-                  f"{usage.get('input_tokens', 0):,} in / {usage.get('output_tokens', 0):,} out "
-                  f"tokens, ${payload.get('cost_usd') or 0:.4f}; ledger {payload.get('ledger')}",
-                  markup=False)
+        title = f"  {cite['title']}" if cite.get("title") else ""
+        out(f"  [{cite['n']}] {cite.get('url')}{title}")
+    say(_summary(payload))
     if payload.get("error"):
-        console.print(f"error: {payload['error'].get('message', payload['error'])}", markup=False)
+        say(f"error: {_error_line(payload['error'])}")
 
 
+def _summary(payload: dict[str, Any]) -> str:
+    usage = payload.get("usage") or {}
+    reasoning = usage.get("reasoning_tokens") or 0
+    tokens = (f"{usage.get('input_tokens') or 0:,} in / {usage.get('output_tokens') or 0:,} out "
+              f"tokens" + (f" ({reasoning:,} of them reasoning)" if reasoning else ""))
+    line = f"{payload['status']}: run {payload['run_id']}, {tokens}, " \
+           f"${payload.get('cost_usd') or 0:.4f}"
+    if payload.get("ledger"):
+        line += f"\nledger {payload['ledger']}"
+        if payload.get("ledger_head"):
+            saved = f" (saved in {payload['head_file']})" if payload.get("head_file") else ""
+            line += f"\nhead {payload['ledger_head']}{saved}"
+    return line
 
 
+def _error_line(error: dict[str, Any], attempts: int | None = None) -> str:
+    facts = [f"{k} {error[k]}" for k in ("provider", "status") if error.get(k) is not None]
+    if attempts:
+        facts.append(f"{attempts} attempt{'s' if attempts != 1 else ''}")
+    text = f"{error.get('type', 'Error')}: {error.get('message', '')}"
+    return text + (f" ({', '.join(facts)})" if facts else "")
 
 
 @app.command()
 def validate(
     task_file: Annotated[Path, typer.Argument(metavar="TASK.yaml", help="The task file.")],
+    overrides: SetOption = [],  # noqa: B006
 ) -> None:
-    """Check a task file without running it. Exit codes: 0 valid, 2 invalid (FILE:LINE:COL)."""
-    task = load(task_file)
+    """Check a task file without running it: everything `run` would refuse before calling a
+    model, every error at once. Exit codes: 0 valid, 2 invalid (FILE:LINE:COL: ...). An API key
+    variable that is not set is noted, not an error (the file is valid; the shell is not)."""
+    from agentkit._preflight import problems
+
+    task = load_checked(task_file, overrides)
     out(f"{task_file}: valid ({task.mode} task {task.name!r}, {len(task.models)} model(s), "
-         f"tools: {', '.join(task.tools) or 'none'})")
-
-
+        f"tools: {', '.join(task.tools) or 'none'})")
+    for _, message in problems(task, environ=dict(os.environ)):
+        err_console().print(f"note: {message}", markup=False)

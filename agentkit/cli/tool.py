@@ -11,14 +11,14 @@ import typer
 
 from agentkit.cli._app import EXIT_BAD_INPUT, EXIT_FAILED, app, fail, load, out, user_errors
 from agentkit.errors import SetupError, ToolError
+from agentkit.task import TOOL_NAMES
 
 
 def default_task() -> Any:
-    """The task used by `agentkit tool` without --task: every tool, a placeholder model."""
-    from agentkit.task import TOOL_NAMES, ModelSpec, TaskSpec
+    """The task used by `agentkit tool` without --task: every tool (no model is called)."""
+    from agentkit.task import TOOL_NAMES, TaskSpec
 
-    return TaskSpec(name="cli-tool", goal="run one tool from the command line", model="none",
-                    models={"none": ModelSpec(model="placeholder")},
+    return TaskSpec(name="cli-tool", goal="run one tool from the command line",
                     tools=list(TOOL_NAMES))  # type: ignore[arg-type]
 
 
@@ -35,15 +35,21 @@ def _parse_args(text: str) -> dict[str, Any]:
 
 @app.command("tool")
 def tool_cmd(
-    name: Annotated[str, typer.Argument(help="Tool name, e.g. web_fetch, read_file.")],
-    args: Annotated[str, typer.Option("--args", help="Arguments as a JSON object.")] = "{}",
-    task_file: Annotated[Path | None, typer.Option("--task", help="Use this task's settings.")] = None,
+    name: Annotated[str, typer.Argument(metavar="NAME",
+                                        help=f"The tool: {', '.join(TOOL_NAMES)}.")],
+    args: Annotated[str, typer.Option("--args", metavar="JSON",
+                                      help="Arguments as a JSON object.")] = "{}",
+    task_file: Annotated[Path | None, typer.Option("--task", metavar="TASK.yaml",
+                                                   help="Use this task's settings.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the tool's data as JSON.")] = False,
-    ledger_dir: Annotated[Path | None, typer.Option(help="Write an audit ledger here.")] = None,
-    workspace: Annotated[Path | None, typer.Option(help="Workspace folder for file tools.")] = None,
+    ledger_dir: Annotated[Path | None, typer.Option(metavar="DIR",
+                                                    help="Write an audit ledger here.")] = None,
+    workspace: Annotated[Path | None, typer.Option(metavar="DIR",
+                                                   help="Workspace folder for file tools.")] = None,
 ) -> None:
-    """Run one tool directly. Exit codes: 0 ok, 1 tool error (printed as {"error": {...}}),
-    2 bad input (unknown tool, invalid JSON or arguments, bad task file)."""
+    """Run one tool directly, e.g. `agentkit tool read_file --args '{"path": "notes.txt"}'`.
+    Exit codes: 0 ok, 1 tool error (printed as {"error": {...}}), 2 bad input (unknown tool,
+    invalid JSON or arguments, bad task file)."""
     from agentkit.tools import BUILTIN_TOOLS
 
     task = load(task_file) if task_file is not None else default_task()

@@ -124,10 +124,11 @@ def http_error(status: int, body: str, headers: httpx.Headers, ep: Endpoint,
 
 def map_transport_error(exc: httpx.HTTPError, ep: Endpoint) -> ProviderError:
     what = redact(f"{type(exc).__name__}: {exc}", ep.api_key)
+    where = _endpoint_of(exc)
     if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeout(f"timed out ({what})", provider=ep.provider, model=ep.model)
+        return ProviderTimeout(f"timed out{where} ({what})", provider=ep.provider, model=ep.model)
     if isinstance(exc, httpx.TransportError):
-        return ProviderConnectionError(f"connection failed ({what})", provider=ep.provider,
+        return ProviderConnectionError(f"connection failed{where} ({what})", provider=ep.provider,
                                        model=ep.model)
     return ProviderResponseError(what, provider=ep.provider, model=ep.model)
 
@@ -147,6 +148,17 @@ ERROR_BODY_BYTES = 64 * 1024
 #: the most one inflate step may produce: memory grows by at most this per step
 _STEP = 64 * 1024
 _EOL = re.compile(r"\r\n|\r|\n")
+
+
+def _endpoint_of(exc: httpx.HTTPError) -> str:
+    """`` to http://host:port/path`` of the failed request: a connection error must say what it
+    tried to reach. No query string or user info (a key may ride in either)."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an error raised without a request
+        return ""
+    port = f":{url.port}" if url.port is not None else ""
+    return f" to {url.scheme}://{url.host}{port}{url.path}"
 
 
 @asynccontextmanager

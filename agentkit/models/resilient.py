@@ -201,7 +201,8 @@ class ResilientModel:
         return ProviderUnavailable(
             f"still failing after {self.policy.attempts} attempts over "
             f"{len(self.channels)} channel(s); last error: {_redact(str(last), *keys)}",
-            model=self.name, status=last.status, retry_after=last.retry_after, retryable=True)
+            provider=last.provider, model=self.name, status=last.status,
+            retry_after=last.retry_after, retryable=True)
 
     def _actionable(self, err: ProviderError, channel: Channel) -> ProviderError:
         """Reword a non-retryable error to say who must act and how (key redacted)."""
