@@ -18,7 +18,7 @@ failure and cancellation — then assembles the result from the run's usage owne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from agentkit.swarm.engine import PlanSource, run_swarm
 from agentkit.swarm.scheduler import NodeExecutor, NodeResult, Replanner
 from agentkit.swarm.synthesize import Ask, Citation
 from agentkit.task import TaskSpec, load_task
+from agentkit.tools import Tool
 
 __all__ = ["Run", "RunError", "RunResult", "RunStatus", "arun", "execute", "run_sync", "start"]
 
@@ -197,11 +198,13 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
           clock: Clock | None = None, environ: dict[str, str] | None = None,
           run_id: str | None = None, rate_limits: RateLimits | None = None,
           executor: NodeExecutor | None = None, replanner: Replanner | None = None,
-          planner: PlanSource | None = None, synthesizer: Ask | None = None) -> Run:
+          planner: PlanSource | None = None, synthesizer: Ask | None = None,
+          tools: Iterable[Tool | Callable[..., Any]] = ()) -> Run:
     """Start a run in the current event loop and return its handle at once.
 
-    `executor`, `planner`, `replanner` and `synthesizer` replace the swarm's default parts
-    (tests and benchmarks use simulated ones).
+    `tools`: your own tools (`agentkit.tool` functions, `Tool` objects, plain functions),
+    offered besides those the task names. `executor`, `planner`, `replanner` and
+    `synthesizer` replace the swarm's default parts (tests and benchmarks use simulated ones).
     """
     try:
         asyncio.get_running_loop()
@@ -210,8 +213,9 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
                           "in async code or `run_sync(...)` in a script") from None
     spec = _task_of(task)
     runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks, ledger_dir=ledger_dir,
-                      workspace=workspace, environ=environ, rate_limits=rate_limits)
+                      workspace=workspace, environ=environ, rate_limits=rate_limits, tools=tools)
     runtime.prompts  # noqa: B018  a bad prompt override is a ConfigError now, not a failed run
+    runtime.resolve_tools()  # so is a tool that cannot be imported, or two tools with one name
     _check_inputs(spec, runtime.workspace)
     overrides = {"executor": executor, "replanner": replanner, "planner": planner,
                  "synthesizer": synthesizer}
@@ -259,6 +263,7 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
         result = _assemble(runtime, "failed", error=RunFailed("did not finish"))
         try:
             async with asyncio.timeout(budget.remaining_seconds()):
+                await runtime.prepare_tools()  # starts the MCP servers the task names
                 if task.mode == "agent":
                     answer = (await run_agent_task(runtime, budget)).answer
                     result = _assemble(runtime, "succeeded", answer=answer)
