@@ -13,11 +13,28 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel, Field
 
 from agentkit.cli._app import app, fail, load
 
 mcp_app = typer.Typer(no_args_is_help=True, help="Serve a task to MCP clients.")
 app.add_typer(mcp_app, name="mcp")
+
+
+class Citation(BaseModel):
+    url: str
+    title: str | None = None
+    content_hash: str | None = None
+
+
+class TaskAnswer(BaseModel):
+    """What the served tool returns (as structured content, and as JSON text)."""
+
+    status: str
+    answer: str | None
+    citations: list[Citation] = Field(default_factory=list)
+    ledger: str | None
+    run_id: str
 
 
 def tool_name(task_name: str) -> str:
@@ -51,22 +68,9 @@ def build_server(task: Any, name: str, ledger_dir: Path) -> Any:
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
     from mcp.types import ToolAnnotations
-    from pydantic import BaseModel, Field
 
     from agentkit._version import __version__
     from agentkit.run import arun
-
-    class Citation(BaseModel):
-        url: str
-        title: str | None = None
-        content_hash: str | None = None
-
-    class TaskAnswer(BaseModel):
-        status: str
-        answer: str | None
-        citations: list[Citation] = Field(default_factory=list)
-        ledger: str | None
-        run_id: str
 
     server: Any = MCPServer(f"agentkit-{name}", version=__version__,
                             instructions=f"Runs the agentkit task {task.name!r}.")
