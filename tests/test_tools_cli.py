@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from _mcp_helpers import HOSTILE, KEY_ENV
 from typer.testing import CliRunner
 
 from agentkit import verify_ledger
@@ -15,7 +16,6 @@ from agentkit.runtime import Runtime
 from agentkit.task import TaskSpec
 from agentkit.testing import ScriptedModelServer, reply
 from agentkit.tools import invoke_tool
-from _mcp_helpers import HOSTILE, KEY_ENV
 
 runner = CliRunner()
 
@@ -107,5 +107,6 @@ async def test_mcp_serve_exposes_a_task_to_mcp_clients(tmp_path: Path) -> None:
                                     {"goal": "How long is the Sognefjord?"}, rt.tool_context())
     answer = out.data["structured"]
     assert answer["status"] == "succeeded" and answer["answer"] == "The Sognefjord is 205 km long."
-    assert Path(answer["ledger"]).is_file() and verify_ledger(answer["ledger"]).ok
+    check = verify_ledger(answer["ledger"])  # a missing file fails this too
+    assert check.ok and check.count > 2
     assert srv.requests[0].messages[-1]["content"] == "How long is the Sognefjord?"
