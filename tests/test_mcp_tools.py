@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from _mcp_helpers import KEY_ENV, alive, hostile, http_server
 
+from agentkit.audit import read_blob, verify_ledger
 from agentkit.errors import ConfigError, SetupError, ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
@@ -204,6 +205,23 @@ async def test_hostile_server_each_failure_is_a_typed_error_and_the_session_goes
     stops = [e.data["reason"] for e in events if e.kind == "mcp.stopped"]
     assert stops == ["crashed", "crashed"]
     assert [e.data["restart"] for e in events if e.kind == "mcp.started"] == [0, 1]
+
+
+async def test_a_large_result_goes_to_the_ledger_blob_store(tmp_path: Path) -> None:
+    """A 1 MB result under the server's limit: the model reads it, and the ledger keeps it as
+    a content-addressed blob (the ledger moves strings over 64 KB there) that reads back."""
+    ledger_dir = tmp_path / "ledger"
+    spec = task({"h": hostile(max_result_chars=2_000_000)}, ["h.big"], tmp_path)
+    async with Runtime(spec, ledger_dir=ledger_dir) as rt:
+        await rt.prepare_tools()
+        out = await call(rt, "h_big", {"mb": 1})
+    assert out.data["text"] == "x" * 2**20
+    ledger = next(ledger_dir.glob("*.jsonl"))
+    result = next(json.loads(line)["data"] for line in ledger.read_text().splitlines()
+                  if json.loads(line)["kind"] == "tool.result")
+    ref = result["data"]["text"]
+    assert set(ref) >= {"$blob", "size"} and read_blob(ledger, ref) == "x" * 2**20
+    assert verify_ledger(ledger).ok
 
 
 async def test_content_blocks_are_mapped_faithfully(tmp_path: Path) -> None:
