@@ -187,6 +187,10 @@ class Runtime:
         if self._tools_ready or not self.task.mcp_references():
             self._tools_ready = True
             return registry
+        clash = sorted(set(self.task.mcp_references()) & set(registry.names()))
+        if clash:
+            raise ConfigError(f"{', '.join(map(repr, clash))} names both an MCP server and a "
+                              f"tool; rename the server or the tool")
         module = require("agentkit.tools.mcp", "mcp", feature="MCP servers (mcp_servers)")
         loader = cast(_McpLoader, module.load_mcp_tools)
         tools, groups = await loader(

@@ -174,12 +174,14 @@ async def test_hostile_server_each_failure_is_a_typed_error_and_the_session_goes
     each is a bounded, typed ToolError and the next call works (the crashed server is
     restarted once); a second crash leaves its tools unavailable with a clear error."""
     events: list[Event] = []
-    spec = task({"h": hostile(timeout_s=2.0)}, ["h"], tmp_path)
+    # the hang gets a server of its own with a short deadline; the others keep the default,
+    # so a slow machine cannot turn a normal call into a timeout
+    spec = task({"h": hostile(), "t": hostile(timeout_s=1.0)}, ["h", "t.hang"], tmp_path)
     async with Runtime(spec, sinks=[events.append]) as rt:
         await rt.prepare_tools()
         errors: dict[str, ToolError] = {}
         cases: list[tuple[str, dict[str, Any]]] = [
-            ("h_fails", {"reason": "no"}), ("h_hang", {}), ("h_big", {"mb": 50})]
+            ("h_fails", {"reason": "no"}), ("t_hang", {}), ("h_big", {"mb": 50})]
         for name, args in cases:
             with pytest.raises(ToolError) as err:
                 await call(rt, name, args)
@@ -195,16 +197,17 @@ async def test_hostile_server_each_failure_is_a_typed_error_and_the_session_goes
         with pytest.raises(ToolError) as after:
             await call(rt, "h_echo", {"text": "x"})
     assert errors["h_fails"].code == "tool_error" and "refused: no" in errors["h_fails"].message
-    assert errors["h_hang"].code == "timeout"
+    assert errors["t_hang"].code == "timeout"
     assert errors["h_big"].code == "too_large" and errors["h_big"].details["limit"] == 4 * 2**20
     assert crash.value.code == "server_crashed" and "restarted" in crash.value.message
     assert "crashing on purpose" in crash.value.message  # the server's stderr explains it
     assert first_pid != second_pid and not alive(first_pid)
     assert crash2.value.code == "server_crashed" and "unavailable" in crash2.value.message
     assert after.value.code == "server_unavailable" and "unavailable" in after.value.message
-    stops = [e.data["reason"] for e in events if e.kind == "mcp.stopped"]
+    stops = [e.data["reason"] for e in events if e.kind == "mcp.stopped" and e.data["server"] == "h"]
     assert stops == ["crashed", "crashed"]
-    assert [e.data["restart"] for e in events if e.kind == "mcp.started"] == [0, 1]
+    assert [e.data["restart"] for e in events
+            if e.kind == "mcp.started" and e.data["server"] == "h"] == [0, 1]
 
 
 async def test_a_large_result_goes_to_the_ledger_blob_store(tmp_path: Path) -> None:

@@ -136,6 +136,8 @@ class _Connection:
         terminated and killed, each step bounded by the SDK)."""
         self.dead = True
         self._stop.set()
+        if self.client is None and self._task is not None:  # never started: nothing to flush
+            self._task.cancel()
         if self._task is not None and not self._task.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), 15)
@@ -228,6 +230,12 @@ class McpServer:
 
     # -- starting and stopping -----------------------------------------------------------------
 
+    @property
+    def needs_start(self) -> bool:
+        """Whether the next call must first (re)start the server (its deadline then includes
+        the start-up time)."""
+        return self._conn is None or self._conn.dead
+
     async def _client(self, first: bool = False) -> Client:
         async with self._lock:
             conn = self._conn
@@ -236,11 +244,11 @@ class McpServer:
             if self._unavailable is not None:
                 raise ToolError("server_unavailable", self._unavailable,
                                 details={"server": self.name})
-            if conn is not None:  # lost: restart once
-                await self._stop(conn, "crashed")
+            if conn is not None:  # lost between calls: restart once
                 self._conn = None
+                await self._stop(conn, "crashed")
                 if self._restarts >= 1:
-                    raise self._give_up("it stopped twice")
+                    raise self._give_up("it stopped again after a restart")
                 self._restarts += 1
             try:
                 self._conn, client = await self._start()
@@ -332,7 +340,8 @@ class McpServer:
         return stdio_client(params, errlog=tail.writer)
 
     async def _crashed(self, conn: _Connection | None, tool: str) -> ToolError:
-        """The error for a call the server did not survive; the server is restarted once."""
+        """The error for a call the server did not survive. The dead session is closed now;
+        the next call restarts the server (once) within its own deadline."""
         tail = ""
         async with self._lock:
             if conn is not None and conn is self._conn:
@@ -342,12 +351,8 @@ class McpServer:
                     self._give_up(f"it stopped during a call of {tool!r}, after a restart")
                 else:
                     self._restarts += 1
-                    try:
-                        self._conn, _ = await self._start()
-                    except (SetupError, ConfigError) as err:
-                        self._give_up(f"its restart failed: {err}")
-        more = ("it was restarted for the next call" if self._conn is not None
-                else "it is unavailable for the rest of this run")
+        more = ("it is unavailable for the rest of this run" if self._unavailable is not None
+                else "it will be restarted for the next call")
         return ToolError("server_crashed", f"the MCP server {self.name!r} stopped during the call "
                          f"of {tool!r}; {more}" + (f". Its stderr ends with: {tail[-800:]}"
                                                    if tail else ""),

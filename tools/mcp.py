@@ -102,6 +102,11 @@ class McpTool(Tool):
                                 tool=self.name)
         return dict(arguments)
 
+    def timeout_for(self, args: Any) -> float:
+        """The call's deadline, plus the start-up time when the server must (re)start first."""
+        startup = self.server.spec.startup_timeout_s if self.server.needs_start else 0.0
+        return self.timeout_s + startup
+
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         result = await self.server.call(self.remote_name, args)
         return render_result(result, server=self.server.name, tool=self.remote_name,
