@@ -110,6 +110,8 @@ class _Connection:
         try:
             return await asyncio.wait_for(asyncio.shield(ready), within_s)
         except BaseException:
+            # the owner task may still fail the future later: nobody will read it then
+            ready.add_done_callback(lambda f: f.cancelled() or f.exception())
             await self.close()
             raise
 
@@ -138,11 +140,16 @@ class _Connection:
         self._stop.set()
         if self.client is None and self._task is not None:  # never started: nothing to flush
             self._task.cancel()
-        if self._task is not None and not self._task.done():
+        task = self._task
+        if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), 15)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
+                await asyncio.wait_for(asyncio.shield(task), 15)
+            except TimeoutError:
+                task.cancel()
+            except asyncio.CancelledError:
+                if not task.done():  # our caller was cancelled, not the session
+                    task.cancel()
+                    raise
             except Exception:  # the session's own failure is already recorded
                 pass
         if self.http is not None:
