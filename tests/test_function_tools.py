@@ -257,15 +257,15 @@ def tide(port: str) -> str:
 
 
 def test_yaml_import_reference_next_to_the_task_file(tmp_path: Path) -> None:
-    """tools: ["harbour_tools:tide"] finds the module in the task file's folder; the ledger
+    """tools: ["tides_fn_test_mod:tide"] finds the module in the task file's folder; the ledger
     records the call with its source and reference."""
-    (tmp_path / "harbour_tools.py").write_text(MODULE)
+    (tmp_path / "tides_fn_test_mod.py").write_text(MODULE)
     with ScriptedModelServer("deepseek") as srv:
         (tmp_path / "task.yaml").write_text(
             f"name: tides\ngoal: When is high water in Bergen?\nmode: agent\nmodel: m\n"
             f"models:\n  m: {{profile: deepseek, model: deepseek-chat, base_url: "
             f"'{srv.base_url}', api_key_env: MCP_TEST_KEY, stream: false}}\n"
-            f"tools: [list_files, 'harbour_tools:tide']\n")
+            f"tools: [list_files, 'tides_fn_test_mod:tide']\n")
         task = load_task(tmp_path / "task.yaml")
         srv.script(reply(tool_calls=[call("tide", {"port": "Bergen"})]), reply("06:12"))
         result = run_sync(task, environ=KEY_ENV, ledger_dir=tmp_path / "runs")
@@ -276,9 +276,9 @@ def test_yaml_import_reference_next_to_the_task_file(tmp_path: Path) -> None:
     assert result.ledger is not None
     events = [json.loads(x) for x in Path(result.ledger).read_text().splitlines()]
     called = next(e["data"] for e in events if e["kind"] == "tool.call")
-    assert called["source"] == "python" and called["ref"] == "harbour_tools:tide"
+    assert called["source"] == "python" and called["ref"] == "tides_fn_test_mod:tide"
 
-    bad = task.model_copy(update={"tools": ["harbour_tools:nope"]})
+    bad = task.model_copy(update={"tools": ["tides_fn_test_mod:nope"]})
     with pytest.raises(ConfigError, match="has no 'nope'"):
         run_sync(bad)
     missing = task.model_copy(update={"tools": ["no_such_pkg.mod:fn"]})

@@ -31,13 +31,13 @@ def tide(port: str) -> str:
 
 
 def task_file(tmp_path: Path) -> Path:
-    (tmp_path / "harbour.py").write_text(TIDES)
+    (tmp_path / "tides_cli_test_mod.py").write_text(TIDES)
     path = tmp_path / "task.yaml"
     path.write_text(
         "name: t\ngoal: g\nmodel: m\nmodels: {m: {model: x}}\n"
         f"mcp_servers:\n  h:\n    command: {json.dumps(sys.executable)}\n"
         f"    args: [{json.dumps(str(HOSTILE))}]\n"
-        "tools: [read_file, 'harbour:tide', h.echo, h.pid]\n")
+        "tools: [read_file, 'tides_cli_test_mod:tide', h.echo, h.pid]\n")
     return path
 
 
@@ -47,14 +47,14 @@ def test_tools_lists_every_kind_with_source_name_and_schema(tmp_path: Path) -> N
     listed = {t["name"]: t for t in json.loads(result.stdout)["tools"]}
     assert sorted(listed) == ["h_echo", "h_pid", "read_file", "tide"]
     assert listed["read_file"]["source"] == "builtin"
-    assert listed["tide"]["source"] == "python" and listed["tide"]["ref"] == "harbour:tide"
+    assert listed["tide"]["source"] == "python" and listed["tide"]["ref"] == "tides_cli_test_mod:tide"
     assert listed["h_echo"] | {"parameters": None} == {
         "name": "h_echo", "source": "mcp", "server": "h", "remote_tool": "echo",
         "description": "Return the text unchanged.", "side_effects": True, "timeout_s": 60.0,
         "parameters": None}
     assert listed["h_echo"]["parameters"]["required"] == ["text"]
     human = runner.invoke(app, ["tools", "--task", str(task_file(tmp_path))])
-    assert human.exit_code == 0 and "mcp h.echo" in human.stdout and "python harbour:tide" in (
+    assert human.exit_code == 0 and "mcp h.echo" in human.stdout and "python tides_cli_test_mod:tide" in (
         human.stdout)
 
 
