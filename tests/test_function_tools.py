@@ -236,13 +236,15 @@ def test_run_sync_with_a_plain_function_and_the_name_rules(tmp_path: Path) -> No
     assert result.status == "succeeded"
     assert next(m for m in srv.requests[1].messages if m["role"] == "tool")["content"] == "HEY"
 
+    def bare(tools: list[str]) -> TaskSpec:
+        return TaskSpec.model_validate({"name": "t", "goal": "g", "model": "m",
+                                        "models": {"m": {"model": "x"}}, "tools": tools})
+
     fetch_like = tool(name="web_fetch")(shout)
     with pytest.raises(ConfigError, match="two tools are named 'web_fetch'"):
-        run_sync(TaskSpec(name="t", goal="g", model="m", models={"m": {"model": "x"}},  # type: ignore[dict-item]
-                          tools=["web_fetch"]), tools=[fetch_like])
+        run_sync(bare(["web_fetch"]), tools=[fetch_like])
     with pytest.raises(ConfigError, match="reserved"):
-        run_sync(TaskSpec(name="t", goal="g", model="m", models={"m": {"model": "x"}}),  # type: ignore[dict-item]
-                 tools=[tool(name="delegate")(shout)])
+        run_sync(bare([]), tools=[tool(name="delegate")(shout)])
 
 
 MODULE = '''

@@ -15,12 +15,13 @@ import pytest
 from _mcp_helpers import KEY_ENV, alive, hostile, http_server
 
 from agentkit.audit import read_blob, verify_ledger
-from agentkit.errors import ConfigError, SetupError, ToolError
+from agentkit.errors import ConfigError, SetupError, TaskFileError, ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
-from agentkit.task import TaskSpec
-from agentkit.tools import invoke_tool
-from agentkit.tools.base import ToolOutput
+from agentkit.task import TaskSpec, load_task_text
+from agentkit.tools import ToolRegistry, invoke_tool, tool
+from agentkit.tools.base import TOOL_NAME, ToolOutput
+from agentkit.tools.mcp import model_name
 
 MODEL = {"m": {"model": "unused"}}
 
@@ -157,9 +158,6 @@ async def test_only_listed_environment_reaches_a_stdio_server(tmp_path: Path) ->
 def test_secret_env_values_are_refused_in_task_files(tmp_path: Path) -> None:
     """A secret-looking variable written into a server's `env` is a task-file error pointing
     at its line; the way to pass it is pass_env."""
-    from agentkit.errors import TaskFileError
-    from agentkit.task import load_task_text
-
     text = ("name: t\ngoal: g\nmodel: m\nmodels: {m: {model: x}}\nmcp_servers:\n  gh:\n"
             "    command: gh-mcp\n    env:\n      GITHUB_TOKEN: abc\ntools: [gh]\n")
     with pytest.raises(TaskFileError) as err:
@@ -282,3 +280,26 @@ def test_unknown_server_and_tool_entries_are_task_errors(tmp_path: Path) -> None
         task({"web_fetch": TIME}, [], tmp_path)
     with pytest.raises(ValueError, match="either `command`"):
         task({"x": {"command": "a", "url": "http://h/"}}, [], tmp_path)
+
+
+def test_model_names_are_provider_safe_and_unique() -> None:
+    """Characters outside [A-Za-z0-9_-] become '_', a name over 64 characters is cut and given
+    a hash, and a taken name gets a hash suffix (different for each server)."""
+    assert model_name("fs", "read.file/v2", "fs", set()) == "fs_read_file_v2"
+    long = model_name("srv", "x" * 100, "srv", set())
+    assert len(long) == 64 and TOOL_NAME.match(long)
+    taken = {"web_fetch"}
+    a = model_name("", "web_fetch", "one", taken)
+    b = model_name("", "web_fetch", "two", taken | {a})
+    assert len({a, b, "web_fetch"}) == 3 and all(TOOL_NAME.match(n) for n in (a, b))
+
+
+def test_a_group_name_in_an_allow_list_brings_its_tools() -> None:
+    def noop() -> str:
+        return "x"
+
+    one, two, other = (tool(name=n)(noop) for n in ("h_one", "h_two", "other"))
+    registry = ToolRegistry([one, two, other], groups={"h": ("h_one", "h_two")})
+    assert registry.only(["h"]).names() == ["h_one", "h_two"]
+    assert registry.only(["h", "other"]).groups == {"h": ("h_one", "h_two")}
+    assert registry.only(["h_one"]).groups == {}
