@@ -6,7 +6,7 @@ the container's attached stdin/stdout, so one exec costs a few milliseconds inst
 `docker exec` round trip. Files cross only as tar archives through `put_archive` /
 `get_archive`, and what comes out is checked by `safe_extract`.
 
-Hardened defaults (§1 of reference/security-and-reliability.md), relaxed only by
+Hardened defaults (the usual container-hardening checklist), relaxed only by
 `SandboxSettings` (network, read_only_root, env), each relaxation emitted as
 ``sandbox.relaxed``: no network; read-only root; tmpfs ``/tmp`` (noexec, nosuid, nodev);
 ``/workspace`` a size-capped tmpfs-backed volume (nosuid, nodev; the archive API cannot reach
