@@ -34,6 +34,7 @@ from agentkit.retry import RetryPolicy
 from agentkit.run import Run, RunError, RunResult, arun, run_sync, start
 from agentkit.runtime import Runtime
 from agentkit.task import TaskSpec, load_task
+from agentkit.tools import tool
 from agentkit.usage import RunUsage
 
 __all__ = [
@@ -77,5 +78,6 @@ __all__ = [
     "load_task",
     "run_sync",
     "start",
+    "tool",
     "verify_ledger",
 ]

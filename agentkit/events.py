@@ -31,6 +31,8 @@ EventKind = Literal[
     "tool.call", "tool.result", "tool.log",
     "file.diff", "url.fetched", "url.blocked", "url.cited", "search.results",
     "sandbox.created", "sandbox.exec", "sandbox.removed", "sandbox.relaxed",
+    # MCP servers a run started (command or URL, never secrets), stopped, and the tools offered
+    "mcp.started", "mcp.stopped", "mcp.tools",
     # the plan and its nodes
     "plan.created", "plan.rejected", "plan.replanned",
     "node.started", "node.finished", "node.failed", "node.skipped", "node.sample",

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import enum
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ from agentkit.swarm.synthesize import Ask, Citation
 from agentkit.task import TaskSpec, load_task
 from agentkit.telemetry import attach as attach_telemetry
 from agentkit.telemetry import check_available as check_telemetry
+from agentkit.tools import Tool
 
 __all__ = ["FROM_TASK", "Run", "RunError", "RunResult", "RunStatus", "arun", "execute", "head_file",
            "run_sync", "start"]
@@ -224,7 +225,8 @@ def start(task: TaskSpec | str | Path, *,
           clock: Clock | None = None, environ: dict[str, str] | None = None,
           run_id: str | None = None, rate_limits: RateLimits | None = None,
           executor: NodeExecutor | None = None, replanner: Replanner | None = None,
-          planner: PlanSource | None = None, synthesizer: Ask | None = None) -> Run:
+          planner: PlanSource | None = None, synthesizer: Ask | None = None,
+          tools: Iterable[Tool | Callable[..., Any]] = ()) -> Run:
     """Start a run in the current event loop and return its handle at once.
 
     The audit ledger goes where ``agentkit run`` puts it: the task's `output` folder (``runs``
@@ -234,8 +236,9 @@ def start(task: TaskSpec | str | Path, *,
     not set, bad prompt override, missing sandbox input) is one `ConfigError` raised here,
     before any model is called.
 
-    `executor`, `planner`, `replanner` and `synthesizer` replace the swarm's default parts
-    (tests and benchmarks use simulated ones).
+    `tools`: your own tools (`agentkit.tool` functions, `Tool` objects, plain functions),
+    offered besides those the task names. `executor`, `planner`, `replanner` and
+    `synthesizer` replace the swarm's default parts (tests and benchmarks use simulated ones).
     """
     try:
         asyncio.get_running_loop()
@@ -248,10 +251,12 @@ def start(task: TaskSpec | str | Path, *,
         ledger_dir = spec.output or "runs"
     runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks,
                       ledger_dir=Path(ledger_dir).resolve() if ledger_dir is not None else None,
-                      workspace=workspace, environ=environ, rate_limits=rate_limits)
+                      workspace=workspace, environ=environ, rate_limits=rate_limits,
+                      tools=tools)
     parts: dict[Role, object] = {"worker": executor, "planner": planner, "synthesizer": synthesizer}
     raise_problems(problems(spec, workspace=runtime.workspace, environ=runtime.environ,
                             replaced=[role for role, part in parts.items() if part is not None]))
+    runtime.resolve_tools()  # a tool that cannot be imported, or two tools with one name
     overrides = {"executor": executor, "replanner": replanner, "planner": planner,
                  "synthesizer": synthesizer}
     return Run(runtime, overrides)
@@ -290,6 +295,7 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
         result = _assemble(runtime, "failed", error=RunFailed("did not finish"))
         try:
             async with asyncio.timeout(budget.remaining_seconds()):
+                await runtime.prepare_tools()  # starts the MCP servers the task names
                 if task.mode == "agent":
                     answer = (await run_agent_task(runtime, budget)).answer
                     result = _assemble(runtime, "succeeded", answer=answer)

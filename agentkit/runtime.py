@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
+from agentkit._extras import require
 from agentkit.audit import Ledger
 from agentkit.clock import Clock, SystemClock
 from agentkit.errors import ConfigError
@@ -27,13 +28,30 @@ from agentkit.prompting import Prompts
 from agentkit.resources import Resources
 from agentkit.retry import RetryPolicy
 from agentkit.task import TaskSpec
-from agentkit.tools import ToolContext, ToolRegistry, build_registry
+from agentkit.tools import (
+    BUILTIN_TOOLS,
+    Tool,
+    ToolContext,
+    ToolRegistry,
+    build_registry,
+    load_reference,
+)
+from agentkit.tools.base import RESERVED_TOOL_NAMES
+from agentkit.tools.function import iter_tools
 from agentkit.usage import RunUsage
 
 __all__ = ["RUN_ID_PATTERN", "Runtime", "new_run_id"]
 
 #: what a run id may look like: it names the ledger file, so no separators, no dot-dot
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class _McpLoader(Protocol):
+    """`agentkit.tools.mcp.load_mcp_tools` (imported only when a task uses MCP servers)."""
+
+    async def __call__(self, task: TaskSpec, *, taken: Iterable[str], resources: Resources,
+                       emit: Any, environ: Mapping[str, str], workspace: Path,
+                       ) -> tuple[list[Tool], dict[str, tuple[str, ...]]]: ...
 
 
 def new_run_id() -> str:
@@ -54,15 +72,16 @@ class Runtime:
     extra event `sinks`; `ledger_dir` where the audit ledger is written (``None``: no ledger
     file, events still flow to the sinks); `workspace` for the file tools (default: the
     task's); `environ` for API keys (default ``os.environ``, read only when a model is built);
-    `rate_limits` to share RPM/TPM limits with other runs (default: this run's own); `tools`
-    to use instead of the task's built-in ones.
+    `rate_limits` to share RPM/TPM limits with other runs (default: this run's own); `tools`:
+    your own tools (`agentkit.tool` functions, `Tool` objects, or plain functions), offered
+    besides those the task names.
     """
 
     def __init__(self, task: TaskSpec, *, run_id: str | None = None, clock: Clock | None = None,
                  sinks: Iterable[EventSink] = (), ledger_dir: str | Path | None = None,
                  workspace: str | Path | None = None, environ: Mapping[str, str] | None = None,
                  fsync: str = "close", rate_limits: RateLimits | None = None,
-                 tools: ToolRegistry | None = None) -> None:
+                 tools: Iterable[Tool | Callable[..., Any]] | None = None) -> None:
         self.task = task
         self.run_id = check_run_id(run_id) if run_id is not None else new_run_id()
         self.clock: Clock = clock or SystemClock()
@@ -79,7 +98,9 @@ class Runtime:
         self.usage = RunUsage()
         self.resources = Resources()
         self._policy = RetryPolicy.from_spec(task.retry)
-        self._tools = tools
+        self._own_tools = list(tools or ())
+        self._tools: ToolRegistry | None = None
+        self._tools_ready = False
         self._ledger: Ledger | None = None
         self._prompts: Prompts | None = None
         self._rounds: dict[tuple[str | None, int, str | None], int] = {}
@@ -92,8 +113,11 @@ class Runtime:
         return self.bus.emit(kind, data, node_id=node_id)
 
     def secrets(self) -> list[str]:
-        """Values of every environment variable a model reads a key from (for redaction)."""
+        """Values of every environment variable a model reads a key from, or an MCP server
+        gets (passed through or sent as a header), for redaction."""
         names = set().union(*(api_key_envs(m) for m in self.task.models.values()))
+        for server in self.task.mcp_servers.values():
+            names |= {*server.pass_env, *server.headers_env.values()}
         return [self.environ[n] for n in sorted(names) if self.environ.get(n)]
 
     def open_ledger(self) -> Path | None:
@@ -131,10 +155,67 @@ class Runtime:
 
     @property
     def tools(self) -> ToolRegistry:
-        """The run's tools (the task's built-in ones unless given to the constructor)."""
-        if self._tools is None:
-            self._tools = build_registry(self.task.tools)
-        return self._tools
+        """The run's tools: the task's built-ins and Python tools, those given to the
+        constructor, and the tools of the task's MCP servers (after `prepare_tools`, which the
+        run lifecycle calls before any agent starts)."""
+        registry = self.resolve_tools()
+        if not self._tools_ready and self.task.mcp_references():
+            raise ConfigError("this task uses MCP servers: `await runtime.prepare_tools()` "
+                              "starts them and lists their tools first")
+        return registry
+
+    def resolve_tools(self) -> ToolRegistry:
+        """The tools known without starting anything: built-ins, Python tools (import
+        references of the task, and those given to the constructor). Raises `ConfigError` for
+        a reference that cannot be imported or two tools with one name."""
+        if self._tools is not None:
+            return self._tools
+        registry = build_registry(n for n in self.task.tools if n in BUILTIN_TOOLS)
+        own = [t for e in self.task.tools if ":" in e
+               for t in load_reference(e, self.task.tools_path)]
+        for tool in [*own, *iter_tools(self._own_tools, "tools=")]:
+            self._check_name(tool)
+            registry.add(tool, replace=False)
+        self._apply_limits(registry)
+        self._tools = registry
+        return registry
+
+    async def prepare_tools(self) -> ToolRegistry:
+        """All of the run's tools, starting the MCP servers the task names (once; their
+        sessions are run resources, closed with the run). A server that cannot start is a
+        `SetupError`, a refused address or missing variable a `ConfigError`."""
+        registry = self.resolve_tools()
+        if self._tools_ready or not self.task.mcp_references():
+            self._tools_ready = True
+            return registry
+        clash = sorted(set(self.task.mcp_references()) & set(registry.names()))
+        if clash:
+            raise ConfigError(f"{', '.join(map(repr, clash))} names both an MCP server and a "
+                              f"tool; rename the server or the tool")
+        module = require("agentkit.tools.mcp", "mcp", feature="MCP servers (mcp_servers)")
+        loader = cast(_McpLoader, module.load_mcp_tools)
+        tools, groups = await loader(
+            self.task, taken={*registry.names(), *RESERVED_TOOL_NAMES, *BUILTIN_TOOLS},
+            resources=self.resources, emit=self.emit, environ=self.environ,
+            workspace=self.workspace)
+        for tool in tools:
+            registry.add(tool, replace=False)
+        registry.groups.update(groups)
+        self._apply_limits(registry)
+        self._tools_ready = True
+        return registry
+
+    @staticmethod
+    def _check_name(tool: Tool) -> None:
+        if tool.name in RESERVED_TOOL_NAMES:
+            raise ConfigError(f"the tool name {tool.name!r} ({tool!r}) is reserved for the "
+                              f"engine's own tool; give it another name (@tool(name=...))")
+
+    def _apply_limits(self, registry: ToolRegistry) -> None:
+        for tool in registry:
+            if tool.concurrency_limit is not None and \
+                    self.limits.limit(tool.concurrency_class) is None:
+                self.limits.set(tool.concurrency_class, tool.concurrency_limit)
 
     def tool_context(self, *, node_id: str | None = None, agent_id: str | None = None,
                      call_id: str | None = None) -> ToolContext:

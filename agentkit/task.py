@@ -8,6 +8,7 @@ surprises (``no`` -> False) and typos are errors, not silent defaults.
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,7 @@ __all__ = [
     "ConsensusSpec",
     "FetchSettings",
     "FilesSettings",
+    "McpServerSpec",
     "ModelSpec",
     "PriceSpec",
     "ReasoningSpec",
@@ -43,6 +45,11 @@ ToolName = Literal["web_search", "web_fetch", "run_code", "read_file", "write_fi
 TOOL_NAMES: tuple[str, ...] = ToolName.__args__  # type: ignore[attr-defined]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: an MCP server's name: it prefixes its tools' names, which models restrict to [A-Za-z0-9_-]
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+#: "package.module:function" in `tools`: a Python tool imported by the run
+_IMPORT_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+                         r":[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class _Spec(BaseModel):
@@ -235,6 +242,66 @@ class FilesSettings(_Spec):
     """Largest content write_file writes, in bytes."""
 
 
+class McpServerSpec(_Spec):
+    """An MCP server whose tools a run may use: a `command` started as a child process of the
+    run (stdio), or a `url` (streamable HTTP). Name it in the task's `tools` to use all of its
+    tools, or ``"server.tool"`` for one.
+
+    stdio: only `env` (values written here) and `pass_env` (names of the run's environment
+    variables) reach the server, besides the PATH, HOME, LOGNAME, SHELL, TERM and USER the MCP
+    SDK passes to every server; no API key does unless listed. HTTP: `headers_env` maps a
+    header to the environment variable holding its value (``Authorization: NOTES_TOKEN``); the
+    URL passes the same address guard as ``web_fetch``, so a loopback or private address needs
+    its host in `allow_hosts`.
+    """
+
+    command: str | None = Field(default=None, min_length=1)
+    args: list[str] = Field(default_factory=list, max_length=256)
+    env: dict[str, str] = Field(default_factory=dict)
+    pass_env: list[str] = Field(default_factory=list, max_length=256)
+    #: the server's working folder (relative to the task file; default: the run's workspace)
+    cwd: str | None = None
+    url: str | None = Field(default=None, min_length=1)
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    allow_hosts: list[str] = Field(default_factory=list, max_length=100)
+    allow_private: bool = False
+    #: put before each tool's name for the model (default: the server's name; "" for none)
+    prefix: str | None = Field(default=None, max_length=32, pattern=r"^[A-Za-z0-9_-]*$")
+    #: seconds for one tool call, and for the server to start and list its tools
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    startup_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    #: at most this many of its tools are offered when the whole server is named in `tools`
+    max_tools: int = Field(default=64, ge=1, le=1000)
+    #: a longer result is a ``too_large`` tool error
+    max_result_chars: int = Field(default=200_000, ge=1000, le=100_000_000)
+    #: at most this many calls at once (None: unbounded)
+    max_concurrency: int | None = Field(default=None, ge=1, le=1024)
+    #: whether its tools change things outside the run; None: from each tool's readOnlyHint
+    side_effects: bool | None = None
+    #: show results to the model inside untrusted-content delimiters (they may carry text
+    #: written by third parties: pages, issues, commit messages)
+    untrusted: bool = True
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSpec:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either `command` (a local server over stdio) or `url` (a "
+                             "streamable HTTP server), not both or neither")
+        stdio_only = [k for k in ("args", "env", "pass_env", "cwd") if k in self.model_fields_set]
+        http_only = [k for k in ("headers_env", "allow_hosts", "allow_private")
+                     if k in self.model_fields_set]
+        if self.url is not None and stdio_only:
+            raise ValueError(f"{', '.join(stdio_only)} only apply to a `command` server")
+        if self.command is not None and http_only:
+            raise ValueError(f"{', '.join(http_only)} only apply to a `url` server")
+        for name in [*self.env, *self.pass_env, *self.headers_env.values()]:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https://, got {self.url!r}")
+        return self
+
+
 class BudgetSpec(_Spec):
     tokens: int | None = Field(default=None, ge=1)
     """Tokens (input + output) the whole run may use; reserved before each call (null: no limit)."""
@@ -323,8 +390,15 @@ class TaskSpec(_Spec):
     """The models the task may use, by name (default: the embedded local model, named local)."""
     roles: RolesSpec = Field(default_factory=RolesSpec)
     """A model per role (planner, worker, synthesizer); unset roles use model."""
-    tools: list[ToolName] = Field(default_factory=list)
-    """The tools agents may call."""
+    tools: list[str] = Field(default_factory=list, max_length=1000)
+    """The tools agents may call: built-in names, MCP server names (all their tools) or
+    "server.tool", and Python tools as import references "package.module:function"."""
+    mcp_servers: dict[str, McpServerSpec] = Field(default_factory=dict, max_length=64)
+    """MCP servers by name: stdio (command, args, env, pass_env) or streamable HTTP (url,
+    headers_env); one session per server per run."""
+    tools_path: str | None = None
+    """Folder searched for the modules of import references in tools when they are not
+    importable otherwise (set to the task file's folder when loaded from a file)."""
     fetch: FetchSettings = Field(default_factory=FetchSettings)
     """web_fetch settings."""
     search: SearchSettings = Field(default_factory=SearchSettings)
@@ -383,11 +457,65 @@ class TaskSpec(_Spec):
                 if fb not in self.models:
                     raise ValueError(f"models.{mname}.fallbacks names {fb!r}, which is not in "
                                      f"models (defined: {known})")
+        for server in self.mcp_servers:
+            problem = server_name_problem(server)
+            if problem:
+                raise ValueError(f"mcp_servers: {problem}")
+        for entry in self.tools:
+            problem = tool_entry_problem(entry, self.mcp_servers)
+            if problem:
+                raise ValueError(f"tools: {problem}")
         return self
+
+    def mcp_references(self) -> dict[str, set[str] | None]:
+        """Servers the task's `tools` use: name -> the tools picked (None: all of them)."""
+        out: dict[str, set[str] | None] = {}
+        for entry in self.tools:
+            if entry in self.mcp_servers:
+                out[entry] = None
+            elif "." in entry and ":" not in entry:
+                server, _, name = entry.partition(".")
+                picked = out.setdefault(server, set())
+                if picked is not None:
+                    picked.add(name)
+        return out
 
     def model_for(self, role: Literal["planner", "worker", "synthesizer"]) -> str:
         """The model name used for a role (the task's `model` unless a role overrides it)."""
         return getattr(self.roles, role) or self.model
+
+
+def server_name_problem(name: str) -> str | None:
+    """Why `name` cannot name an MCP server, or None."""
+    if not _SERVER_NAME.match(name):
+        return (f"server name {name!r} must be 1-32 letters, digits, '_' or '-' (it prefixes "
+                f"the names of its tools, which models restrict to these characters)")
+    if name in TOOL_NAMES:
+        return f"server name {name!r} is the name of a built-in tool; choose another"
+    return None
+
+
+def tool_entry_problem(entry: str, servers: Any) -> str | None:
+    """Why `entry` cannot be in a task's `tools`, or None."""
+    if entry in TOOL_NAMES or entry in servers:
+        return None
+    if ":" in entry:
+        if _IMPORT_REF.match(entry):
+            return None
+        return (f"{entry!r} is not an import reference of the form 'package.module:function'")
+    if "." in entry:
+        server, _, name = entry.partition(".")
+        if server in servers and name:
+            return None
+        if server not in servers:
+            return (f"{entry!r} names the MCP server {server!r}, which is not defined in "
+                    f"mcp_servers (defined: {', '.join(sorted(servers)) or 'none'})")
+    defined = ", ".join(sorted(servers)) or "none defined"
+    close = difflib.get_close_matches(entry, [*TOOL_NAMES, *servers], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return (f"unknown tool {entry!r}{hint}; built-in tools: {', '.join(TOOL_NAMES)}; MCP "
+            f"servers of mcp_servers ({defined}), or one tool as 'server.tool'; Python tools as "
+            f"'package.module:function'")
 
 
 def _check_env_name(v: str | None) -> str | None:
@@ -421,11 +549,13 @@ def load_task_text(text: str, filename: str = "<task>", *,
     the file is reported at once: the first is raised, the others ride on its ``others``."""
     src = _yaml.load_yaml(text, filename)
     found = _inline_secrets(src, src.data, ())
-    references = _references(src)
+    references = _references(src) + _tool_entries(src)
     data = dict(src.data)
-    for key in ("workspace", "output"):
+    for key in ("workspace", "output", "tools_path"):
         if base_dir is not None and isinstance(data.get(key), str) and data[key]:
             data[key] = str((Path(base_dir) / Path(data[key]).expanduser()).resolve())
+    if base_dir is not None:
+        _resolve_tool_paths(data, Path(base_dir))
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
@@ -443,9 +573,28 @@ def load_task_text(text: str, filename: str = "<task>", *,
     return spec
 
 
+def _resolve_tool_paths(data: dict[str, Any], base: Path) -> None:
+    """Relative paths that serve tools resolve against the task file's folder: an MCP
+    server's `cwd`, and the folder import references are looked for in."""
+    tools = data.get("tools")
+    if "tools_path" not in data and isinstance(tools, list) and any(
+            isinstance(t, str) and ":" in t for t in tools):
+        data["tools_path"] = str(base.resolve())
+    servers = data.get("mcp_servers")
+    if not isinstance(servers, dict):
+        return
+    resolved = {}
+    for name, spec in servers.items():
+        if isinstance(spec, dict) and isinstance(spec.get("cwd"), str) and spec["cwd"]:
+            spec = {**spec, "cwd": str((base / Path(spec["cwd"]).expanduser()).resolve())}
+        resolved[name] = spec
+    data["mcp_servers"] = resolved
+
+
 def _inline_secrets(src: _yaml.Located, value: Any,
                     path: tuple[str | int, ...]) -> list[TaskFileError]:
-    """Keys written into the file: by key name under models, by shape anywhere."""
+    """Keys written into the file: by key name under models (and secret-named variables in an
+    MCP server's env), by shape anywhere."""
     found: list[TaskFileError] = []
     if isinstance(value, dict):
         for key, child in value.items():
@@ -453,12 +602,43 @@ def _inline_secrets(src: _yaml.Located, value: Any,
             if path[:1] == ("models",) and norm in _SECRET_KEYS and child not in (None, ""):
                 found.append(src.error((*path, key), _NO_INLINE_KEYS, key=True))
                 continue
+            if _is_server_env(path) and _secret_env_name(key) and child not in (None, ""):
+                found.append(src.error((*path, key), f"{key} looks like a secret: never write "
+                                       f"it in a task file; set it in the run's environment and "
+                                       f"list its name in pass_env", key=True))
+                continue
             found += _inline_secrets(src, child, (*path, key))
     elif isinstance(value, list):
         for i, child in enumerate(value):
             found += _inline_secrets(src, child, (*path, i))
     elif isinstance(value, str) and looks_like_secret(value):
         found.append(src.error(path, _NO_INLINE_KEYS))
+    return found
+
+
+_SECRET_ENV_PARTS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS",
+                               "CREDENTIAL", "CREDENTIALS", "AUTH", "AUTHORIZATION", "PAT"})
+
+
+def _secret_env_name(name: str) -> bool:
+    """``GITHUB_TOKEN``, ``OPENAI_API_KEY``, ``DB_PASSWORD``: a name whose value is a secret."""
+    return any(part in _SECRET_ENV_PARTS for part in re.split(r"[_\-]", name.upper()))
+
+
+def _is_server_env(path: tuple[str | int, ...]) -> bool:
+    return len(path) == 3 and path[0] == "mcp_servers" and path[2] == "env"
+
+
+def _tool_entries(src: _yaml.Located) -> list[TaskFileError]:
+    """Each `tools` entry names something that exists (errors point at the entry's line)."""
+    data = src.data
+    tools, servers = data.get("tools"), data.get("mcp_servers")
+    servers = servers if isinstance(servers, dict) else {}
+    found = [src.error(("mcp_servers", name), problem, key=True) for name in servers
+             if isinstance(name, str) and (problem := server_name_problem(name))]
+    found += [src.error(("tools", i), problem)
+              for i, entry in enumerate(tools if isinstance(tools, list) else [])
+              if isinstance(entry, str) and (problem := tool_entry_problem(entry, servers))]
     return found
 
 
@@ -482,15 +662,11 @@ def _references(src: _yaml.Located) -> list[TaskFileError]:
 
 
 def _special_case(err: TaskFileError) -> TaskFileError:
-    """Clearer words for the mistakes people make most (mode, tools)."""
+    """Clearer words for the mistakes people make most (mode)."""
     if err.field == "mode" and err.message.startswith("expected one of"):
         msg = err.message.replace("expected one of: ", "").split(", got ")
         return TaskFileError(f"unknown mode {msg[-1].removeprefix('string ')}; expected one of: "
                              f"{msg[0]} (swarm = planner + DAG of sub-agents, agent = one agent "
                              "with tools)", file=err.file, line=err.line, column=err.column,
                              field=err.field)
-    if (err.field or "").startswith("tools[") and err.message.startswith("expected one of"):
-        got = err.message.split(", got ")[-1].removeprefix("string ")
-        return TaskFileError(f"unknown tool {got}; allowed tools: {', '.join(TOOL_NAMES)}",
-                             file=err.file, line=err.line, column=err.column, field=err.field)
     return err

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from pydantic import Field
@@ -22,10 +22,10 @@ from agentkit.errors import PlanError, RunFailed, ToolError
 from agentkit.messages import ToolResultPart
 from agentkit.models import ModelSettings
 from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.runtime import Runtime
 from agentkit.swarm.consensus import last_program_stdout, vote
 from agentkit.swarm.context import SwarmContext
 from agentkit.swarm.scheduler import NodeOutput, ReplanRequest
-from agentkit.task import TaskSpec
 from agentkit.tools import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 
 #: the tool that lets a node spawn a sub-team (planner + scheduler one level deeper)
@@ -36,7 +36,7 @@ DELEGATE = "delegate"
 PLANNER_TOOLS = frozenset({"web_search", "web_fetch", "read_file", "list_files"})
 
 __all__ = ["DELEGATE", "AgentExecutor", "DelegateFactory", "Planner", "SubmitPlan", "agent_ask",
-           "known_tools"]
+           "known_tools", "tools_text"]
 
 #: makes the `delegate` tool of a node (see `agentkit.swarm.spawn`)
 DelegateFactory = Callable[[PlanNode, Budget], Tool]
@@ -79,11 +79,30 @@ class SubmitPlan(Tool):
         return ToolOutput(f"Plan accepted: {len(args.nodes)} nodes.", {"nodes": len(args.nodes)})
 
 
-def known_tools(task: TaskSpec, depth: int) -> tuple[str, ...]:
-    """Tools a plan node at `depth` may list: the task's, plus `delegate` while a sub-team
-    may still be spawned (depth below ``budget.max_depth``)."""
-    extra = (DELEGATE,) if depth < task.budget.max_depth else ()
-    return (*task.tools, *extra)
+def known_tools(runtime: Runtime, depth: int) -> tuple[str, ...]:
+    """Tools a plan node at `depth` may list: every tool the run offers (built-in, Python and
+    MCP; an MCP server's name stands for all its tools), plus `delegate` while a sub-team may
+    still be spawned (depth below ``budget.max_depth``)."""
+    extra = (DELEGATE,) if depth < runtime.task.budget.max_depth else ()
+    registry = runtime.tools
+    return (*registry.names(), *sorted(registry.groups), *extra)
+
+
+def tools_text(registry: ToolRegistry, names: Iterable[str]) -> str:
+    """The tools as the planner reads them: a built-in by its name, any other tool with the
+    first sentence of its description, so the planner knows what it is for."""
+    parts = []
+    for name in names:
+        if name not in registry:
+            continue
+        tool = registry.get(name)
+        if not tool.origin:
+            parts.append(name)
+            continue
+        about = " ".join(tool.description.split())
+        about = about.split(". ", 1)[0].rstrip(".")
+        parts.append(f"{name} ({about[:120]})" if about else name)
+    return ", ".join(parts)
 
 
 class Planner:
@@ -97,12 +116,16 @@ class Planner:
 
     def _validate(self, nodes: list[PlanNode]) -> PlanGraph:
         task = self.ctx.runtime.task
-        return validate_plan(Plan(nodes=nodes), known_tools=known_tools(task, self.depth),
+        return validate_plan(Plan(nodes=nodes), known_tools=known_tools(self.ctx.runtime,
+                                                                          self.depth),
                              known_models=task.models, max_nodes=task.budget.max_nodes)
 
     def _tools_text(self) -> str:
-        names = known_tools(self.ctx.runtime.task, self.depth)
-        text = ", ".join(names) or "none"
+        names = known_tools(self.ctx.runtime, self.depth)
+        text = tools_text(self.ctx.runtime.tools, names)
+        if DELEGATE in names:
+            text = f"{text}, {DELEGATE}" if text else DELEGATE
+        text = text or "none"
         if DELEGATE in names:
             text += (" (`delegate` hands a big part of a node's work to a sub-team; give it "
                      "only to nodes whose work has several independent parts)")

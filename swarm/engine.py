@@ -49,7 +49,7 @@ async def run_swarm(ctx: SwarmContext, *, executor: NodeExecutor | None = None,
         graph, executor or AgentExecutor(ctx, delegate_factory(ctx)), budget=ctx.budget,
         emit=ctx.runtime.emit, clock=ctx.runtime.clock, limits=ctx.runtime.limits,
         node_attempts=task.retry.node_attempts, replans=task.retry.replans,
-        replanner=replanner or planner, known_tools=known_tools(task, 0),
+        replanner=replanner or planner, known_tools=known_tools(ctx.runtime, 0),
         known_models=tuple(task.models), max_nodes=task.budget.max_nodes)
     ctx.nodes = scheduler.state
     try:
@@ -70,7 +70,7 @@ async def _plan(ctx: SwarmContext, planner: PlanSource) -> PlanGraph:
     task = ctx.runtime.task
     if task.plan is not None:
         try:
-            graph = validate_plan(task.plan, known_tools=known_tools(task, 0),
+            graph = validate_plan(task.plan, known_tools=known_tools(ctx.runtime, 0),
                                   known_models=task.models, max_nodes=task.budget.max_nodes)
         except PlanError as exc:
             raise RunFailed(f"the task's plan is invalid: {exc}") from exc

@@ -90,5 +90,5 @@ class Delegate(Tool):
                                         "depends_on": [scope + d for d in n.depends_on]})
                    for n in planned.plan.nodes]
         task = self.ctx.runtime.task
-        return validate_plan(Plan(nodes=renamed), known_tools=known_tools(task, depth),
+        return validate_plan(Plan(nodes=renamed), known_tools=known_tools(self.ctx.runtime, depth),
                              known_models=task.models)

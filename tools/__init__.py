@@ -1,8 +1,9 @@
-"""Tools agents can call: web search, web fetch, code in a sandbox, workspace files.
+"""Tools agents can call: web search, web fetch, code in a sandbox, workspace files, your own
+Python functions (`tool`) and the tools of MCP servers (`agentkit.tools.mcp`, ``[mcp]`` extra).
 
-Users import from here: the `Tool` base class to write their own, and the registry helpers.
-Built-in tools are found by name through `BUILTIN_TOOLS` ("module:Class", imported lazily so
-that importing agentkit never imports docker or trafilatura).
+Users import from here: the `tool` decorator and the `Tool` base class to write their own, and
+the registry helpers. Built-in tools are found by name through `BUILTIN_TOOLS` ("module:Class",
+imported lazily so that importing agentkit never imports docker or trafilatura).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import importlib
 from collections.abc import Iterable
 
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry, invoke_tool
+from agentkit.tools.function import FunctionTool, load_reference, tool
 
 __all__ = [
     "BUILTIN_TOOLS",
+    "FunctionTool",
     "Tool",
     "ToolArgs",
     "ToolContext",
@@ -22,6 +25,8 @@ __all__ = [
     "build_registry",
     "default_registry",
     "invoke_tool",
+    "load_reference",
+    "tool",
 ]
 
 BUILTIN_TOOLS: dict[str, str] = {

@@ -4,13 +4,18 @@ A tool is a small class: ``args_model`` gives the JSON Schema the model sees; ``
 the work and returns a `ToolOutput` (text for the model plus JSON-safe `data` for the ledger
 and the CLI). Failures are raised as `agentkit.errors.ToolError` and become values the model
 can read (``invoke_tool`` turns them into error results); they never crash the run.
+
+Three kinds of tools share this protocol: the built-ins, Python functions (`agentkit.tool`)
+and the tools of MCP servers. A name a model sees follows every provider's rule
+(`TOOL_NAME`: 1-64 letters, digits, ``_`` or ``-``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -18,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agentkit.clock import Clock
-from agentkit.errors import ToolError
+from agentkit.errors import ConfigError, ToolError
 from agentkit.events import Emitter, Event, EventKind
 from agentkit.limits import ResourceLimits
 from agentkit.messages import ToolSpec
@@ -27,7 +32,13 @@ from agentkit.task import TaskSpec
 
 T = TypeVar("T")
 
-__all__ = ["Tool", "ToolArgs", "ToolContext", "ToolOutput", "ToolRegistry", "invoke_tool"]
+__all__ = ["RESERVED_TOOL_NAMES", "TOOL_NAME", "Tool", "ToolArgs", "ToolContext", "ToolOutput",
+           "ToolRegistry", "invoke_tool"]
+
+#: what every provider accepts as a tool name (OpenAI, Anthropic and Gemini agree on this)
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+#: names the engine gives its own control tools (the planner's, a node's sub-team)
+RESERVED_TOOL_NAMES = frozenset({"submit_plan", "delegate"})
 
 
 class ToolArgs(BaseModel):
@@ -99,11 +110,25 @@ class Tool:
     #: False for the engine's own control tools (the planner's `submit_plan`): they do not
     #: use the ``tool_calls`` budget
     counts_against_budget: ClassVar[bool] = True
+    #: at most this many calls of the tool's `concurrency_class` at once in a run (None: the
+    #: run's setting for the class, if any, else unbounded)
+    concurrency_limit: ClassVar[int | None] = None
 
     def spec(self) -> ToolSpec:
         schema = self.args_model.model_json_schema()
         schema.pop("title", None)
         return ToolSpec(name=self.name, description=self.description, parameters=schema)
+
+    def parse_arguments(self, arguments: dict[str, Any]) -> Any:
+        """Validate raw arguments (raise pydantic's ValidationError or a `ToolError`)."""
+        return self.args_model.model_validate(arguments)
+
+    @property
+    def origin(self) -> dict[str, Any]:
+        """Where the tool comes from, recorded with each call (empty for the built-ins;
+        ``{"source": "python", "ref": ...}``, ``{"source": "mcp", "server": ..., "remote_tool": ...}``
+        for the others)."""
+        return {}
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         raise NotImplementedError
@@ -114,14 +139,25 @@ class Tool:
 
 
 class ToolRegistry:
-    """Tools by name. Each agent gets a filtered view (its allow-list)."""
+    """Tools by name. Each agent gets a filtered view (its allow-list).
 
-    def __init__(self, tools: Iterable[Tool] = ()) -> None:
+    `groups` name sets of tools (an MCP server's name stands for all of its tools): an
+    allow-list may name a group instead of listing each tool.
+    """
+
+    def __init__(self, tools: Iterable[Tool] = (),
+                 groups: dict[str, tuple[str, ...]] | None = None) -> None:
         self._tools: dict[str, Tool] = {}
+        self.groups: dict[str, tuple[str, ...]] = dict(groups or {})
         for tool in tools:
             self.add(tool)
 
-    def add(self, tool: Tool) -> None:
+    def add(self, tool: Tool, *, replace: bool = True) -> None:
+        """Add `tool`; with ``replace=False`` a name already taken is a `ConfigError`."""
+        if not replace and tool.name in self._tools:
+            raise ConfigError(f"two tools are named {tool.name!r}: "
+                              f"{_describe(self._tools[tool.name])} and {_describe(tool)}; "
+                              f"give one another name (@tool(name=...))")
         self._tools[tool.name] = tool
 
     def get(self, name: str) -> Tool:
@@ -134,9 +170,17 @@ class ToolRegistry:
     def names(self) -> list[str]:
         return sorted(self._tools)
 
+    def expand(self, names: Iterable[str]) -> set[str]:
+        """Tool names, with each group name replaced by the tools of the group."""
+        out: set[str] = set()
+        for name in names:
+            out.update(self.groups.get(name, (name,)))
+        return out
+
     def only(self, names: Iterable[str]) -> ToolRegistry:
-        allowed = set(names)
-        return ToolRegistry(t for n, t in self._tools.items() if n in allowed)
+        allowed = self.expand(names)
+        return ToolRegistry((t for n, t in self._tools.items() if n in allowed),
+                            {g: m for g, m in self.groups.items() if set(m) <= allowed})
 
     def specs(self) -> list[ToolSpec]:
         return [self._tools[n].spec() for n in self.names()]
@@ -147,11 +191,23 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._tools)
 
+    def __iter__(self) -> Iterator[Tool]:
+        return iter([self._tools[n] for n in self.names()])
+
+
+def _describe(tool: Tool) -> str:
+    origin = tool.origin
+    if origin.get("source") == "python":
+        return f"the Python tool {origin.get('ref')}"
+    if origin.get("source") == "mcp":
+        return f"the tool {origin.get('remote_tool')!r} of MCP server {origin.get('server')!r}"
+    return f"the built-in {type(tool).__name__}"
+
 
 def parse_args(tool: Tool, arguments: dict[str, Any]) -> Any:
     """Validate raw arguments; a bad argument is a ToolError the model can act on."""
     try:
-        return tool.args_model.model_validate(arguments)
+        return tool.parse_arguments(arguments)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(x) for x in e['loc']) or '(arguments)'}: {e['msg']}" for e in exc.errors()
@@ -167,7 +223,8 @@ async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -
     whether to hand it to the model (the agent loop) or print it (the CLI).
     """
     ctx.emit("tool.call", {"tool": tool.name, "call_id": ctx.call_id, "arguments": arguments,
-                           "side_effects": tool.side_effects})  # the ledger writes these through
+                           "side_effects": tool.side_effects,  # the ledger writes these through
+                           **tool.origin})
     started = ctx.clock.monotonic()
     try:
         args = parse_args(tool, arguments)
