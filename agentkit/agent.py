@@ -137,7 +137,7 @@ class Agent:
                                         call_id=call.id)
         self._tool_calls += 1
         try:
-            tool = self._prepare(call)
+            tool = await self._prepare(call)
         except ToolError as err:
             return self._error_result(call, ctx, err, record=("tool.call", "tool.result"))
         try:
@@ -150,13 +150,13 @@ class Agent:
         return ToolResultPart(call_id=call.id, name=call.name, content=output.content,
                               metadata=output.data or None)
 
-    def _prepare(self, call: ToolCallPart) -> Tool:
+    async def _prepare(self, call: ToolCallPart) -> Tool:
         """The tool to call, or a ToolError: over budget, unknown tool, unparsable arguments."""
         tool = self.tools.get(call.name)
         # control tools of the engine itself (the planner's submit_plan) are not "tool calls"
         if self.budget is not None and tool.counts_against_budget:
             try:
-                self.budget.reserve_tool()
+                await self.budget.acquire_tool()
             except BudgetExceeded as err:
                 raise ToolError("budget_exceeded", f"{err}; no more tool calls are allowed: "
                                 f"answer with what you have", tool=call.name) from None

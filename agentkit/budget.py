@@ -248,9 +248,25 @@ class Budget:
         """Before a tool call: one call of the tool_calls budget, spent at once."""
         self.settle(self.reserve("tool_calls", 1.0, "tool call"), 1.0)
 
+    # The awaitable doors the agent loop and the model layer use. Here they hold at once (no
+    # await between check and hold); a budget kept elsewhere (a Ray worker's, whose pools live
+    # in the driver) overrides them with a round trip to where the pools are.
+
+    async def acquire_model(self, tokens: int, cost_usd: float) -> ModelHold:
+        """`reserve_model`, awaitable."""
+        return self.reserve_model(tokens, cost_usd)
+
+    async def acquire_tool(self) -> None:
+        """`reserve_tool`, awaitable."""
+        self.reserve_tool()
+
     def limits_model_calls(self) -> bool:
         """Whether a token or cost limit applies to model calls made from here."""
         return self._has_limit("tokens") or self._has_limit("cost_usd")
+
+    def limits_tool_calls(self) -> bool:
+        """Whether a tool_calls limit applies to tool calls made from here."""
+        return self._has_limit("tool_calls")
 
     def _has_limit(self, kind: Quantity) -> bool:
         return any(kind in b.pools and b.pools[kind].limit is not None for b in self._levels(kind))

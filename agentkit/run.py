@@ -39,9 +39,10 @@ from agentkit.models import RateLimits
 from agentkit.runtime import Runtime
 from agentkit.swarm.context import SwarmContext
 from agentkit.swarm.engine import PlanSource, run_swarm
+from agentkit.swarm.remote import check_executor
 from agentkit.swarm.scheduler import NodeExecutor, NodeResult, Replanner
 from agentkit.swarm.synthesize import Ask, Citation
-from agentkit.task import TaskSpec, load_task
+from agentkit.task import ExecutorSpec, TaskSpec, load_task
 from agentkit.telemetry import attach as attach_telemetry
 from agentkit.telemetry import check_available as check_telemetry
 from agentkit.tools import Tool
@@ -224,7 +225,7 @@ def start(task: TaskSpec | str | Path, *,
           workspace: str | Path | None = None, sinks: Iterable[EventSink] = (),
           clock: Clock | None = None, environ: dict[str, str] | None = None,
           run_id: str | None = None, rate_limits: RateLimits | None = None,
-          executor: NodeExecutor | None = None, replanner: Replanner | None = None,
+          executor: NodeExecutor | ExecutorSpec | None = None, replanner: Replanner | None = None,
           planner: PlanSource | None = None, synthesizer: Ask | None = None,
           tools: Iterable[Tool | Callable[..., Any]] = ()) -> Run:
     """Start a run in the current event loop and return its handle at once.
@@ -238,7 +239,9 @@ def start(task: TaskSpec | str | Path, *,
 
     `tools`: your own tools (`agentkit.tool` functions, `Tool` objects, plain functions),
     offered besides those the task names. `executor`, `planner`, `replanner` and
-    `synthesizer` replace the swarm's default parts (tests and benchmarks use simulated ones).
+    `synthesizer` replace the swarm's default parts (tests and benchmarks use simulated ones);
+    an `ExecutorSpec` as `executor` replaces the task's ``executor`` instead (where nodes run:
+    ``ExecutorSpec(kind="ray", address="auto")`` runs them on a Ray cluster).
     """
     try:
         asyncio.get_running_loop()
@@ -246,6 +249,10 @@ def start(task: TaskSpec | str | Path, *,
         raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
                           "in async code or `run_sync(...)` in a script") from None
     spec = _task_of(task)
+    if isinstance(executor, ExecutorSpec):
+        spec, executor = spec.model_copy(update={"executor": executor}), None
+    if executor is None:
+        check_executor(spec)  # the [ray] extra, before anything starts
     check_telemetry(spec, environ if environ is not None else os.environ)
     if ledger_dir is FROM_TASK:
         ledger_dir = spec.output or "runs"

@@ -25,6 +25,7 @@ __all__ = [
     "BudgetSpec",
     "ChannelSpec",
     "ConsensusSpec",
+    "ExecutorSpec",
     "FetchSettings",
     "FilesSettings",
     "McpServerSpec",
@@ -371,6 +372,21 @@ class TelemetrySpec(_Spec):
     """Add messages, reasoning and tool arguments/results to the spans (redacted)."""
 
 
+class ExecutorSpec(_Spec):
+    """Where a swarm's nodes run: in this process (``local``, the default) or on a Ray
+    cluster (``ray``, the ``[ray]`` extra). The planner, the scheduler, the synthesizer and the
+    ledger stay in this process either way; budgets and rate limits stay global."""
+
+    kind: Literal["local", "ray"] = "local"
+    """local: every sub-agent in this process; ray: each node's sub-agent on a Ray worker."""
+    address: str = Field(default="auto", min_length=1, max_length=500)
+    """The Ray cluster: auto (RAY_ADDRESS, or the cluster started on this machine with ray
+    start) or HOST:PORT of its head node."""
+    workers_per_node: int = Field(default=1, ge=1, le=64)
+    """Worker processes per Ray node; each holds its own model clients, tools and sandboxes
+    and runs many nodes at once."""
+
+
 #: the model a task uses when it names none: the embedded local model (the [local] extra)
 DEFAULT_MODEL = "local"
 LOCAL_MODEL = ModelSpec(provider="local", profile="local", model="qwen2.5-coder-1.5b-instruct")
@@ -430,6 +446,8 @@ class TaskSpec(_Spec):
     """Price overrides, by model name in models."""
     telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
     """Trace export (OpenTelemetry; off by default)."""
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    """Where the nodes' sub-agents run: local (this process) or ray (a Ray cluster)."""
 
     @model_validator(mode="before")
     @classmethod

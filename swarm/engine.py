@@ -15,6 +15,7 @@ from agentkit.errors import PlanError, RunFailed
 from agentkit.plan import PlanGraph, validate_plan
 from agentkit.swarm.agents import AgentExecutor, Planner, agent_ask, known_tools
 from agentkit.swarm.context import SwarmContext
+from agentkit.swarm.remote import start_executor
 from agentkit.swarm.scheduler import NodeExecutor, NodeStatus, Replanner, ReplanRequest, Scheduler
 from agentkit.swarm.spawn import delegate_factory
 from agentkit.swarm.synthesize import Ask, Synthesis, synthesize
@@ -41,12 +42,18 @@ class SwarmOutcome:
 async def run_swarm(ctx: SwarmContext, *, executor: NodeExecutor | None = None,
                     replanner: Replanner | None = None, planner: PlanSource | None = None,
                     synthesizer: Ask | None = None) -> SwarmOutcome:
-    """Plan, run every node, synthesize. Raises `RunFailed` if no node succeeded."""
+    """Plan, run every node, synthesize. Raises `RunFailed` if no node succeeded.
+
+    Without an `executor`, the task's ``executor`` decides: in this process, or (``ray``) on
+    a cluster whose workers start while the planner plans."""
     task = ctx.runtime.task
     planner = planner or Planner(ctx)
+    remote = await start_executor(ctx) if executor is None else None
     graph = await _plan(ctx, planner)
+    if remote is not None:
+        await remote.ready()
     scheduler = Scheduler(
-        graph, executor or AgentExecutor(ctx, delegate_factory(ctx)), budget=ctx.budget,
+        graph, executor or remote or AgentExecutor(ctx, delegate_factory(ctx)), budget=ctx.budget,
         emit=ctx.runtime.emit, clock=ctx.runtime.clock, limits=ctx.runtime.limits,
         node_attempts=task.retry.node_attempts, replans=task.retry.replans,
         replanner=replanner or planner, known_tools=known_tools(ctx.runtime, 0),

@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
+import socket
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentkit.budget import Budget
 from agentkit.clock import Clock
@@ -31,7 +33,8 @@ from agentkit.messages import Usage
 from agentkit.models.context import attempt_scope
 from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
 
-__all__ = ["NodeExecutor", "NodeOutput", "NodeResult", "ReplanRequest", "Replanner", "Scheduler"]
+__all__ = ["NodeExecutor", "NodeOutput", "NodeResult", "PlacingExecutor", "ReplanRequest",
+           "Replanner", "Scheduler", "local_placement"]
 
 NodeStatus = Literal["waiting", "running", "succeeded", "failed", "skipped", "cancelled"]
 
@@ -66,6 +69,22 @@ class NodeExecutor(Protocol):
                        budget: Budget) -> NodeOutput:
         """Do the node's work. Raise to fail it (the scheduler decides on retries)."""
         ...
+
+
+@runtime_checkable
+class PlacingExecutor(Protocol):
+    """An executor that runs nodes elsewhere (another process or machine) says where, before
+    `run_node`: ``node.started`` records it (``executor``, ``host``, ``pid``, ...)."""
+
+    def place(self, node: PlanNode) -> dict[str, Any]: ...
+
+
+_HOST = socket.gethostname()
+
+
+def local_placement(node: PlanNode | None = None) -> dict[str, Any]:
+    """Where a node run in this process runs."""
+    return {"executor": "local", "host": _HOST, "pid": os.getpid()}
 
 
 @dataclass
@@ -108,6 +127,7 @@ class Scheduler:
         self.outputs: dict[str, NodeOutput] = {}
         self._waiting: dict[str, int] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._place = executor.place if isinstance(executor, PlacingExecutor) else local_placement
 
     async def run(self) -> dict[str, NodeResult]:
         async with asyncio.TaskGroup() as tg:
@@ -212,8 +232,8 @@ class Scheduler:
     async def _attempt(self, node: PlanNode, result: NodeResult, attempt: int) -> NodeOutput:
         result.started = self.clock.time()
         inputs = {d: self.outputs[d].output for d in node.depends_on}
-        self._emit("node.started", {"attempt": attempt, "depends_on": node.depends_on},
-                   node_id=node.id)
+        self._emit("node.started", {"attempt": attempt, "depends_on": node.depends_on,
+                                    **self._place(node)}, node_id=node.id)
         budget = self.budget.child(node.id, node.budget)
         try:
             with attempt_scope(attempt):  # the node's calls carry the attempt in their keys

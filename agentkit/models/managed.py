@@ -145,7 +145,7 @@ class ManagedModel:
         usage: Usage | None = None
         try:
             turn = await self._call(messages, tools, settings, on_delta,
-                                    self._reserve(budget, prompt, output))
+                                    await self._reserve(budget, prompt, output))
             usage = turn.usage
             return turn
         finally:  # answered, failed or refused: calls waiting for calibration go on
@@ -183,14 +183,14 @@ class ManagedModel:
             "call_key": key, "fingerprint": fingerprint})
         return PricedTurn(**dict(turn), cost_usd=cost, model_name=self.name)
 
-    def _reserve(self, budget: Budget, prompt_estimate: int, max_tokens: int) -> ModelHold:
+    async def _reserve(self, budget: Budget, prompt_estimate: int, max_tokens: int) -> ModelHold:
         """Hold the most this call can use; `BudgetExceeded` if it does not fit (not made)."""
         prompt, output = self.holds.hold(prompt_estimate, max_tokens)
         cost = 0.0
         if self.price is not None:
             cost = (prompt * self.price.input + output * max(
                 self.price.output, self.price.reasoning or 0.0)) * self.price.ratio / 1_000_000
-        return budget.reserve_model(prompt + output, cost)
+        return await budget.acquire_model(prompt + output, cost)
 
     async def aclose(self) -> None:
         await self.resilient.aclose()
