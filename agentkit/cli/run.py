@@ -67,6 +67,13 @@ def run(
                        "needs the otel extra).")] = False,
     report: Annotated[bool, typer.Option(
         "--report", help="Write the run's HTML report beside its ledger.")] = False,
+    executor: Annotated[str | None, typer.Option(
+        "--executor", metavar="local|ray",
+        help="Where the nodes' sub-agents run (overrides the task's executor.kind); ray needs "
+             "the ray extra.")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", metavar="ADDR",
+        help="The Ray cluster (HEAD:PORT or auto); implies --executor ray.")] = None,
 ) -> None:
     """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
     key variable, ...), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP; the run
@@ -76,6 +83,8 @@ def run(
         task = task.model_copy(update={"output": str(output.resolve())})
     if otel:
         task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
+    if executor is not None or ray_address is not None:
+        task = _with_executor(task, executor, ray_address)
     ledger = (ledger_dir or Path(task.output or "runs")).resolve()
     with user_errors():
         code, payload = asyncio.run(_run(task, ledger, json_out))
@@ -105,6 +114,24 @@ async def _run(task: TaskSpec, ledger: Path, json_out: bool) -> tuple[int, dict[
     if not json_out:
         report(console, payload)
     return _exit_code(result, stopped_by), payload
+
+
+def _with_executor(task: TaskSpec, kind: str | None, address: str | None) -> TaskSpec:
+    """The task with --executor/--ray-address applied (checked like the task file's field)."""
+    from agentkit.task import ExecutorSpec
+
+    fields: dict[str, Any] = task.executor.model_dump()
+    if kind is not None:
+        if kind not in ("local", "ray"):
+            err_console().print(f"--executor must be local or ray, not {kind!r}", markup=False)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        fields["kind"] = kind
+    if address is not None:
+        if kind == "local":
+            err_console().print("--ray-address needs --executor ray", markup=False)
+            raise typer.Exit(EXIT_BAD_INPUT)
+        fields.update(kind="ray", address=address)
+    return task.model_copy(update={"executor": ExecutorSpec.model_validate(fields)})
 
 
 def _exit_code(result: RunResult, stopped_by: list[int]) -> int:
