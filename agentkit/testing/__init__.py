@@ -6,6 +6,8 @@
   runs from the command line: ``python -m agentkit.testing.server --help``.
 - `FakeClock`: deterministic time for backoff and deadline tests.
 - `EventCapture`: collects a run's events for assertions.
+- `agentkit.testing.ray_cluster.LocalRayCluster` (the ``[ray]`` extra): a real Ray cluster of
+  several raylet nodes on this machine's loopback addresses, for tests of ``executor: ray``.
 
 With agentkit installed, pytest offers the fixtures ``scripted_model_server`` (a factory that
 starts servers and stops them after the test) and ``fake_clock``
