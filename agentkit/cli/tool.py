@@ -74,8 +74,9 @@ def find_tool(registry: Any, name: str) -> Any:
 def tool_cmd(
     name: Annotated[str, typer.Argument(
         metavar="NAME",
-        help="Tool name as a model sees it (read_file, time_get_current_time, lookup) or "
-             "'server.tool' for an MCP server's tool; `agentkit tools` lists them.")],
+        help=f"A built-in ({', '.join(TOOL_NAMES)}), a Python tool or an MCP tool of the "
+             f"task as a model sees it (time_get_current_time) or as 'server.tool'; "
+             f"`agentkit tools --task TASK.yaml` lists them all.")],
     args: Annotated[str, typer.Option("--args", metavar="JSON",
                                       help="Arguments as a JSON object.")] = "{}",
     task_file: Annotated[Path | None, typer.Option("--task", metavar="TASK.yaml",
