@@ -21,7 +21,7 @@ from agentkit.sandboxes.base import REPLACE_CODES, ExecResult, check_relative_pa
 from agentkit.sandboxes.docker import DockerSandboxClient, DockerSession
 from agentkit.sandboxes.pool import SandboxPool
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
-from agentkit.tools.files import confine
+from agentkit.tools.files import read_workspace_file
 
 __all__ = ["RunCode", "RunCodeArgs", "sandbox_pool"]
 
@@ -116,12 +116,17 @@ async def _copy_inputs(session: DockerSession, inputs: list[str], ctx: ToolConte
     if not missing:
         return
 
-    try:
-        data = {check_relative_path(p): confine(ctx.workspace, p, "run_code").read_bytes()
-                for p in missing}
-    except OSError as exc:
-        raise ToolError("setup", f"sandbox.inputs: cannot read {exc.filename!r} from the "
-                        f"workspace {str(ctx.workspace)!r}: {exc.strerror}") from None
+    def read() -> dict[str, bytes]:
+        out = {}
+        for path in missing:
+            try:
+                out[check_relative_path(path)] = read_workspace_file(ctx, path, "run_code")
+            except OSError as exc:
+                raise ToolError("setup", f"sandbox.inputs: cannot read {path!r} from the "
+                                f"workspace {str(ctx.workspace)!r}: {exc.strerror}") from None
+        return out
+
+    data = await asyncio.to_thread(read)
     await session.write_files(data)
     session.files_seen.update(data)
 
