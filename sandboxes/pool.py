@@ -25,7 +25,11 @@ from typing import Any
 from agentkit.sandboxes.base import SandboxClient, SandboxSession
 from agentkit.task import SandboxSettings
 
-__all__ = ["SandboxPool"]
+__all__ = ["SANDBOX_CLIENT", "SandboxPool"]
+
+#: the run resource (`agentkit.resources.Resources`) holding the run's `SandboxClient`: the
+#: `run_code` tool makes a Docker one there unless another was put first (a test double)
+SANDBOX_CLIENT = "sandbox_client"
 
 #: bound containers kept per pool, as a multiple of max(pool_size, max_concurrency)
 BOUND_FACTOR = 4

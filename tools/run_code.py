@@ -31,14 +31,12 @@ from agentkit.sandboxes.base import (
     classify,
 )
 from agentkit.sandboxes.docker import DockerSandboxClient
-from agentkit.sandboxes.pool import SandboxPool
+from agentkit.sandboxes.pool import SANDBOX_CLIENT, SandboxPool
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from agentkit.tools.files import read_workspace_file
 
 __all__ = ["SANDBOX_CLIENT", "RunCode", "RunCodeArgs", "sandbox_pool"]
 
-#: the run resource holding the run's `SandboxClient`
-SANDBOX_CLIENT = "sandbox_client"
 #: contents last seen per sandbox and /workspace path (the "before" of the next diff)
 Seen = weakref.WeakKeyDictionary[SandboxSession, dict[str, bytes]]
 
