@@ -19,7 +19,8 @@ env allow-list; no docker socket, host namespaces or host bind mounts; never pri
 Limits on output: the in-container agent caps each stream at ``output_bytes`` (the result
 carries the head, a truncation marker, and the process is stopped); the host separately caps
 what it reads from the container (an ``output_limit`` error, container killed) so a process
-that bypasses the agent still cannot make the host buffer more than a few hundred KB.
+that bypasses the agent (pushing bytes into the container's stdout) still cannot make the
+host read more than the cap plus the manifests' allowance.
 Deadlines: ``timeout -s KILL`` / the agent's group kill inside; `HOST_GRACE_S` later the host
 kills the container (``timeout``). Any such error, OOM or pids exhaustion retires the
 container (the pool replaces it).
@@ -27,8 +28,9 @@ container (the pool replaces it).
 Containers die with their run: each is created with StdinOnce and AutoRemove, so when the
 host's attach connection closes -- the run ended, or its process was killed, even with
 SIGKILL -- the engine closes the container's stdin, the agent exits, and the engine removes
-the container and its volume (measured: under 0.1 s after the kill). Only a container killed
-between its create and its start (a few milliseconds) waits for the sweep below.
+the container and its volume (measured: a run's two containers gone 0.2 s after its kill -9).
+Only a container whose run is killed between its create and its start (a few milliseconds)
+waits for the sweep below.
 
 Orphan sweep rule: every container carries ``agentkit.run=<run id>`` and
 ``agentkit.owner=<host>:<pid>:<process start time>``. At start-up a client removes labelled
