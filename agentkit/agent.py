@@ -25,6 +25,7 @@ from agentkit.budget import Budget
 from agentkit.errors import BudgetExceeded, RunFailed, ToolError
 from agentkit.messages import Message, ToolCallPart, ToolResultPart, Turn
 from agentkit.models import ChatModel, DeltaCallback, ModelSettings, call_scope
+from agentkit.models.context import current_attempt
 from agentkit.runtime import Runtime
 from agentkit.tools import Tool, ToolContext, ToolRegistry, invoke_tool
 
@@ -71,11 +72,13 @@ class Agent:
         self.max_steps = max_steps or runtime.task.budget.max_steps
         self.budget, self.settings = budget, settings or ModelSettings()
         self._tool_calls = 0
+        self._round = 1
 
     async def run(self, user_prompt: str, *, history: Sequence[Message] = ()) -> AgentResult:
         """Loop until an answer, the step limit or a budget (`BudgetExceeded` propagates)."""
         model: ChatModel = await self.runtime.model(self.model_name)
         self._tool_calls = 0
+        self._round = self.runtime.next_round(self.node_id, current_attempt(), self.agent_id)
         messages = ([Message.system(self.system_prompt)] if self.system_prompt else [])
         messages += [*history, Message.user(user_prompt)]
         asked_again = False
@@ -112,7 +115,8 @@ class Agent:
         return None
 
     async def _model_turn(self, model: ChatModel, messages: list[Message], step: int) -> Turn:
-        with call_scope(self.node_id, agent_id=self.agent_id, step=step, budget=self.budget):
+        with call_scope(self.node_id, agent_id=self.agent_id, step=step, budget=self.budget,
+                        round=self._round):
             return await model.turn(messages, self.tools.specs(), self.settings,
                                     on_delta=self.on_delta)
 

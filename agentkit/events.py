@@ -52,9 +52,10 @@ class UrlFetched(TypedDict, total=False):
 
 
 class NodeFinished(TypedDict):
-    """``node.finished``: a node succeeded."""
+    """``node.finished``: a node succeeded, with what it hands on."""
 
     attempt: int
+    output: str
     output_chars: int
     duration_s: float
 

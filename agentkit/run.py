@@ -18,6 +18,7 @@ failure and cancellation — then assembles the result from the run's usage owne
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,8 @@ from agentkit.swarm.engine import PlanSource, run_swarm
 from agentkit.swarm.scheduler import NodeExecutor, NodeResult, Replanner
 from agentkit.swarm.synthesize import Ask, Citation
 from agentkit.task import TaskSpec, load_task
+from agentkit.telemetry import attach as attach_telemetry
+from agentkit.telemetry import check_available as check_telemetry
 
 __all__ = ["Run", "RunError", "RunResult", "RunStatus", "arun", "execute", "run_sync", "start"]
 
@@ -209,6 +212,7 @@ def start(task: TaskSpec | str | Path, *, ledger_dir: str | Path | None = None,
         raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
                           "in async code or `run_sync(...)` in a script") from None
     spec = _task_of(task)
+    check_telemetry(spec, environ if environ is not None else os.environ)
     runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks, ledger_dir=ledger_dir,
                       workspace=workspace, environ=environ, rate_limits=rate_limits)
     runtime.prompts  # noqa: B018  a bad prompt override is a ConfigError now, not a failed run
@@ -252,6 +256,7 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
     """Run the task held by `runtime`. Never raises for a failed or cancelled run."""
     task = runtime.task
     async with runtime:
+        telemetry = attach_telemetry(runtime)  # None unless the task turns OTel on
         budget = Budget.root(task.budget, emit=runtime.emit, clock=runtime.clock)
         swarm = SwarmContext(runtime=runtime, budget=budget)
         runtime.bus.add_sink(swarm.on_event)
@@ -278,11 +283,13 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
             result = _assemble(runtime, "failed", swarm, error=exc)
         finally:
             runtime.emit("run.finished", {
-                "status": result.status,
+                "status": result.status, "answer": result.answer,
                 "error": result.error.model_dump() if result.error else None,
                 "usage": runtime.usage.total.usage.model_dump(),
                 "cost_usd": runtime.usage.total.cost_usd,
                 "nodes": {k: v.status for k, v in swarm.nodes.items()}})
+    if telemetry is not None:
+        await telemetry.aclose()
     return _with_ledger_head(result, runtime)
 
 

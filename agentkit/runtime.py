@@ -82,6 +82,7 @@ class Runtime:
         self._tools = tools
         self._ledger: Ledger | None = None
         self._prompts: Prompts | None = None
+        self._rounds: dict[tuple[str | None, int, str | None], int] = {}
         self.closed = False
 
     # -- events -------------------------------------------------------------------------------
@@ -161,6 +162,13 @@ class Runtime:
             await model.aclose()
 
         return await self.resources.get(f"model:{name}", make, close)
+
+    def next_round(self, node_id: str | None, attempt: int, agent_id: str | None) -> int:
+        """The number of this agent run among those of `agent_id` in a node's attempt (1, 2 ...):
+        part of each call's key, so a second round (a synthesizer's fix) has keys of its own."""
+        key = (node_id, attempt, agent_id)
+        self._rounds[key] = self._rounds.get(key, 0) + 1
+        return self._rounds[key]
 
     # -- lifecycle ----------------------------------------------------------------------------
 

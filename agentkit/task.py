@@ -34,6 +34,7 @@ __all__ = [
     "SandboxSettings",
     "SearchSettings",
     "TaskSpec",
+    "TelemetrySpec",
     "load_task",
     "load_task_text",
 ]
@@ -203,6 +204,18 @@ class ConsensusSpec(_Spec):
         return self
 
 
+class TelemetrySpec(_Spec):
+    """OpenTelemetry export of the run's traces (the ``[otel]`` extra; off by default).
+
+    `otel` turns it on (``agentkit run --otel`` does too); where spans go is configured by the
+    standard ``OTEL_*`` environment variables. `capture_content` adds messages, reasoning and
+    tool arguments/results to the spans (redacted like the ledger); also turned on by
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true``."""
+
+    otel: bool = False
+    capture_content: bool = False
+
+
 class TaskSpec(_Spec):
     name: str = Field(min_length=1, max_length=200)
     goal: str = Field(min_length=1, max_length=100_000)
@@ -228,6 +241,8 @@ class TaskSpec(_Spec):
     think: bool = False
     #: price overrides, by model name in `models`
     prices: dict[str, PriceSpec] = Field(default_factory=dict)
+    #: trace export (OpenTelemetry)
+    telemetry: TelemetrySpec = Field(default_factory=TelemetrySpec)
 
     @model_validator(mode="after")
     def _check_names(self) -> TaskSpec:

@@ -1,4 +1,4 @@
-"""Fetch + extract benchmark (B6): web_fetch on 181 real article pages against plain trafilatura.
+"""Fetch + extract benchmark: web_fetch on 181 real article pages against plain trafilatura.
 
     python benchmarks/extraction.py [--pool thread|process] [--workers N] [--concurrency 16]
 

@@ -3,7 +3,7 @@
     python benchmarks/scheduler_efficiency.py            # ~2-3 minutes on 2 cores
     python benchmarks/scheduler_efficiency.py --quick    # fewer DAGs
 
-Definitions (shared/reference/performance-anchors.md §3): every node sleeps a fixed, seeded
+Definitions: every node sleeps a fixed, seeded
 latency d_v (a simulated model), so the physical limit with unbounded concurrency is the
 critical path CP; η = CP / makespan, overhead per node = (makespan − CP) / |V|. Families:
 chain, wide fan-out, layered heterogeneous (latencies 0.05–2 s), layered with stragglers

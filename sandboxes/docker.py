@@ -8,7 +8,7 @@ per container (`_channel.py`), so nothing code in the container writes can pass 
 Files cross only as tar archives through `put_archive` / `get_archive`, and what comes out
 is checked by `safe_extract`.
 
-Hardened defaults (the usual checklist of sandboxing code runners), relaxed only by
+Hardened defaults (the usual container-hardening checklist), relaxed only by
 `SandboxSettings` (network, read_only_root, env), each relaxation emitted as
 ``sandbox.relaxed``: no network; read-only root; tmpfs ``/tmp`` (noexec, nosuid, nodev);
 ``/workspace`` a size-capped tmpfs-backed volume (nosuid, nodev; the archive API cannot reach

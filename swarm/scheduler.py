@@ -28,6 +28,7 @@ from agentkit.errors import AgentkitError, BudgetExceeded, PlanError
 from agentkit.events import Emitter
 from agentkit.limits import ResourceLimits
 from agentkit.messages import Usage
+from agentkit.models.context import attempt_scope
 from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
 
 __all__ = ["NodeExecutor", "NodeOutput", "NodeResult", "ReplanRequest", "Replanner", "Scheduler"]
@@ -198,7 +199,9 @@ class Scheduler:
             self.outputs[node_id] = out
             result.status, result.output, result.error = "succeeded", out.output, None
             result.finished = self.clock.time()
-            self._emit("node.finished", {"attempt": attempt, "output_chars": len(out.output),
+            # the output itself is recorded: a resumed run takes it from the ledger
+            self._emit("node.finished", {"attempt": attempt, "output": out.output,
+                                         "output_chars": len(out.output),
                                          "duration_s": result.finished - (result.started or 0)},
                        node_id=node_id)
             self._finished(node_id)
@@ -213,11 +216,9 @@ class Scheduler:
                    node_id=node.id)
         budget = self.budget.child(node.id, node.budget)
         try:
-            remaining = budget.remaining_seconds()
-            if remaining is None:
-                return await self.executor.run_node(node, inputs, budget)
-            async with asyncio.timeout(remaining):
-                return await self.executor.run_node(node, inputs, budget)
+            with attempt_scope(attempt):  # the node's calls carry the attempt in their keys
+                async with asyncio.timeout(budget.remaining_seconds()):
+                    return await self.executor.run_node(node, inputs, budget)
         finally:
             budget.close()
 

@@ -1,4 +1,4 @@
-"""OpenAI Responses API (fixture B7): encrypted reasoning items replayed verbatim right before
+"""OpenAI Responses API: encrypted reasoning items replayed verbatim right before
 their function_call, streamed and not; the scripted server answers the API's 400 otherwise."""
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Why explicit CIDR tables instead of ``ipaddress.is_private``: Python's own tables changed in
 2024 (CVE-2024-4032) and IPv4-mapped / NAT64 forms are classified differently from the IPv4
 address they carry, so a guard built on the flags drifts with the interpreter. The tables below
-follow ``reference/security-and-reliability.md`` §2 and name the class of every block, so the
+follow the IANA special-purpose address registries (IPv4 and IPv6, RFC 6890 and its updates)
+and name the class of every block, so the
 error a model (and the ledger) sees says *why* an address was refused.
 
 The guard fails closed: a host is refused if ANY of its resolved addresses is bad, a resolver

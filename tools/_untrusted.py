@@ -1,5 +1,6 @@
 """Spotlighting for web content: page text and search snippets shown to a model are wrapped in
-delimiters with a random id and their provenance (``reference/security-and-reliability.md`` §3).
+delimiters with a random id and their provenance ("spotlighting", the mitigation for
+indirect prompt injection through fetched content).
 
 Why random: a page cannot forge the closing marker it has never seen, so text inside the
 markers cannot pretend the untrusted part has ended. It remains a heuristic, one layer of

@@ -1,4 +1,4 @@
-"""The ``agentkit`` command line: run, validate, audit, tool, sandbox.
+"""The ``agentkit`` command line: run, validate, report, audit, tool, sandbox.
 
 Exit codes, the same for every command:
 
@@ -16,13 +16,13 @@ from __future__ import annotations
 import sys
 
 # each command module registers its commands on the shared app when imported
-from agentkit.cli import audit, run, sandbox, tool
+from agentkit.cli import audit, report, run, sandbox, tool
 from agentkit.cli._app import EXIT_INTERRUPTED, app, err_console
 
 __all__ = ["app", "main"]
 
 #: the command modules (imported for their registrations on `app`)
-COMMANDS = (audit, run, sandbox, tool)
+COMMANDS = (audit, report, run, sandbox, tool)
 
 
 def main() -> None:

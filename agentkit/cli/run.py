@@ -31,17 +31,28 @@ def run(
     output: Annotated[Path | None, typer.Option(help="Output folder (overrides the task's).")] = None,
     ledger_dir: Annotated[Path | None, typer.Option(
         help="Where the audit ledger goes (default: <output or ./runs>/).")] = None,
+    otel: Annotated[bool, typer.Option(
+        "--otel", help="Export OpenTelemetry traces (set up by the OTEL_* variables; "
+                       "needs the otel extra).")] = False,
+    report: Annotated[bool, typer.Option(
+        "--report", help="Write the run's HTML report beside its ledger.")] = False,
 ) -> None:
     """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
     key variable, ...), 130 interrupted."""
     task = load(task_file)
     if output is not None:
         task = task.model_copy(update={"output": str(output.resolve())})
+    if otel:
+        task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
     ledger = ledger_dir or Path(task.output or "runs")
     from agentkit.run import start
 
     with user_errors():
         code, payload = asyncio.run(_run(start, task, ledger, json_out))
+    if report:
+        from agentkit.cli.report import report_after_run
+
+        report_after_run(payload)
     if json_out:
         out(json.dumps(payload, ensure_ascii=False))
     raise typer.Exit(code)

@@ -1,6 +1,6 @@
 """The action format a small local model writes, its grammar, and the parser back to a `Turn`.
 
-Why a format of our own: small models break JSON-escaped code (in the issue's experiment 28 of
+Why a format of our own: small models break JSON-escaped code (measured on the 1.5B default model: 28 of
 35 calls broke on quotes and newlines) and, left free, write prose or invent tool output where
 a call was expected. So every local step is constrained by a llama.cpp grammar (GBNF) to one of:
 

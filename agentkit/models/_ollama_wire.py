@@ -1,4 +1,4 @@
-"""Ollama's native `/api/chat` (fixture B6): request body, and NDJSON lines translated to
+"""Ollama's native `/api/chat`: request body, and NDJSON lines translated to
 Chat Completions chunks so the one `TurnBuilder` assembles them like any other stream.
 
 Native differences: `think` instead of reasoning params, `options.num_predict` for max tokens,

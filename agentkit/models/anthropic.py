@@ -1,4 +1,4 @@
-"""`AnthropicModel`: the Anthropic Messages API over httpx (fixture B8 of the dialect spec).
+"""`AnthropicModel`: the Anthropic Messages API over httpx (Claude thinking blocks with signatures).
 
 Thinking blocks keep their `signature` and `redacted_thinking` blocks are kept whole, so the
 last assistant turn can start with them verbatim, as the API demands when thinking is on. JSON

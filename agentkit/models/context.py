@@ -1,10 +1,12 @@
-"""Who is calling a model: the node, agent and step a model call belongs to, and its budget.
+"""Who is calling a model: the node, attempt, agent and step a call belongs to, and its budget.
 
-The agent loop sets it with `call_scope`; the model layer reads it to tag ``model.request``,
-``retry``, ``fallback`` ... events with the right ``node_id``, to count usage against the right
-node, and to reserve the call from the right budget before it is made. A `ContextVar` rather
-than a parameter keeps the `ChatModel` protocol at three methods, and it is not global state:
-each asyncio task sees the value of the task that created it.
+The agent loop sets it with `call_scope` (the scheduler sets the node's attempt with
+`attempt_scope`); the model layer reads it to tag ``model.request``, ``retry``, ``fallback`` ...
+events with the right ``node_id``, to count usage against the right node, to reserve the call
+from the right budget before it is made, and to give the call its deterministic `call_key`
+(the same call of a re-executed run has the same key: what durable runs look calls up by).
+A `ContextVar` rather than a parameter keeps the `ChatModel` protocol at three methods, and
+it is not global state: each asyncio task sees the value of the task that created it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from agentkit.budget import Budget
 from agentkit.events import Emitter, Event, EventKind
 
-__all__ = ["CallContext", "call_scope", "current_call", "tagged"]
+__all__ = ["CallContext", "attempt_scope", "call_scope", "current_attempt", "current_call", "tagged"]
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,20 @@ class CallContext:
     step: int | None = None
     #: what the call is reserved from before it is made (None: no budget applies)
     budget: Budget | None = None
+    #: the node's attempt (1 = first) and which run of this agent within it (a synthesizer's
+    #: fix round is round 2)
+    attempt: int = 1
+    round: int = 1
+
+    def call_key(self, call: str = "m") -> str:
+        """``node#attempt/agent#round/step/call``: stable across re-executions of a run
+        (``m`` is the step's model call, ``t0``, ``t1`` ... its tool calls)."""
+        return (f"{self.node_id or '-'}#{self.attempt}/{self.agent_id or '-'}#{self.round}/"
+                f"{self.step or 0}/{call}")
 
 
 _CURRENT: ContextVar[CallContext | None] = ContextVar("agentkit_model_call", default=None)
+_ATTEMPT: ContextVar[int] = ContextVar("agentkit_node_attempt", default=1)
 _NOBODY = CallContext()
 
 
@@ -38,12 +51,29 @@ def current_call() -> CallContext:
     return _CURRENT.get() or _NOBODY
 
 
+def current_attempt() -> int:
+    """The attempt of the node whose work runs in this task (set by the scheduler)."""
+    return _ATTEMPT.get()
+
+
+@contextmanager
+def attempt_scope(attempt: int) -> Iterator[None]:
+    """Work done inside this block belongs to the node's `attempt`."""
+    token = _ATTEMPT.set(attempt)
+    try:
+        yield
+    finally:
+        _ATTEMPT.reset(token)
+
+
 @contextmanager
 def call_scope(node_id: str | None = None, *, agent_id: str | None = None,
-               step: int | None = None, budget: Budget | None = None) -> Iterator[CallContext]:
+               step: int | None = None, budget: Budget | None = None,
+               round: int = 1) -> Iterator[CallContext]:
     """Model calls made inside this block are attributed to `node_id` (and `step`) and
     reserved from `budget`."""
-    ctx = CallContext(node_id=node_id, agent_id=agent_id, step=step, budget=budget)
+    ctx = CallContext(node_id=node_id, agent_id=agent_id, step=step, budget=budget,
+                      attempt=_ATTEMPT.get(), round=round)
     token = _CURRENT.set(ctx)
     try:
         yield ctx

@@ -26,6 +26,8 @@ request the provider rejects as invalid would be rejected by the fallback too, s
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -152,12 +154,14 @@ class ManagedModel:
     async def _call(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
                     settings: ModelSettings, on_delta: DeltaCallback | None,
                     hold: ModelHold | None) -> PricedTurn:
-        node_id = current_call().node_id
-        self._emit("model.request", {
-            "model": self.name, "provider_model": self.spec.model, "profile": self.spec.profile,
-            "messages": [m.model_dump(mode="json") for m in messages],
-            "tools": [t.model_dump(mode="json") for t in tools],
-            "settings": settings.model_dump(mode="json", exclude_none=True)})
+        call = current_call()
+        request = {"model": self.name, "messages": [m.model_dump(mode="json") for m in messages],
+                   "tools": [t.model_dump(mode="json") for t in tools],
+                   "settings": settings.model_dump(mode="json", exclude_none=True)}
+        key, fingerprint = call.call_key(), request_fingerprint(request)
+        self._emit("model.request", {**request, "provider_model": self.spec.model,
+                                     "profile": self.spec.profile, "call_key": key,
+                                     "fingerprint": fingerprint})
         started = self.clock.monotonic()
         try:
             turn = await self.resilient.turn(messages, tools, settings, on_delta=on_delta)
@@ -170,11 +174,13 @@ class ManagedModel:
             raise
         cost = call_cost(turn.usage, self.price)
         # counted first, before anything that could still fail: a billed call is never lost
-        self.usage.record(node_id=node_id, model=self.name, usage=turn.usage, cost_usd=cost)
+        self.usage.record(node_id=call.node_id, model=self.name, usage=turn.usage, cost_usd=cost)
         if hold is not None:
             hold.budget.settle_model(hold, turn.usage, cost)
-        self._emit("model.response", _response_data(self.name, turn, cost, self.price is not None,
-                                                    self.clock.monotonic() - started))
+        self._emit("model.response", {
+            **_response_data(self.name, turn, cost, self.price is not None,
+                             self.clock.monotonic() - started),
+            "call_key": key, "fingerprint": fingerprint})
         return PricedTurn(**dict(turn), cost_usd=cost, model_name=self.name)
 
     def _reserve(self, budget: Budget, prompt_estimate: int, max_tokens: int) -> ModelHold:
@@ -198,6 +204,13 @@ class ManagedModel:
         if settings.temperature is None and self.spec.temperature is not None:
             updates["temperature"] = self.spec.temperature
         return settings.model_copy(update=updates) if updates else settings
+
+
+def request_fingerprint(request: dict[str, Any]) -> str:
+    """sha256 of a request's canonical JSON: model name, messages, tools, settings. Two
+    executions of a run that built the same request have the same fingerprint."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _response_data(name: str, turn: Turn, cost: float, priced: bool,

@@ -1,4 +1,4 @@
-"""`OpenAIResponsesModel`: the OpenAI Responses API (fixture B7), stateless (`store: false`).
+"""`OpenAIResponsesModel`: the OpenAI Responses API, stateless (`store: false`).
 
 Reasoning survives tool calls here only if each `reasoning` output item (with its
 `encrypted_content`) is sent back verbatim, immediately before the item it led to (a

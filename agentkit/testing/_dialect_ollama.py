@@ -1,4 +1,4 @@
-"""Ollama's native `/api/chat` for the scripted server (fixture B6): NDJSON lines with
+"""Ollama's native `/api/chat` for the scripted server: NDJSON lines with
 `message.thinking`, tool calls with object arguments and no ids, `done_reason: "stop"` even
 after tool calls, usage as `prompt_eval_count` / `eval_count`."""
 
