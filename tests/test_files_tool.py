@@ -3,6 +3,7 @@ and a unified diff with before/after SHA-256 in the ledger for every write."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -148,3 +149,27 @@ async def test_special_files_are_refused_without_blocking(tmp_path: Path) -> Non
         with pytest.raises(ToolError) as info:
             await call(rt, tool, **args)
         assert info.value.code in ("io_error", "is_directory"), info.value
+
+
+async def test_no_descriptor_is_leaked_on_any_outcome(tmp_path: Path) -> None:
+    """Proves: 50 rounds of calls that succeed, miss, escape, hit a protected folder and end
+    on a folder leave the process with exactly as many open descriptors as before."""
+    events: list[Event] = []
+    rt = make_runtime(tmp_path, events)
+    (rt.workspace / "runs").mkdir()
+    os.symlink("/etc", rt.workspace / "out")
+    ctx = dataclasses.replace(rt.tool_context(call_id="c"), protected=(rt.workspace / "runs",))
+    calls: list[tuple[str, dict[str, object]]] = [
+             ("write_file", {"path": "a/b.txt", "content": "x"}), ("read_file", {"path": "a/b.txt"}),
+             ("read_file", {"path": "nope"}), ("read_file", {"path": "out/passwd"}),
+             ("write_file", {"path": "runs/x", "content": "x"}), ("read_file", {"path": "a"}),
+             ("list_files", {"path": "a", "recursive": True}), ("list_files", {"path": "runs"})]
+    await invoke_tool(rt.tools.get("list_files"), {}, ctx)  # warm up the worker threads
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        for name, args in calls:
+            try:
+                await invoke_tool(rt.tools.get(name), dict(args), ctx)
+            except ToolError:
+                pass
+    assert len(os.listdir("/proc/self/fd")) == before

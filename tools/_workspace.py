@@ -142,8 +142,8 @@ class Workspace:
         return ids
 
     def _refuse_protected(self, fd: int, relative: str, protected: set[tuple[int, int]]) -> None:
+        """Raise if `fd` is a protected folder (the caller still owns and closes `fd`)."""
         if _identity(fd) in protected:
-            os.close(fd)
             raise ToolError("protected", f"{relative!r} is in a protected folder (the run's audit "
                             f"ledger); no tool may read, write or list it", tool=self.tool)
 
@@ -162,9 +162,9 @@ class Workspace:
                             tool=self.tool)
         protected = self._protected_ids()
         stack = [os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)]
-        self._refuse_protected(stack[0], relative, protected)
         links = 0
         try:
+            self._refuse_protected(stack[0], relative, protected)
             while pending:
                 name = pending.popleft()
                 if name == "..":  # only a link's target puts one here
@@ -184,10 +184,10 @@ class Workspace:
                         raise self._outside(relative) from None
                     pending.extendleft(reversed(PurePosixPath(target).parts))
                     continue
+                stack.append(fd)  # closed below unless handed out as the leaf
                 self._refuse_protected(fd, relative, protected)
                 if last:
-                    return fd, created
-                stack.append(fd)
+                    return stack.pop(), created
             top = os.dup(stack[-1])  # the walk ended on a folder ("." or a link to one)
             if leaf != "dir":
                 os.close(top)
