@@ -95,7 +95,9 @@ async def test_a_scripted_agent_cannot_forge_or_truncate_any_ledger(tmp_path: Pa
     assert ledger_bytes(first) == before
     assert verify_ledger(first.ledger or "").ok and verify_ledger(second.ledger or "").ok
     assert not (tmp_path / "runs" / "first.jsonl.blobs").exists()
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["first.jsonl", "second.jsonl"]
+    # each run's ledger and its head sidecar, nothing an agent added
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
+        "first.jsonl", "first.jsonl.head", "second.jsonl", "second.jsonl.head"]
 
 
 async def test_the_listing_shows_a_protected_folder_without_its_content(tmp_path: Path) -> None:
