@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agentkit.clock import Clock
-from agentkit.errors import ProviderError
 from agentkit.task import RetrySpec
 
 __all__ = ["CircuitBreaker", "RetryPolicy"]
@@ -41,9 +40,6 @@ class RetryPolicy:
     def from_spec(cls, spec: RetrySpec) -> RetryPolicy:
         return cls(attempts=spec.attempts, base_delay=spec.base_delay_s,
                    max_delay=spec.max_delay_s)
-
-    def should_retry(self, error: BaseException) -> bool:
-        return isinstance(error, ProviderError) and error.retryable
 
     def delay(self, retry_number: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait before retry `retry_number` (0 = the first retry): full jitter,

@@ -261,9 +261,13 @@ def start(task: TaskSpec | str | Path, *,
                       workspace=workspace, environ=environ, rate_limits=rate_limits,
                       tools=tools)
     parts: dict[Role, object] = {"worker": executor, "planner": planner, "synthesizer": synthesizer}
-    raise_problems(problems(spec, workspace=runtime.workspace, environ=runtime.environ,
-                            replaced=[role for role, part in parts.items() if part is not None]))
-    runtime.resolve_tools()  # a tool that cannot be imported, or two tools with one name
+    found = problems(spec, workspace=runtime.workspace, environ=runtime.environ,
+                     replaced=[role for role, part in parts.items() if part is not None])
+    try:  # a tool that cannot be imported, or two tools with one name: one more problem
+        runtime.resolve_tools()
+    except ConfigError as exc:
+        found.append((("tools",), str(exc)))
+    raise_problems(found)
     overrides = {"executor": executor, "replanner": replanner, "planner": planner,
                  "synthesizer": synthesizer}
     return Run(runtime, overrides)

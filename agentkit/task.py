@@ -257,31 +257,40 @@ class McpServerSpec(_Spec):
     """
 
     command: str | None = Field(default=None, min_length=1)
+    """stdio: the program to start (a child process of the run)."""
     args: list[str] = Field(default_factory=list, max_length=256)
+    """stdio: its arguments."""
     env: dict[str, str] = Field(default_factory=dict)
+    """stdio: environment values set for the server (never a secret: use pass_env)."""
     pass_env: list[str] = Field(default_factory=list, max_length=256)
-    #: the server's working folder (relative to the task file; default: the run's workspace)
+    """stdio: names of the run's environment variables passed through to the server."""
     cwd: str | None = None
+    """stdio: the server's working folder (relative to the task file; default: the workspace)."""
     url: str | None = Field(default=None, min_length=1)
+    """streamable HTTP: the server's endpoint."""
     headers_env: dict[str, str] = Field(default_factory=dict)
+    """streamable HTTP: header name -> the environment variable holding its value."""
     allow_hosts: list[str] = Field(default_factory=list, max_length=100)
+    """streamable HTTP: hosts allowed even on loopback or private addresses (audited)."""
     allow_private: bool = False
-    #: put before each tool's name for the model (default: the server's name; "" for none)
+    """streamable HTTP: allow any private address (not loopback unless listed)."""
     prefix: str | None = Field(default=None, max_length=32, pattern=r"^[A-Za-z0-9_-]*$")
-    #: seconds for one tool call, and for the server to start and list its tools
+    """Put before each tool's name for the model (default: the server's name; "" for none)."""
     timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """Seconds for one tool call."""
     startup_timeout_s: float = Field(default=30.0, gt=0, le=600)
-    #: at most this many of its tools are offered when the whole server is named in `tools`
+    """Seconds for the server to start and list its tools."""
     max_tools: int = Field(default=64, ge=1, le=1000)
-    #: a longer result is a ``too_large`` tool error
+    """At most this many of its tools are offered when the whole server is named in tools."""
     max_result_chars: int = Field(default=200_000, ge=1000, le=100_000_000)
-    #: at most this many calls at once (None: unbounded)
+    """A longer result is a too_large tool error."""
     max_concurrency: int | None = Field(default=None, ge=1, le=1024)
-    #: whether its tools change things outside the run; None: from each tool's readOnlyHint
+    """At most this many calls at once (null: unbounded)."""
     side_effects: bool | None = None
-    #: show results to the model inside untrusted-content delimiters (they may carry text
-    #: written by third parties: pages, issues, commit messages)
+    """Whether its tools change things outside the run (null: from each tool's readOnlyHint)."""
     untrusted: bool = True
+    """Show results to the model inside untrusted-content delimiters (they may carry text
+    written by third parties: pages, issues, commit messages)."""
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerSpec:

@@ -67,6 +67,7 @@ def cold_run(client: Any, settings: SandboxSettings, image: str, i: int) -> None
     kwargs = container_kwargs(settings, image=image, run_id=RUN_ID, owner=owner_label(),
                               command=["python3", "-c", snippet(i)])
     kwargs["stdin_open"] = False
+    kwargs["auto_remove"] = False  # its output is read after it exits; removed below
     container = client.containers.create(**kwargs)
     try:
         container.start()

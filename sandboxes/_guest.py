@@ -1,25 +1,41 @@
-"""The in-container agent: runs inside the sandbox, talks JSON lines over its stdin/stdout.
+"""The in-container agent: runs inside the sandbox, talks to the host over its stdin/stdout.
 
 Why: `docker exec` through the API costs 30-100+ ms per call; a long-lived process reached
 over the container's attached stdin/stdout answers in about a millisecond. One-shot Python
-is forked from this process (no interpreter start-up) into a fresh ``__main__``; bash runs
-under ``timeout -s KILL``; a persistent interpreter (`Worker`) keeps variables when asked.
-This file is sent as the container's command (``python3 -c <source>``), so any image with
-python3 works. It uses the standard library only and runs as the same unprivileged user as
-the code it starts: it is a convenience, not a boundary (the container is the boundary, and
-the host re-checks sizes).
+is forked (no interpreter start-up) into a fresh ``__main__``; bash runs under
+``timeout -s KILL``; a persistent interpreter (`Worker`) keeps variables when asked. This file
+is sent as the container's command (``python3 -c <source>``), so any image with python3
+works; it uses the standard library only.
 
-Requests: ``{"op": "exec", "lang", "code", "timeout", "cap", "persistent"}``,
-``{"op": "manifest"}``; every answer is one JSON line.
+Two processes, both made unreadable to the code (``PR_SET_DUMPABLE 0``: their /proc entries
+-- descriptors, memory, environment -- belong to root, and the code runs with no
+capabilities):
+
+* the *channel* (this process) holds the container's stdin/stdout, reads the session key the
+  host sends first, and frames every message: ``mark | length | HMAC-SHA256 | payload``, with
+  a per-direction mark and the MAC both derived from the key. Bytes anyone else pushes into
+  the container's stdout (reachable through the init process's /proc entry) can never pass
+  as a reply, and injected requests are dropped; request ids must increase.
+* the *runner*, forked before the key arrives (so neither it nor any child forked from it
+  ever holds the key), runs the code and lists ``/workspace``; it talks to the channel over
+  private pipes no child inherits.
+
+When the host's connection ends (the run exited, or was killed), the container's stdin
+closes (the container is created with StdinOnce), the channel exits and the container ends
+with it. Requests: ``{"op": "exec", "id", "lang", "code", "timeout", "cap", "persistent",
+"max_files"}``; the answer carries the result and the manifests before and after.
 """
 
 import base64
+import ctypes
 import hashlib
+import hmac
 import json
 import os
 import resource
 import selectors
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -312,6 +328,8 @@ class Worker:
 
 
 def do_exec(req, state):
+    limit = int(req.get("max_files", 2000))
+    before = manifest(limit)
     oom0, pids0 = oom_count(), pids_max_count()
     start = time.monotonic()
     if req.get("persistent") and req["lang"] == "python":
@@ -335,57 +353,159 @@ def do_exec(req, state):
             "stderr": base64.b64encode(err).decode(),
             "stdout_truncated": col.truncated["stdout"], "stderr_truncated": col.truncated["stderr"],
             "timed_out": timed_out, "oom": (oom1 or 0) > (oom0 or 0), "pids_exhausted": pids_hit,
-            "state_reset": reset}
+            "state_reset": reset, "files_before": before, "files_after": manifest(limit)}
 
 
-def manifest(req):
-    """Regular files under /workspace with size and sha256; other kinds listed as skipped."""
+def manifest(limit):
+    """Regular files under /workspace with size and sha256 (links, FIFOs... are left out)."""
     files: dict = {}
-    skipped: dict = {}
-    limit = int(req.get("max_files", 2000))
     for root, _dirs, names in os.walk(WORKDIR):
         for name in names:
             path = os.path.join(root, name)
-            rel = os.path.relpath(path, WORKDIR)
             if len(files) >= limit:
-                skipped[rel] = "too many files"
+                return files
+            try:
+                st = os.lstat(path)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                digest = hashlib.sha256()
+                with open(path, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError:  # removed meanwhile (a background process), or unreadable
                 continue
-            st = os.lstat(path)
-            if not os.path.isfile(path) or os.path.islink(path):
-                skipped[rel] = "not a regular file"
-                continue
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            files[rel] = [st.st_size, digest.hexdigest()]
-    return {"ok": True, "files": files, "skipped": skipped}
+            files[os.path.relpath(path, WORKDIR)] = [st.st_size, digest.hexdigest()]
+    return files
 
 
-def main():
-    out = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_WRONLY)
+def runner(requests, answers):
+    """The runner process: one JSON line in, one JSON line out, until the channel goes."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)  # the container's stdin and stdout belong to the channel alone
     os.dup2(devnull, 1)
     state: dict = {}
     if "persistent" in sys.argv[1:]:  # start the interpreter now, not on the first call
         state["worker"] = Worker()
-    out.write(b'{"ok": true, "ready": true, "id": null}\n')
-    out.flush()
-    for line in sys.stdin.buffer:
-        req = None
+    src, out = os.fdopen(requests, "rb"), os.fdopen(answers, "wb")
+    for line in src:
         try:
             req = json.loads(line)
-            op = req.get("op")
-            if op == "exec":
-                answer = do_exec(req, state)
-            elif op == "manifest":
-                answer = manifest(req)
-            else:
-                answer = {"ok": True, "pong": True}
+            answer = do_exec(req, state) if req.get("op") == "exec" else {"ok": True, "pong": True}
         except Exception as exc:
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        answer["id"] = req.get("id") if isinstance(req, dict) else None
         out.write((json.dumps(answer) + "\n").encode())
+        out.flush()
+
+
+# -- the channel ---------------------------------------------------------------------------
+
+
+def unreadable():
+    """PR_SET_DUMPABLE 0: /proc/<pid>/{fd,mem,environ...} of this process (and of a child
+    forked from it) become root's, so same-user code without capabilities cannot reach them."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        sys.stderr.write(f"agentkit agent: prctl(PR_SET_DUMPABLE) failed: errno {ctypes.get_errno()}\n")
+        sys.exit(70)  # fail closed: an agent the code can read would leak the channel key
+
+
+class Channel:
+    """Frames: ``mark(16) | length(4, big-endian) | mac(32) | payload``. The mark is the
+    key's HMAC of the direction (so it cannot be guessed, and a request cannot pass as a
+    reply); the MAC covers direction, length and payload."""
+
+    MARK, HEAD = 16, 52
+
+    def __init__(self, key):
+        self.key = key
+        self.marks = {d: hmac.new(key, b"mark:" + d, hashlib.sha256).digest()[:self.MARK]
+                      for d in (b"req", b"rep")}
+
+    def frame(self, direction, payload):
+        size = len(payload).to_bytes(4, "big")
+        mac = hmac.new(self.key, direction + size + payload, hashlib.sha256).digest()
+        return self.marks[direction] + size + mac + payload
+
+    def parse(self, buf, direction, limit):
+        """The payload of the first valid frame in `buf` (consumed), or None (need more).
+        Bytes before a mark, frames over `limit` and frames whose MAC fails are dropped."""
+        mark = self.marks[direction]
+        while True:
+            start = buf.find(mark)
+            if start < 0:
+                del buf[:max(0, len(buf) - self.MARK + 1)]
+                return None
+            del buf[:start]
+            if len(buf) < self.HEAD:
+                return None
+            size = int.from_bytes(buf[self.MARK:self.MARK + 4], "big")
+            if size > limit:
+                del buf[:self.MARK]
+                continue
+            if len(buf) < self.HEAD + size:
+                return None
+            payload = bytes(buf[self.HEAD:self.HEAD + size])
+            mac = hmac.new(self.key, direction + buf[self.MARK:self.MARK + 4] + payload, hashlib.sha256)
+            if not hmac.compare_digest(mac.digest(), bytes(buf[self.MARK + 4:self.HEAD])):
+                del buf[:self.MARK]
+                continue
+            del buf[:self.HEAD + size]
+            return payload
+
+
+MAX_REQUEST = 64 << 20
+
+
+def main():
+    unreadable()
+    to_runner, requests = os.pipe()
+    answers, from_runner = os.pipe()
+    if os.fork() == 0:  # the runner: forked before the key exists
+        os.close(requests)
+        os.close(answers)
+        try:
+            runner(to_runner, from_runner)
+        finally:
+            os._exit(0)
+    os.close(to_runner)
+    os.close(from_runner)
+    out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    stdin = sys.stdin.buffer.raw
+    buf = bytearray()
+    while b"\n" not in buf:  # the session key: the first line the host sends
+        chunk = stdin.read(65536)
+        if not chunk:
+            return
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b"\n")
+    channel, buf = Channel(bytes.fromhex(line.decode())), bytearray(rest)
+    to_run, from_run = os.fdopen(requests, "wb"), os.fdopen(answers, "rb")
+    out.write(channel.frame(b"rep", b'{"ok": true, "ready": true, "id": 0}'))
+    out.flush()
+    last = 0
+    while True:
+        payload = channel.parse(buf, b"req", MAX_REQUEST)
+        if payload is None:
+            chunk = stdin.read(65536)
+            if not chunk:
+                return  # the host's connection is gone: end the container with it
+            buf += chunk
+            continue
+        req = json.loads(payload)
+        if not isinstance(req.get("id"), int) or req["id"] <= last:
+            continue  # a replayed request
+        last = req["id"]
+        to_run.write(payload + b"\n")
+        to_run.flush()
+        answer = from_run.readline()
+        if not answer:
+            sys.stderr.write("agentkit agent: the runner process died\n")
+            sys.exit(1)
+        reply = json.loads(answer)
+        reply["id"] = last
+        out.write(channel.frame(b"rep", json.dumps(reply).encode()))
         out.flush()
 
 

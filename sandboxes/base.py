@@ -1,9 +1,11 @@
 """The sandbox protocol: a client that makes sessions, a session that runs code.
 
-Split in two so a warm pool can sit between them: the *client* creates, resumes and destroys
-sandboxes (containers, microVMs...); a *session* is one live sandbox that can `exec` code,
-`write_files` in, `read_files` out and `close`. Both are async context managers, and neither
-does I/O in its constructor. One backend per file (`agentkit.sandboxes.docker`).
+Split in two so a warm pool can sit between them, and each half holds only what its consumers
+(`SandboxPool`, the `run_code` tool) call: the *client* `create`s and `destroy`s sandboxes
+(containers, microVMs...) and `aclose`s them all; a *session* is one live sandbox that can
+`exec` code, `write_files` in and `read_files` out, and says when it is `broken`. Neither does
+I/O in its constructor. One backend per file (`agentkit.sandboxes.docker`); the in-process
+test double is `agentkit.testing.FakeSandboxClient`.
 
 `ExecResult` is the neutral answer of one exec; `classify` maps its facts (timed out, OOM,
 pids exhausted) to the typed `SandboxError` the model reads, in one place for every backend.
@@ -15,14 +17,14 @@ import io
 import posixpath
 import tarfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from types import TracebackType
-from typing import Any, Literal, Protocol, Self, runtime_checkable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from agentkit.errors import SandboxError
 
 __all__ = [
     "ExecResult",
+    "Manifest",
     "Language",
     "SandboxClient",
     "SandboxSession",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 Language = Literal["python", "bash"]
+#: regular files of the work directory: relative path -> (size in bytes, sha256 hex)
+Manifest = Mapping[str, tuple[int, str]]
 
 #: error codes after which a sandbox is replaced, not reused (state inside is suspect)
 REPLACE_CODES = frozenset({"timeout", "oom", "resource_limit", "output_limit", "crashed"})
@@ -54,6 +58,10 @@ class ExecResult:
     pids_exhausted: bool = False
     #: a persistent interpreter was restarted, so earlier variables are gone
     state_reset: bool = False
+    #: the work directory's regular files just before and just after the code ran (what
+    #: `run_code` turns into created/changed/deleted files and diffs)
+    files_before: Manifest = field(default_factory=dict)
+    files_after: Manifest = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,11 +93,15 @@ def classify(result: ExecResult, *, timeout_s: float, memory_mb: int, pids: int)
 class SandboxSession(Protocol):
     """One live sandbox. Calls on a session are serialised by the backend."""
 
+    #: the backend's name for this sandbox (a container id...)
     id: str
+    #: why the sandbox is unusable (a timeout, a crash...), or None while it works; a pool
+    #: replaces a broken session instead of handing it out again
+    broken: str | None
 
     async def exec(self, code: str, *, language: Language = "python",
                    timeout_s: float | None = None) -> ExecResult:
-        """Run `code`; limits come from the settings the session was created with."""
+        """Run `code` in the work directory; limits come from the session's settings."""
         ...
 
     async def write_files(self, files: Mapping[str, bytes]) -> None:
@@ -100,30 +112,22 @@ class SandboxSession(Protocol):
         """Read regular files under the work directory; anything else is refused."""
         ...
 
-    async def close(self) -> None:
-        """Destroy the sandbox (idempotent)."""
-        ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None: ...
-
 
 @runtime_checkable
 class SandboxClient(Protocol):
-    """Makes sessions. `aclose` destroys every sandbox the client made."""
+    """Makes sessions for one run."""
 
-    async def create(self) -> SandboxSession:
-        """Start a new sandbox with the hardened settings."""
-        ...
-
-    async def resume(self, sandbox_id: str) -> SandboxSession:
-        """Reattach to a sandbox this client made (e.g. after a reconnect)."""
+    async def create(self, *, persistent: bool | None = None) -> SandboxSession:
+        """Start a new sandbox with the hardened settings (`persistent`: keep interpreter
+        state between execs; None: the client's settings decide)."""
         ...
 
     async def destroy(self, sandbox_id: str) -> None:
         """Remove a sandbox and everything it stored (idempotent)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Destroy every sandbox this client made."""
         ...
 
 

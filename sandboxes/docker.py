@@ -3,8 +3,10 @@
 Every blocking SDK call runs in a worker thread (`asyncio.to_thread`), never on the event
 loop. A container's main process is the small in-container agent (`_guest.py`) reached over
 the container's attached stdin/stdout, so one exec costs a few milliseconds instead of a
-`docker exec` round trip. Files cross only as tar archives through `put_archive` /
-`get_archive`, and what comes out is checked by `safe_extract`.
+`docker exec` round trip. Messages on that channel are framed and authenticated with a key
+per container (`_channel.py`), so nothing code in the container writes can pass as a reply.
+Files cross only as tar archives through `put_archive` / `get_archive`, and what comes out
+is checked by `safe_extract`.
 
 Hardened defaults (the usual container-hardening checklist), relaxed only by
 `SandboxSettings` (network, read_only_root, env), each relaxation emitted as
@@ -17,15 +19,24 @@ env allow-list; no docker socket, host namespaces or host bind mounts; never pri
 Limits on output: the in-container agent caps each stream at ``output_bytes`` (the result
 carries the head, a truncation marker, and the process is stopped); the host separately caps
 what it reads from the container (an ``output_limit`` error, container killed) so a process
-that bypasses the agent still cannot make the host buffer more than a few hundred KB.
+that bypasses the agent (pushing bytes into the container's stdout) still cannot make the
+host read more than the cap plus the manifests' allowance.
 Deadlines: ``timeout -s KILL`` / the agent's group kill inside; `HOST_GRACE_S` later the host
 kills the container (``timeout``). Any such error, OOM or pids exhaustion retires the
 container (the pool replaces it).
+
+Containers die with their run: each is created with StdinOnce and AutoRemove, so when the
+host's attach connection closes -- the run ended, or its process was killed, even with
+SIGKILL -- the engine closes the container's stdin, the agent exits, and the engine removes
+the container and its volume (measured: a run's two containers gone 0.2 s after its kill -9).
+Only a container whose run is killed between its create and its start (a few milliseconds)
+waits for the sweep below.
 
 Orphan sweep rule: every container carries ``agentkit.run=<run id>`` and
 ``agentkit.owner=<host>:<pid>:<process start time>``. At start-up a client removes labelled
 containers whose owner is on this host and no longer alive (pid gone, or reused by another
 process), and any labelled container older than `ORPHAN_MAX_AGE_S` whatever its owner.
+Several runs share one engine: a container another run removes meanwhile is not an error.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ import requests
 
 from agentkit.errors import SandboxError
 from agentkit.events import Emitter, EventKind
+from agentkit.sandboxes._channel import Channel, ChannelCorrupt
 from agentkit.sandboxes.base import ExecResult, Language, build_tar, check_relative_path, safe_extract
 from agentkit.sandboxes.image import resolve_image
 from agentkit.task import SandboxSettings
@@ -63,6 +75,8 @@ WORKSPACE_MB, TMP_MB, FSIZE_BYTES, NOFILE = 256, 64, 128 * 1024 * 1024, 1024
 #: seconds the host waits past the in-container deadline before it kills the container
 HOST_GRACE_S = 5.0
 MAX_FILE_BYTES = 16 * 1024 * 1024
+#: files listed per manifest, and the bytes an exec answer may add for its two manifests
+MAX_MANIFEST_FILES, MANIFEST_BYTES = 2000, 8 << 20
 
 
 @contextlib.contextmanager
@@ -101,21 +115,36 @@ def _owner_alive(owner: str) -> bool | None:
 
 def sweep_orphans(client: Any, *, now: float | None = None,
                   max_age_s: float = ORPHAN_MAX_AGE_S) -> list[str]:
-    """Remove labelled containers whose run is not live (see the module docstring). Blocking."""
+    """Remove labelled containers whose run is not live (see the module docstring). Blocking.
+
+    The listing's summaries carry the labels, so nothing is inspected one by one: a container
+    removed by another run between the listing and its removal is skipped, not an error.
+    """
     now = time.time() if now is None else now
     removed = []
-    for c in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-        labels = c.labels or {}
+    for c in client.api.containers(all=True, filters={"label": RUN_LABEL}):
+        labels = c.get("Labels") or {}
         alive = _owner_alive(labels.get(OWNER_LABEL, ""))
         try:
             age = now - float(labels.get(CREATED_LABEL, "0"))
         except ValueError:
             age = float("inf")
-        if alive is False or age > max_age_s:
-            with contextlib.suppress(Exception):
-                c.remove(force=True, v=True)
-                removed.append(c.id)
+        if (alive is False or age > max_age_s) and _remove_quietly(client, c["Id"]):
+            removed.append(c["Id"])
     return removed
+
+
+def _remove_quietly(client: Any, container_id: str) -> bool:
+    """Remove a container; False if it is already gone or being removed by someone else."""
+    try:
+        client.api.remove_container(container_id, force=True, v=True)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # "removal already in progress" (AutoRemove, another run)
+            return False
+        raise
+    return True
 
 
 def relaxations(settings: SandboxSettings) -> list[dict[str, Any]]:
@@ -141,7 +170,10 @@ def container_kwargs(settings: SandboxSettings, *, image: str, run_id: str, comm
             "o": f"size={WORKSPACE_MB}m,uid=65534,gid=65534,mode=0755,nosuid,nodev"}))
     return {
         "image": image, "command": command, "name": f"agentkit-{run_id[:16]}-{uuid.uuid4().hex[:8]}",
-        "detach": True, "stdin_open": True, "tty": False, "init": True,
+        # detach=False with stdin_open makes docker-py set StdinOnce: the engine closes the
+        # container's stdin when the host's attach connection ends, so the agent exits and
+        # AutoRemove deletes the container (it dies with its run, even one killed with -9)
+        "detach": False, "stdin_open": True, "tty": False, "init": True, "auto_remove": True,
         "network_mode": settings.network, "read_only": settings.read_only_root,
         "tmpfs": {"/tmp": f"rw,noexec,nosuid,nodev,size={TMP_MB}m"}, "mounts": [workspace],
         "mem_limit": f"{mb}m", "memswap_limit": f"{mb}m", "nano_cpus": int(settings.cpus * 1e9),
@@ -157,10 +189,12 @@ def container_kwargs(settings: SandboxSettings, *, image: str, run_id: str, comm
 
 
 class DockerSandboxClient:
-    """Creates and destroys hardened containers for one run. Use ``async with``.
+    """Creates and destroys hardened containers for one run (a `SandboxClient`). Use
+    ``async with``, or let the first `create` start it.
 
-    `start` (called by ``__aenter__``) connects, resolves the image, sweeps orphans and
-    records relaxations; the constructor only stores its arguments.
+    `start` connects, resolves the image, sweeps orphans and records relaxations; the
+    constructor only stores its arguments. There is no reattaching to a container: one whose
+    connection drops ends (see the module docstring), and the pool replaces it.
     """
 
     def __init__(self, settings: SandboxSettings, *, run_id: str, emit: Emitter | None = None,
@@ -213,7 +247,7 @@ class DockerSandboxClient:
         session = DockerSession(self, cid, persistent)
         self._sessions[cid] = session
         try:
-            await session.connect(start=True)
+            await session.connect()
         except BaseException:
             await asyncio.shield(self.destroy(cid))
             raise
@@ -232,19 +266,6 @@ class DockerSandboxClient:
         except Exception as exc:  # requests timeouts and connection errors
             raise SandboxError("engine_error", f"docker did not create the sandbox: {exc}") from None
 
-    async def resume(self, sandbox_id: str) -> DockerSession:
-        """Reconnect to a container of this run (its agent keeps waiting on stdin)."""
-        await self.start()
-        session = self._sessions.get(sandbox_id)
-        if session is None:
-            labels = await asyncio.to_thread(lambda: self._docker.containers.get(sandbox_id).labels)
-            if labels.get(RUN_LABEL) != self.run_id:
-                raise SandboxError("not_found", f"container {sandbox_id!r} is not part of run "
-                                   f"{self.run_id}")
-            session = self._sessions[sandbox_id] = DockerSession(self, sandbox_id, self.settings.persistent)
-        await session.connect(start=False)
-        return session
-
     async def destroy(self, sandbox_id: str) -> None:
         session = self._sessions.pop(sandbox_id, None)
         if session is not None:
@@ -253,9 +274,8 @@ class DockerSandboxClient:
         self.emit("sandbox.removed", {"container": sandbox_id[:12]})
 
     def _remove_blocking(self, sandbox_id: str) -> None:
-        with _engine_errors("could not remove the sandbox"), \
-                contextlib.suppress(docker.errors.NotFound):
-            self._docker.api.remove_container(sandbox_id, force=True, v=True)
+        with _engine_errors("could not remove the sandbox"):
+            _remove_quietly(self._docker, sandbox_id)
 
     async def kill(self, sandbox_id: str) -> None:
         """Stop a runaway container now (the host deadline); removal follows in `destroy`.
@@ -299,9 +319,9 @@ class DockerSandboxClient:
         if self._docker is not None:
             def sweep_run() -> None:
                 mine = {"label": f"{RUN_LABEL}={self.run_id}"}
-                for c in self._docker.containers.list(all=True, filters=mine):
-                    with contextlib.suppress(Exception):
-                        c.remove(force=True, v=True)
+                for c in self._docker.api.containers(all=True, filters=mine):
+                    with contextlib.suppress(Exception):  # best effort: the run is ending
+                        _remove_quietly(self._docker, c["Id"])
             await asyncio.to_thread(sweep_run)
             if self._owns_docker:
                 await asyncio.to_thread(self._docker.close)
@@ -327,7 +347,8 @@ def _connect() -> Any:
 
 
 class DockerSession:
-    """One container and the connection to its agent. Calls are serialised by a lock."""
+    """One container and the framed connection to its agent (a `SandboxSession`). Calls are
+    serialised by a lock."""
 
     def __init__(self, client: DockerSandboxClient, container_id: str, persistent: bool) -> None:
         self.client, self.id, self.persistent = client, container_id, persistent
@@ -336,15 +357,16 @@ class DockerSession:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._raw: Any = None
+        self._channel = Channel()
         self._pending = bytearray()
+        self._received = 0
         self._next_id = 0
         self._guest_stderr = bytearray()
         self.broken: str | None = None
-        #: contents last seen per /workspace path (for diffs), kept by the run_code tool
-        self.files_seen: dict[str, bytes] = {}
 
-    async def connect(self, *, start: bool) -> None:
-        """Attach to the container's stdin/stdout (before starting it) and wait for 'ready'."""
+    async def connect(self) -> None:
+        """Attach to the container's stdin/stdout (before starting it), start it, hand the
+        agent its session key and wait for its framed 'ready'."""
         api = self.client.docker.api
         params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
         with _engine_errors("could not attach to the sandbox"):
@@ -352,12 +374,12 @@ class DockerSession:
         self._raw = raw
         sock = socket.socket(fileno=os.dup(raw._sock.fileno()))
         self._reader, self._writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
-        if start:
-            with _engine_errors("could not start the sandbox"):
-                await asyncio.to_thread(api.start, self.id)
-            await self._read_answer(30.0, 4096, None)
-        else:
-            await self._request({"op": "ping"}, 10.0, 4096)
+        with _engine_errors("could not start the sandbox"):
+            await asyncio.to_thread(api.start, self.id)
+        self._writer.write(self._channel.hello())
+        await self._writer.drain()
+        self._received = 0
+        await self._read_answer(30.0, 4096, 0)
 
     async def discard_output(self) -> None:
         """Read and drop whatever the container still sends, until it closes the stream."""
@@ -368,10 +390,14 @@ class DockerSession:
                 pass
 
     def disconnect(self) -> None:
+        """Drop the connection; the container's stdin closes and it ends (StdinOnce)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         if self._raw is not None:
+            with contextlib.suppress(Exception):
+                # shutdown, not only close: the SDK's HTTP response still holds the socket
+                self._raw._sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(Exception):
                 self._raw.close()
                 self._raw._sock.close()
@@ -382,13 +408,9 @@ class DockerSession:
         timeout = min(timeout_s or self.settings.timeout_s, self.settings.timeout_s)
         cap = self.settings.output_bytes
         req = {"op": "exec", "lang": language, "code": code, "timeout": timeout, "cap": cap,
-               "persistent": self.persistent}
-        answer = await self._request(req, timeout + HOST_GRACE_S, limit=3 * cap + 65536)
+               "persistent": self.persistent, "max_files": MAX_MANIFEST_FILES}
+        answer = await self._request(req, timeout + HOST_GRACE_S, limit=3 * cap + MANIFEST_BYTES)
         return _result(answer, cap)
-
-    async def manifest(self) -> dict[str, Any]:
-        """Regular files in /workspace: ``{"files": {path: [size, sha256]}, "skipped": {...}}``."""
-        return await self._request({"op": "manifest"}, 30.0, limit=8 << 20)
 
     async def write_files(self, files: Mapping[str, bytes]) -> None:
         data = build_tar(files)
@@ -437,8 +459,9 @@ class DockerSession:
             assert self._writer is not None
             self._next_id += 1
             req = {**req, "id": self._next_id}
+            self._received = 0
             try:
-                self._writer.write(json.dumps(req).encode() + b"\n")
+                self._writer.write(self._channel.frame(b"req", json.dumps(req).encode()))
                 await self._writer.drain()
                 return await self._read_answer(deadline_s, limit, req["id"])
             except (ConnectionError, OSError) as exc:
@@ -448,18 +471,26 @@ class DockerSession:
                 self.broken = self.broken or "interrupted"
                 raise
 
-    async def _read_answer(self, deadline_s: float, limit: int, want_id: int | None) -> dict[str, Any]:
-        """The answer to request `want_id`; lines with another id (injected by code inside the
-        container, which runs as the same user as the agent) are skipped, within `limit`."""
+    async def _read_answer(self, deadline_s: float, limit: int, want_id: int) -> dict[str, Any]:
+        """The answer to request `want_id`: the next authentic frame carrying that id. Noise
+        between frames is skipped; replayed frames (another id) are skipped; everything the
+        container sends meanwhile counts toward `limit`."""
         try:
             async with asyncio.timeout(deadline_s):
                 while True:
-                    while b"\n" not in self._pending:
+                    try:
+                        payload = self._channel.parse(self._pending, b"rep", limit)
+                    except ChannelCorrupt:
+                        raise await self._fail("crashed", "a reply from the sandbox was corrupted "
+                                               "(bytes were pushed into or taken out of its "
+                                               "channel)") from None
+                    except OverflowError:
+                        raise await self._flooded(limit) from None
+                    if payload is None:
                         await self._read_frame(limit)
-                    line, _, rest = bytes(self._pending).partition(b"\n")
-                    self._pending = bytearray(rest)
-                    answer = _parse_answer(line)
-                    if answer is not None and answer.get("id") == want_id:
+                        continue
+                    answer = json.loads(payload)
+                    if answer.get("id") == want_id:
                         break
         except TimeoutError:
             await self.client.kill(self.id)
@@ -467,16 +498,17 @@ class DockerSession:
                                    "was killed") from None
         if not answer.get("ok"):
             raise SandboxError("sandbox_error", str(answer.get("error", "unknown error")))
-        return answer
+        return dict(answer)
 
     async def _read_frame(self, limit: int) -> None:
+        """One frame of the engine's attach stream (8-byte header: stream type, size)."""
         assert self._reader is not None
         try:
             header = await self._reader.readexactly(8)
             size = int.from_bytes(header[4:8], "big")
-            if len(self._pending) + size > limit:
-                await self.client.kill(self.id)
-                raise await self._fail("output_limit", f"the sandbox sent more than {limit} bytes")
+            self._received += size
+            if self._received > limit:
+                raise await self._flooded(limit)
             payload = await self._reader.readexactly(size)
         except asyncio.IncompleteReadError:
             raise await self._died() from None
@@ -485,13 +517,18 @@ class DockerSession:
         else:
             self._guest_stderr = (self._guest_stderr + payload)[-4096:]
 
+    async def _flooded(self, limit: int) -> SandboxError:
+        await self.client.kill(self.id)
+        return await self._fail("output_limit", f"the sandbox sent more than {limit} bytes")
+
     async def _died(self) -> SandboxError:
-        state = await self.client.inspect_state(self.id)
+        state = await self.client.inspect_state(self.id)  # {} once AutoRemove has run
         if state.get("OOMKilled"):
             return await self._fail("oom", f"the sandbox ran out of memory ({self.settings.memory_mb} "
                                     "MiB) and was killed")
         detail = self._guest_stderr.decode(errors="replace")[-500:]
-        return await self._fail("crashed", f"the sandbox stopped (exit {state.get('ExitCode')}); "
+        exit_code = state.get("ExitCode", "unknown")
+        return await self._fail("crashed", f"the sandbox stopped (exit {exit_code}); "
                                 f"{detail}".strip())
 
     async def _fail(self, code: str, message: str) -> SandboxError:
@@ -509,18 +546,6 @@ class DockerSession:
         await asyncio.shield(self.close())
 
 
-def _parse_answer(line: bytes) -> dict[str, Any] | None:
-    """One answer line; bytes that code in the container wrote before the agent's answer
-    (without a newline) are skipped: every answer starts with ``{"ok": ``, which the agent's
-    JSON never contains elsewhere (strings escape their quotes; output is base64)."""
-    start = line.rfind(b'{"ok": ')
-    try:
-        answer = json.loads(line[max(start, 0):])
-    except ValueError:
-        return None
-    return answer if isinstance(answer, dict) else None
-
-
 def _result(answer: dict[str, Any], cap: int) -> ExecResult:
     def text(key: str, truncated: bool) -> str:
         out = base64.b64decode(answer[key]).decode("utf-8", errors="replace")
@@ -534,4 +559,9 @@ def _result(answer: dict[str, Any], cap: int) -> ExecResult:
         exit_code=rc, stdout=text("stdout", out_t), stderr=text("stderr", err_t),
         duration_s=round(max(float(answer["duration_s"]), 0.0), 4), stdout_truncated=out_t,
         stderr_truncated=err_t, timed_out=bool(answer["timed_out"]), oom=bool(answer["oom"]),
-        pids_exhausted=bool(answer["pids_exhausted"]), state_reset=bool(answer["state_reset"]))
+        pids_exhausted=bool(answer["pids_exhausted"]), state_reset=bool(answer["state_reset"]),
+        files_before=_manifest(answer["files_before"]), files_after=_manifest(answer["files_after"]))
+
+
+def _manifest(raw: dict[str, list[Any]]) -> dict[str, tuple[int, str]]:
+    return {str(path): (int(size), str(sha)) for path, (size, sha) in raw.items()}

@@ -9,6 +9,9 @@ never shared between keys; a container whose call ended in ``timeout``, ``oom``,
 time. Refills run as tasks the pool owns and cancels and awaits in `aclose`, never
 fire-and-forget. The `run_code` tool keeps one pool per run among the run's resources, so
 closing the run removes every container of the run.
+
+The pool programs against the `SandboxClient`/`SandboxSession` protocols only: the Docker
+backend and the in-process test double (`agentkit.testing.FakeSandboxClient`) both fit.
 """
 
 from __future__ import annotations
@@ -19,24 +22,29 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agentkit.sandboxes.docker import DockerSandboxClient, DockerSession
+from agentkit.sandboxes.base import SandboxClient, SandboxSession
 from agentkit.task import SandboxSettings
 
-__all__ = ["SandboxPool"]
+__all__ = ["SANDBOX_CLIENT", "SandboxPool"]
+
+#: the run resource (`agentkit.resources.Resources`) holding the run's `SandboxClient`: the
+#: `run_code` tool makes a Docker one there unless another was put first (a test double)
+SANDBOX_CLIENT = "sandbox_client"
 
 #: bound containers kept per pool, as a multiple of max(pool_size, max_concurrency)
 BOUND_FACTOR = 4
 
 
 class SandboxPool:
-    """Warm containers for one run. The constructor stores; `start` begins warming."""
+    """Warm sandboxes for one run. The constructor stores; `start` begins warming (the
+    client starts itself on its first `create`, so its errors surface there)."""
 
-    def __init__(self, client: DockerSandboxClient, settings: SandboxSettings, *,
+    def __init__(self, client: SandboxClient, settings: SandboxSettings, *,
                  size: int | None = None, close_client: bool = True) -> None:
         self.client, self.settings, self.close_client = client, settings, close_client
         self.size = settings.pool_size if size is None else size
-        self._idle: list[DockerSession] = []
-        self._bound: OrderedDict[str, DockerSession] = OrderedDict()
+        self._idle: list[SandboxSession] = []
+        self._bound: OrderedDict[str, SandboxSession] = OrderedDict()
         self._in_use: dict[str, int] = {}
         self._key_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -47,7 +55,6 @@ class SandboxPool:
         self.closed = False
 
     async def start(self) -> None:
-        await self.client.start()
         self._fill()
 
     # -- warming ------------------------------------------------------------------------------
@@ -79,7 +86,7 @@ class SandboxPool:
         self._idle.append(session)
         self._changed.set()
 
-    async def _take_idle(self) -> DockerSession:
+    async def _take_idle(self) -> SandboxSession:
         """A warm container: a ready one, else one already being warmed (when there are more
         warming than waiting), else a new one made now."""
         while not self._idle and self._waiting < self._creating and not self.closed:
@@ -99,7 +106,7 @@ class SandboxPool:
     # -- leasing ------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(self, key: str) -> AsyncIterator[DockerSession]:
+    async def lease(self, key: str) -> AsyncIterator[SandboxSession]:
         """The container bound to `key` (binding a warm one on first use)."""
         lock = self._key_locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -119,7 +126,7 @@ class SandboxPool:
             if session.broken:
                 await asyncio.shield(self.discard(key, session))
 
-    async def discard(self, key: str, session: DockerSession | None = None) -> None:
+    async def discard(self, key: str, session: SandboxSession | None = None) -> None:
         """Destroy the container bound to `key` (only if it is still `session`, when given)."""
         current = self._bound.get(key)
         if current is None or (session is not None and current is not session):

@@ -4,10 +4,10 @@ and the nodes' outcomes so far. One per run, never module-global."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from agentkit.budget import Budget
-from agentkit.events import Event
+from agentkit.events import Event, UrlFetched
 from agentkit.runtime import Runtime
 from agentkit.swarm.scheduler import NodeResult
 
@@ -25,6 +25,8 @@ class SwarmContext:
 
     def on_event(self, event: Event) -> None:
         """An event sink: remembers the pages fetched in this run (the only citable ones)."""
-        if event.kind == "url.fetched" and event.data.get("url"):
-            self.fetched[event.data["url"]] = {"content_hash": event.data.get("content_hash"),
-                                               "title": event.data.get("title")}
+        if event.kind == "url.fetched":
+            page = cast(UrlFetched, event.data)
+            if page.get("url"):
+                self.fetched[page["url"]] = {"content_hash": page.get("content_hash"),
+                                             "title": page.get("title")}

@@ -8,6 +8,7 @@ from typing import Any
 from agentkit.messages import Message, ToolResultPart, ToolSpec, Turn
 from agentkit.models.anthropic import AnthropicModel
 from agentkit.models.base import ChatModel, ModelSettings
+from agentkit.models.ollama import OllamaModel
 from agentkit.models.openai_compat import OpenAICompatModel
 from agentkit.models.profiles import get_profile
 from agentkit.task import ModelSpec
@@ -24,8 +25,12 @@ def make_model(srv: ScriptedModelServer, profile: str, model: str = "test-model"
                **spec: Any) -> ChatModel:
     ms = ModelSpec(model=model, profile=profile,
                    provider="anthropic" if profile == "anthropic" else "openai", **spec)
-    cls = AnthropicModel if profile == "anthropic" else OpenAICompatModel
-    base = srv.root_url if profile == "ollama-native" else srv.base_url
+    wire = get_profile(profile).wire
+    if wire == "anthropic":
+        return AnthropicModel(ms, name="m", api_key=KEY, base_url=srv.base_url,
+                              profile=get_profile(profile))
+    cls = OllamaModel if wire == "ollama" else OpenAICompatModel
+    base = srv.root_url if wire == "ollama" else srv.base_url
     return cls(ms, name="m", api_key=KEY, base_url=base, profile=get_profile(profile))
 
 

@@ -3,6 +3,7 @@ and a unified diff with before/after SHA-256 in the ledger for every write."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
@@ -114,3 +115,61 @@ def test_registry_knows_the_file_tools() -> None:
     reg = build_registry(["read_file", "write_file", "list_files"])
     assert reg.names() == ["list_files", "read_file", "write_file"]
     assert reg.get("write_file").side_effects and not reg.get("read_file").side_effects
+
+
+async def test_links_inside_are_followed_by_hand_and_links_out_are_refused(tmp_path: Path) -> None:
+    """Proves: a link whose target stays inside (even through '..') works for read, write
+    and list; one that climbs above the workspace or is absolute is refused as `blocked`."""
+    rt = make_runtime(tmp_path, [])
+    ws = rt.workspace
+    (ws / "a" / "b").mkdir(parents=True)
+    (ws / "top.txt").write_text("top")
+    os.symlink("../../top.txt", ws / "a" / "b" / "up.txt")  # inside, through '..'
+    os.symlink("b", ws / "a" / "bee")                        # a folder link, inside
+    os.symlink("../../..", ws / "a" / "b" / "out")           # climbs above the workspace
+    os.symlink(str(tmp_path), ws / "abs")                    # absolute
+    assert await call(rt, "read_file", path="a/b/up.txt") == "top"
+    await call(rt, "write_file", path="a/bee/new/deep.txt", content="made")
+    assert (ws / "a" / "b" / "new" / "deep.txt").read_text() == "made"
+    assert "a/bee/new/" in await call(rt, "list_files", path="a/bee")
+    for path in ("a/b/out/x.txt", "abs/x.txt", "a/b/out"):
+        with pytest.raises(ToolError) as info:
+            await call(rt, "write_file", path=path, content="x")
+        assert info.value.code == "blocked", path
+    assert not (tmp_path / "x.txt").exists()
+
+
+async def test_special_files_are_refused_without_blocking(tmp_path: Path) -> None:
+    """Proves: a FIFO in the workspace is refused at once (opening it for reading would wait
+    forever for a writer), and so is the workspace folder itself as a file."""
+    rt = make_runtime(tmp_path, [])
+    os.mkfifo(rt.workspace / "pipe")
+    for tool, args in (("read_file", {"path": "pipe"}), ("write_file", {"path": "pipe", "content": "x"}),
+                       ("read_file", {"path": "."})):
+        with pytest.raises(ToolError) as info:
+            await call(rt, tool, **args)
+        assert info.value.code in ("io_error", "is_directory"), info.value
+
+
+async def test_no_descriptor_is_leaked_on_any_outcome(tmp_path: Path) -> None:
+    """Proves: 50 rounds of calls that succeed, miss, escape, hit a protected folder and end
+    on a folder leave the process with exactly as many open descriptors as before."""
+    events: list[Event] = []
+    rt = make_runtime(tmp_path, events)
+    (rt.workspace / "runs").mkdir()
+    os.symlink("/etc", rt.workspace / "out")
+    ctx = dataclasses.replace(rt.tool_context(call_id="c"), protected=(rt.workspace / "runs",))
+    calls: list[tuple[str, dict[str, object]]] = [
+             ("write_file", {"path": "a/b.txt", "content": "x"}), ("read_file", {"path": "a/b.txt"}),
+             ("read_file", {"path": "nope"}), ("read_file", {"path": "out/passwd"}),
+             ("write_file", {"path": "runs/x", "content": "x"}), ("read_file", {"path": "a"}),
+             ("list_files", {"path": "a", "recursive": True}), ("list_files", {"path": "runs"})]
+    await invoke_tool(rt.tools.get("list_files"), {}, ctx)  # warm up the worker threads
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        for name, args in calls:
+            try:
+                await invoke_tool(rt.tools.get(name), dict(args), ctx)
+            except ToolError:
+                pass
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -209,19 +209,25 @@ def test_orphan_sweep_removes_containers_of_dead_owners_only() -> None:
         client.close()
 
 
-async def test_resume_reattaches_within_the_run_only() -> None:
-    settings = SandboxSettings(timeout_s=10, persistent=True)
-    async with DockerSandboxClient(settings, run_id="resume-test") as client:
-        session = await client.create()
-        await session.exec("x = 5")
-        session.disconnect()  # e.g. a dropped connection
-        again = await client.resume(session.id)
-        assert (await again.exec("print(x)")).stdout == "5\n"  # same container, same state
-        async with DockerSandboxClient(SandboxSettings(), run_id="resume-other") as other:
-            with pytest.raises(SandboxError) as err:
-                await other.resume(session.id)
-            assert err.value.code == "not_found"
-    assert containers_of("resume-test") == [] and containers_of("resume-other") == []
+async def test_a_dropped_connection_ends_its_container() -> None:
+    """Proves: a container lives only as long as the host's connection to it (StdinOnce +
+    AutoRemove): after `disconnect`, the engine destroys it without any remove call."""
+    settings = SandboxSettings(timeout_s=10)
+    client = docker.from_env()
+    try:
+        async with DockerSandboxClient(settings, run_id="drop-test") as sandboxes:
+            session = await sandboxes.create()
+            assert (await session.exec("print(5)")).stdout == "5\n"
+            since = time.time() - 1
+            session.disconnect()  # e.g. the host process died
+            events = client.events(decode=True, since=since, until=since + 60,
+                                   filters={"type": "container", "event": "destroy",
+                                            "container": session.id})
+            destroyed = await asyncio.to_thread(next, iter(events), None)
+            assert destroyed is not None and destroyed["id"] == session.id
+    finally:
+        client.close()
+    assert containers_of("drop-test") == []
 
 
 async def test_pool_keeps_a_bounded_number_of_agent_containers() -> None:

@@ -1,11 +1,14 @@
 """Workspace file tools: read_file, write_file, list_files.
 
 Every path is relative to the run's workspace and must stay inside it. A path is refused when
-it is absolute, contains ``..``, or resolves (following every symlink on the way) to a place
-outside the workspace; the final open uses ``O_NOFOLLOW`` so a symlink swapped in after the
-check is not followed either. Sizes are capped by the task's ``files`` settings. Every write
-records a unified diff with the SHA-256 of the file before and after as a ``file.diff`` event,
-so the ledger shows exactly what an agent changed.
+it is absolute or contains ``..``; it is then walked one component at a time from the
+workspace's folder descriptor with ``O_NOFOLLOW`` (`agentkit.tools._workspace`), so a folder
+swapped for a symbolic link mid-call cannot lead outside, and links are followed only while
+they stay inside. Folders in `ToolContext.protected` (the audit ledger and its blobs) are
+refused by identity, whatever the spelling. Sizes are capped by the task's ``files``
+settings. Every write records a unified diff with the SHA-256 of the file before and after as
+a ``file.diff`` event, so the ledger shows exactly what an agent changed; the "before" is read
+from the very file that is then written.
 """
 
 from __future__ import annotations
@@ -14,48 +17,33 @@ import asyncio
 import difflib
 import errno
 import hashlib
-import os
-from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import Field
 
 from agentkit.errors import ToolError
+from agentkit.tools._workspace import Workspace
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 
-__all__ = ["ListFiles", "ReadFile", "WriteFile", "confine"]
+__all__ = ["ListFiles", "ReadFile", "WriteFile", "read_workspace_file"]
 
 #: largest diff kept inline in a file.diff event (the ledger offloads big payloads anyway)
 _MAX_DIFF_CHARS = 200_000
 
 
-def confine(workspace: Path, relative: str, tool: str) -> Path:
-    """The real path of `relative` inside `workspace`, or a ``blocked`` ToolError."""
-    if not relative or "\x00" in relative:
-        raise ToolError("invalid_arguments", "the path is empty or contains a NUL byte", tool=tool)
-    pure = PurePosixPath(relative.replace("\\", "/"))
-    if pure.is_absolute() or relative.startswith("~"):
-        raise ToolError("blocked", f"{relative!r} is absolute; use a path relative to the "
-                        f"workspace, like 'notes/summary.md'", tool=tool)
-    if ".." in pure.parts:
-        raise ToolError("blocked", f"{relative!r} contains '..'; paths must stay inside the "
-                        f"workspace", tool=tool)
-    root = workspace.resolve()
-    real = (root / pure).resolve()
-    if real != root and not real.is_relative_to(root):
-        raise ToolError("blocked", f"{relative!r} leads outside the workspace (through a "
-                        f"symbolic link); only files inside the workspace can be used", tool=tool)
-    return real
+def _workspace(ctx: ToolContext, tool: str) -> Workspace:
+    return Workspace(ctx.workspace, ctx.protected, tool=tool)
+
+
+def read_workspace_file(ctx: ToolContext, relative: str, tool: str) -> bytes:
+    """The whole content of a workspace file, read as the file tools read (confined, never
+    from a protected folder). Blocking. Raises `ToolError` or `OSError`."""
+    data, _ = _workspace(ctx, tool).read(relative)
+    return data
 
 
 def _sha256(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
-def _read_nofollow(path: Path, limit: int | None = None) -> bytes:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    with os.fdopen(fd, "rb") as f:
-        return f.read() if limit is None else f.read(limit)
 
 
 def _os_error(err: OSError, relative: str, tool: str) -> ToolError:
@@ -65,6 +53,9 @@ def _os_error(err: OSError, relative: str, tool: str) -> ToolError:
     if err.errno == errno.EISDIR:
         return ToolError("is_directory", f"{relative!r} is a directory; use list_files",
                          tool=tool)
+    if err.errno == errno.ENOTDIR:
+        return ToolError("not_a_directory", f"{relative!r}: a part of this path is a file, "
+                         f"not a folder", tool=tool)
     if err.errno == errno.ELOOP:
         return ToolError("blocked", f"{relative!r} is a symbolic link", tool=tool)
     return ToolError("io_error", f"{relative!r}: {err.strerror}", tool=tool)
@@ -88,9 +79,9 @@ class ReadFile(Tool):
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         cap = ctx.task.files.max_read_bytes
-        path = confine(ctx.workspace, args.path, self.name)
+        ws = _workspace(ctx, self.name)
         try:
-            data, size = await asyncio.to_thread(self._read, path, args.offset, cap)
+            data, size = await asyncio.to_thread(ws.read, args.path, offset=args.offset, limit=cap)
         except OSError as err:
             raise _os_error(err, args.path, self.name) from None
         text = data.decode("utf-8", errors="replace")
@@ -100,14 +91,6 @@ class ReadFile(Tool):
                      f"read_file with offset={end} for more]")
         return ToolOutput(text, {"path": args.path, "bytes": len(data), "size": size,
                                  "offset": args.offset, "sha256": _sha256(data)})
-
-    @staticmethod
-    def _read(path: Path, offset: int, cap: int) -> tuple[bytes, int]:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-        with os.fdopen(fd, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            f.seek(offset)
-            return f.read(cap), size
 
 
 # -- write_file --------------------------------------------------------------------------------
@@ -133,9 +116,9 @@ class WriteFile(Tool):
         if len(new) > cap:
             raise ToolError("too_large", f"content is {len(new)} bytes; the limit is {cap} "
                             f"(files.max_write_bytes)", tool=self.name)
-        path = confine(ctx.workspace, args.path, self.name)
+        ws = _workspace(ctx, self.name)
         try:
-            old = await asyncio.to_thread(self._write, ctx.workspace.resolve(), path, new)
+            old = await asyncio.to_thread(ws.replace, args.path, new)
         except OSError as err:
             raise _os_error(err, args.path, self.name) from None
         diff = _unified_diff(args.path, old, new)
@@ -146,22 +129,6 @@ class WriteFile(Tool):
         verb = "created" if old is None else "updated"
         return ToolOutput(f"{verb} {args.path} ({len(new)} bytes)",
                           {k: v for k, v in record.items() if k != "diff"})
-
-    @staticmethod
-    def _write(root: Path, path: Path, data: bytes) -> bytes | None:
-        """Write `data`, returning the previous content (None if the file is new)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.parent.resolve().is_relative_to(root):  # a link raced in: refuse
-            raise OSError(errno.ELOOP, "symbolic link in the path")
-        try:
-            old: bytes | None = _read_nofollow(path)
-        except FileNotFoundError:
-            old = None
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(path, flags, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return old
 
 
 def _unified_diff(name: str, old: bytes | None, new: bytes) -> str:
@@ -190,32 +157,15 @@ class ListFiles(Tool):
     max_entries = 1000
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
-        root = ctx.workspace.resolve()
-        path = root if args.path in (".", "", "./") else confine(root, args.path, self.name)
-        if not path.is_dir():
-            raise _os_error(OSError(errno.ENOENT if not path.exists() else errno.ENOTDIR,
-                                    "not a folder"), args.path, self.name)
-        entries = await asyncio.to_thread(self._walk, root, path, args.recursive)
+        ws = _workspace(ctx, self.name)
+        path = "." if args.path in ("", "./") else args.path
+        try:
+            entries = await asyncio.to_thread(ws.listing, path, recursive=args.recursive,
+                                              max_entries=self.max_entries)
+        except OSError as err:
+            raise _os_error(err, args.path, self.name) from None
         shown = entries[: self.max_entries]
         text = "\n".join(shown) or "(empty)"
         if len(entries) > len(shown):
             text += f"\n[{len(entries) - len(shown)} more entries not shown]"
         return ToolOutput(text, {"path": args.path, "entries": shown, "count": len(entries)})
-
-    def _walk(self, root: Path, path: Path, recursive: bool) -> list[str]:
-        out: list[str] = []
-        stack = [path]
-        while stack and len(out) <= self.max_entries:
-            folder = stack.pop()
-            with os.scandir(folder) as it:
-                for entry in sorted(it, key=lambda e: e.name):
-                    rel = Path(entry.path).relative_to(root).as_posix()
-                    if entry.is_symlink():
-                        out.append(f"{rel} -> (symbolic link)")
-                    elif entry.is_dir(follow_symlinks=False):
-                        out.append(f"{rel}/")
-                        if recursive:
-                            stack.append(Path(entry.path))
-                    else:
-                        out.append(f"{rel} ({entry.stat(follow_symlinks=False).st_size} bytes)")
-        return out

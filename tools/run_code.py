@@ -1,5 +1,9 @@
 """The `run_code` tool: Python or bash in a hardened Docker sandbox from the run's warm pool.
 
+The tool talks to sandboxes through the `SandboxClient`/`SandboxSession` protocols: the run's
+client is the resource ``sandbox_client`` (`SANDBOX_CLIENT`), a `DockerSandboxClient` unless
+one was put there first (tests put `agentkit.testing.FakeSandboxClient` to run without Docker).
+
 Returns exit code, capped stdout/stderr, duration and the files the code created, changed or
 deleted in ``/workspace`` (path, size, sha256 and, for text, a unified diff). Each exec is a
 ``sandbox.exec`` event and each file change a ``file.diff`` event in the ledger. A timeout,
@@ -12,18 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import weakref
 from typing import Any, Literal
 
 from pydantic import Field
 
 from agentkit.errors import SandboxError, ToolError
-from agentkit.sandboxes.base import REPLACE_CODES, ExecResult, check_relative_path, classify
-from agentkit.sandboxes.docker import DockerSandboxClient, DockerSession
-from agentkit.sandboxes.pool import SandboxPool
+from agentkit.sandboxes.base import (
+    REPLACE_CODES,
+    ExecResult,
+    SandboxClient,
+    SandboxSession,
+    check_relative_path,
+    classify,
+)
+from agentkit.sandboxes.docker import DockerSandboxClient
+from agentkit.sandboxes.pool import SANDBOX_CLIENT, SandboxPool
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
-from agentkit.tools.files import confine
+from agentkit.tools.files import read_workspace_file
 
-__all__ = ["RunCode", "RunCodeArgs", "sandbox_pool"]
+__all__ = ["SANDBOX_CLIENT", "RunCode", "RunCodeArgs", "sandbox_pool"]
+
+#: contents last seen per sandbox and /workspace path (the "before" of the next diff)
+Seen = weakref.WeakKeyDictionary[SandboxSession, dict[str, bytes]]
 
 MAX_CHANGED_FILES = 50
 MAX_READ_BYTES = 1_000_000
@@ -66,14 +81,14 @@ class RunCode(Tool):
                     await asyncio.shield(pool.discard(key, session))
                 raise
 
-    async def _run(self, session: DockerSession, args: RunCodeArgs, ctx: ToolContext) -> ToolOutput:
+    async def _run(self, session: SandboxSession, args: RunCodeArgs, ctx: ToolContext) -> ToolOutput:
         settings = ctx.task.sandbox
-        await _copy_inputs(session, settings.inputs, ctx)
+        seen = await _files_seen(ctx, session)
+        await _copy_inputs(session, seen, settings.inputs, ctx)
         if args.files:
             inputs = {check_relative_path(p): c.encode() for p, c in args.files.items()}
             await session.write_files(inputs)
-            session.files_seen.update(inputs)
-        before = (await session.manifest())["files"]
+            seen.update(inputs)
         timeout = min(args.timeout_s or settings.timeout_s, settings.timeout_s)
         started = ctx.clock.monotonic()
         try:
@@ -85,18 +100,24 @@ class RunCode(Tool):
         _exec_event(ctx, session, args, result, error, ctx.clock.monotonic() - started)
         if error is not None:
             raise error
-        files = await _changed_files(session, before, ctx)
+        files = await _changed_files(session, seen, result, ctx)
         data = {**_result_data(result), "files": files}
         return ToolOutput(content=_render(result, files), data=data)
 
 
 async def sandbox_pool(ctx: ToolContext) -> SandboxPool:
     """The run's warm pool, made on the first `run_code` call and closed with the run (which
-    removes every container of the run)."""
+    removes every container of the run, then the client's leftovers)."""
+
+    async def make_client() -> SandboxClient:
+        return DockerSandboxClient(ctx.task.sandbox, run_id=ctx.run_id, emit=ctx.events)
+
+    async def close_client(client: SandboxClient) -> None:
+        await client.aclose()
 
     async def make() -> SandboxPool:
-        client = DockerSandboxClient(ctx.task.sandbox, run_id=ctx.run_id, emit=ctx.events)
-        pool = SandboxPool(client, ctx.task.sandbox)
+        client = await ctx.resource(SANDBOX_CLIENT, make_client, close_client)
+        pool = SandboxPool(client, ctx.task.sandbox, close_client=False)
         try:
             await pool.start()
         except BaseException:
@@ -110,23 +131,36 @@ async def sandbox_pool(ctx: ToolContext) -> SandboxPool:
     return await ctx.resource("sandbox_pool", make, close)
 
 
-async def _copy_inputs(session: DockerSession, inputs: list[str], ctx: ToolContext) -> None:
-    """Copy the task's `sandbox.inputs` from the workspace (once per sandbox; again if deleted)."""
-    missing = [p for p in inputs if check_relative_path(p) not in session.files_seen]
+async def _files_seen(ctx: ToolContext, session: SandboxSession) -> dict[str, bytes]:
+    async def make() -> Seen:
+        return weakref.WeakKeyDictionary()
+    return (await ctx.resource("run_code:files_seen", make)).setdefault(session, {})
+
+
+async def _copy_inputs(session: SandboxSession, seen: dict[str, bytes], inputs: list[str],
+                       ctx: ToolContext) -> None:
+    """Copy the task's `sandbox.inputs` from the workspace (once per sandbox; again if
+    deleted), read as the file tools read: confined, never from a protected folder."""
+    missing = [p for p in inputs if check_relative_path(p) not in seen]
     if not missing:
         return
 
-    try:
-        data = {check_relative_path(p): confine(ctx.workspace, p, "run_code").read_bytes()
-                for p in missing}
-    except OSError as exc:
-        raise ToolError("setup", f"sandbox.inputs: cannot read {exc.filename!r} from the "
-                        f"workspace {str(ctx.workspace)!r}: {exc.strerror}") from None
+    def read() -> dict[str, bytes]:
+        out = {}
+        for path in missing:
+            try:
+                out[check_relative_path(path)] = read_workspace_file(ctx, path, "run_code")
+            except OSError as exc:
+                raise ToolError("setup", f"sandbox.inputs: cannot read {path!r} from the "
+                                f"workspace {str(ctx.workspace)!r}: {exc.strerror}") from None
+        return out
+
+    data = await asyncio.to_thread(read)
     await session.write_files(data)
-    session.files_seen.update(data)
+    seen.update(data)
 
 
-def _exec_event(ctx: ToolContext, session: DockerSession, args: RunCodeArgs,
+def _exec_event(ctx: ToolContext, session: SandboxSession, args: RunCodeArgs,
                 result: ExecResult | None, error: SandboxError | None, wall_s: float) -> None:
     """One ``sandbox.exec`` ledger event per exec: code, outcome, in-sandbox and host time."""
     data: dict[str, Any] = {"container": session.id[:12], "language": args.language, "code": args.code,
@@ -144,10 +178,10 @@ def _result_data(result: ExecResult) -> dict[str, Any]:
     return {k: getattr(result, k) for k in keys}
 
 
-async def _changed_files(session: DockerSession, before: dict[str, list[Any]],
+async def _changed_files(session: SandboxSession, seen: dict[str, bytes], result: ExecResult,
                          ctx: ToolContext) -> list[dict[str, Any]]:
     """Files created, changed or deleted by the exec, each recorded as a ``file.diff`` event."""
-    after = (await session.manifest())["files"]
+    before, after = result.files_before, result.files_after
     changed = sorted(p for p in after if before.get(p) != after[p])[:MAX_CHANGED_FILES]
     deleted = sorted(p for p in before if p not in after)
     readable = [p for p in changed if after[p][0] <= MAX_READ_BYTES]
@@ -158,21 +192,22 @@ async def _changed_files(session: DockerSession, before: dict[str, list[Any]],
         status = "changed" if path in before else "created"
         entry: dict[str, Any] = {"path": path, "status": status, "size": size, "sha256": sha}
         new = contents.get(path)
-        if new is not None and (diff := _text_diff(path, session.files_seen.get(path), new)) is not None:
+        if new is not None and (diff := _text_diff(path, seen.get(path), new)) is not None:
             entry["diff"] = diff
         if new is not None:
-            session.files_seen[path] = new if len(new) <= MAX_DIFF_SOURCE else b""
+            seen[path] = new if len(new) <= MAX_DIFF_SOURCE else b""
         out.append(entry)
     for path in deleted:
-        old = session.files_seen.pop(path, None)
+        old = seen.pop(path, None)
         entry = {"path": path, "status": "deleted", "size": 0, "sha256": None}
         if old is not None and (diff := _text_diff(path, old, b"")) is not None:
             entry["diff"] = diff
         out.append(entry)
     for entry in out:
+        previous = before.get(entry["path"])
         ctx.emit("file.diff", {"path": f"/workspace/{entry['path']}", "where": "sandbox",
                                "container": session.id[:12], "status": entry["status"],
-                               "before_sha256": before.get(entry["path"], [None, None])[1],
+                               "before_sha256": previous[1] if previous else None,
                                "after_sha256": entry["sha256"], "diff": entry.get("diff")})
     return out
 

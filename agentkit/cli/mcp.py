@@ -16,6 +16,7 @@ import typer
 from pydantic import BaseModel, Field
 
 from agentkit.cli._app import app, fail, load
+from agentkit.task import TaskSpec
 
 mcp_app = typer.Typer(no_args_is_help=True, help="Serve a task to MCP clients.")
 app.add_typer(mcp_app, name="mcp")
@@ -58,12 +59,12 @@ def serve(
         server = build_server(task, name or tool_name(task.name),
                               ledger_dir or Path(task.output or "runs"))
     except ImportError as exc:
-        fail(f"agentkit mcp serve needs the optional extra [mcp]: pip install 'agentkit[mcp]' "
+        fail(f"agentkit mcp serve needs the optional extra [mcp]: pip install 'agentkit-swarm[mcp]' "
              f"({exc})")
     asyncio.run(server.run_stdio_async())
 
 
-def build_server(task: Any, name: str, ledger_dir: Path) -> Any:
+def build_server(task: TaskSpec, name: str, ledger_dir: Path) -> Any:
     """The MCP server with one tool that runs `task`."""
     from mcp.server.mcpserver import MCPServer
     from mcp.server.mcpserver.exceptions import ToolError

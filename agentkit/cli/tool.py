@@ -6,19 +6,20 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentkit.cli._app import EXIT_BAD_INPUT, EXIT_FAILED, app, fail, load, out, user_errors
 from agentkit.errors import SetupError, ToolError
-from agentkit.task import TOOL_NAMES
+from agentkit.task import TOOL_NAMES, TaskSpec
+
+if TYPE_CHECKING:
+    from agentkit.tools import Tool, ToolRegistry
 
 
-def default_task() -> Any:
+def default_task() -> TaskSpec:
     """The task used by `agentkit tool` without --task: every tool (no model is called)."""
-    from agentkit.task import TaskSpec
-
     return TaskSpec(name="cli-tool", goal="run one tool from the command line",
                     tools=list(TOOL_NAMES))
 
@@ -45,7 +46,7 @@ def parse_args(text: str) -> dict[str, Any]:
     return value
 
 
-def narrowed(task: Any, name: str) -> Any:
+def narrowed(task: TaskSpec, name: str) -> TaskSpec:
     """The task with only the `tools` entries that can provide `name`: a built-in imports
     only its own module (no docker for a file tool), "server.tool" starts only its server."""
 
@@ -58,7 +59,7 @@ def narrowed(task: Any, name: str) -> Any:
     return task.model_copy(update={"tools": keep})
 
 
-def find_tool(registry: Any, name: str) -> Any:
+def find_tool(registry: ToolRegistry, name: str) -> Tool | None:
     """The tool `name` (model-facing name, or "server.tool"), or None."""
     if name in registry:
         return registry.get(name)
@@ -74,8 +75,9 @@ def find_tool(registry: Any, name: str) -> Any:
 def tool_cmd(
     name: Annotated[str, typer.Argument(
         metavar="NAME",
-        help="Tool name as a model sees it (read_file, time_get_current_time, lookup) or "
-             "'server.tool' for an MCP server's tool; `agentkit tools` lists them.")],
+        help=f"A built-in ({', '.join(TOOL_NAMES)}), a Python tool or an MCP tool of the "
+             f"task as a model sees it (time_get_current_time) or as 'server.tool'; "
+             f"`agentkit tools --task TASK.yaml` lists them all.")],
     args: Annotated[str, typer.Option("--args", metavar="JSON",
                                       help="Arguments as a JSON object.")] = "{}",
     task_file: Annotated[Path | None, typer.Option("--task", metavar="TASK.yaml",
@@ -109,13 +111,13 @@ def tool_cmd(
     out(json.dumps(output.data, ensure_ascii=False, default=str) if json_out else output.content)
 
 
-def _available(task: Any) -> list[str]:
+def _available(task: TaskSpec) -> list[str]:
     from agentkit.tools import BUILTIN_TOOLS
 
     return sorted({*BUILTIN_TOOLS, *(e for e in task.tools if e not in BUILTIN_TOOLS)})
 
 
-async def _call_tool(task: Any, name: str, arguments: dict[str, Any], ledger_dir: Path | None,
+async def _call_tool(task: TaskSpec, name: str, arguments: dict[str, Any], ledger_dir: Path | None,
                      workspace: Path | None) -> Any:
     from agentkit.runtime import Runtime
     from agentkit.tools import invoke_tool

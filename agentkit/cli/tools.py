@@ -6,15 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from agentkit.cli._app import app, err_console, load, out, user_errors
 from agentkit.cli.tool import default_task
+from agentkit.task import TaskSpec
+
+if TYPE_CHECKING:
+    from agentkit.tools import Tool
 
 
-def describe(tool: Any) -> dict[str, Any]:
+def describe(tool: Tool) -> dict[str, Any]:
     """One tool as `agentkit tools --json` prints it."""
     spec = tool.spec()
     origin = tool.origin
@@ -49,7 +53,7 @@ def tools_cmd(
         console.print(f"group {group}: {', '.join(names)}", markup=False)
 
 
-async def _list(task: Any) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
+async def _list(task: TaskSpec) -> tuple[list[dict[str, Any]], dict[str, list[str]]]:
     from agentkit.runtime import Runtime
 
     async with Runtime(task) as runtime:

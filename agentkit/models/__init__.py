@@ -23,6 +23,7 @@ from agentkit.models.base import ChatModel, Delta, DeltaCallback, ModelSettings
 from agentkit.models.context import CallContext, call_scope, current_call, tagged
 from agentkit.models.local import LocalModel
 from agentkit.models.managed import ManagedModel, ModelResolver
+from agentkit.models.ollama import OllamaModel
 from agentkit.models.openai_compat import OpenAICompatModel
 from agentkit.models.openai_responses import OpenAIResponsesModel
 from agentkit.models.pricing import BUILTIN_PRICES, call_cost, price_for
@@ -57,7 +58,7 @@ __all__ = [
 #: the adapter class for each wire of `Profile.wire` (``local`` is built separately)
 _ADAPTERS: dict[str, type[OpenAICompatModel] | type[OpenAIResponsesModel] | type[AnthropicModel]] = {
     "openai": OpenAICompatModel,
-    "ollama": OpenAICompatModel,
+    "ollama": OllamaModel,
     "responses": OpenAIResponsesModel,
     "anthropic": AnthropicModel,
 }

@@ -1,7 +1,6 @@
 """`OpenAICompatModel`: any Chat Completions endpoint (DeepSeek, Kimi, Qwen/DashScope,
-OpenRouter, OpenAI, Gemini compat, xAI, vLLM, SGLang, llama.cpp, Ollama ...) over httpx, and
-Ollama's native NDJSON `/api/chat` (profile `ollama-native`), whose lines are translated to
-the same chunks.
+OpenRouter, OpenAI, Gemini compat, xAI, Mistral, vLLM, SGLang, llama.cpp, Ollama ...) over httpx.
+Ollama's native `/api/chat` is its own adapter (`agentkit.models.ollama`), on the same plumbing.
 
 One adapter, many providers: every difference comes from the `Profile`. JSON and SSE responses
 go through the same `TurnBuilder`, so a streamed turn equals a non-streamed one. The adapter
@@ -20,16 +19,16 @@ from agentkit.clock import Clock
 from agentkit.errors import ConfigError, ProviderResponseError
 from agentkit.messages import Message, ToolSpec, Turn
 from agentkit.models._http import Body, CallLimits, Endpoint, iter_sse, loads, post, stream_error
-from agentkit.models._ollama_wire import NdjsonTranslator, build_ollama_body
 from agentkit.models._openai_wire import TurnBuilder, build_body
 from agentkit.models.base import DeltaCallback, ModelSettings
 from agentkit.models.profiles import Profile, thinking_enabled
 from agentkit.task import ModelSpec
 
-__all__ = ["OpenAICompatModel"]
+__all__ = ["OpenAICompatModel", "status_of"]
 
 
-def _status_of(kind: str) -> int:
+def status_of(kind: str) -> int:
+    """The HTTP status an in-body error kind stands for (errors sent inside a 200 answer)."""
     k = kind.lower()
     if "rate" in k or "resource_exhausted" in k:
         return 429
@@ -44,13 +43,17 @@ class OpenAICompatModel:
     """A Chat Completions endpoint. Construction does no I/O; the HTTP client is created on
     the first call unless one is given (then the caller owns and closes it)."""
 
+    #: the profiles' wire this adapter speaks, and the path it posts to under the base URL
+    wire: str = "openai"
+    path: str = "/chat/completions"
+
     def __init__(self, spec: ModelSpec, *, name: str, api_key: str | None,
                  base_url: str | None, profile: Profile, http: httpx.AsyncClient | None = None,
                  clock: Clock | None = None) -> None:
-        if profile.wire not in ("openai", "ollama"):
+        if profile.wire != self.wire:
             raise ConfigError(f"model {name!r}: profile {profile.name!r} speaks the "
-                              f"{profile.wire!r} wire, not Chat Completions; set provider: "
-                              f"{'anthropic' if profile.wire == 'anthropic' else profile.wire}")
+                              f"{profile.wire!r} wire, not {self.wire!r}; choose a profile of "
+                              f"that wire (provider: anthropic for anthropic profiles)")
         url = base_url or spec.base_url or profile.base_url
         if not url:
             raise ConfigError(f"model {name!r}: profile {profile.name!r} has no default "
@@ -58,8 +61,7 @@ class OpenAICompatModel:
         self.name = name
         self.spec = spec
         self.profile = profile
-        self._native = profile.wire == "ollama"
-        self._url = url.rstrip("/") + ("/api/chat" if self._native else "/chat/completions")
+        self._url = url.rstrip("/") + self.path
         self._ep = Endpoint(provider=profile.name, model=spec.model, api_key=api_key)
         self.base_url = url
         self._http = http
@@ -93,40 +95,28 @@ class OpenAICompatModel:
                    settings: ModelSettings | None = None, *,
                    on_delta: DeltaCallback | None = None) -> Turn:
         stream = self.wants_stream(on_delta)
-        build = build_ollama_body if self._native else build_body
-        body = build(self.profile, self.spec, messages, tools, settings or ModelSettings(),
-                     stream=stream)
+        body = self.build_body(messages, tools, settings or ModelSettings(), stream=stream)
         builder = TurnBuilder(self.profile, tool_names=[t.name for t in tools], on_delta=on_delta)
         async with post(self._client(), self._url, body=body, headers=self._headers(stream),
                         ep=self._ep, limits=self._limits, clock=self._clock) as resp:
-            ctype = resp.headers.get("content-type", "")
-            if self._native:
-                await self._read_ndjson(resp, builder)
-            elif "event-stream" in ctype or (stream and "json" not in ctype):
-                await self._read_stream(resp, builder)  # by what came back, not what we asked
-            else:
-                self._read_json(loads(await resp.text(),
-                                      self._ep, "response"), builder)
+            await self.read(resp, builder, stream=stream)
         return builder.build(self.profile.name)
 
-    async def _read_ndjson(self, resp: Body, builder: TurnBuilder) -> None:
-        """Ollama native: one JSON object per line (one in all when not streaming)."""
-        translate = NdjsonTranslator()
-        async for line in resp.lines():
-            if not line.strip():
-                continue
-            data = loads(line, self._ep, "NDJSON line")
-            if not isinstance(data, dict) or "error" in data:
-                raise stream_error(data if data else {}, self._ep, _status_of)
-            builder.feed(translate.chunk(data))
-        if builder.finish is None:
-            raise ProviderResponseError("the NDJSON stream ended before done:true",
-                                        provider=self._ep.provider, model=self._ep.model,
-                                        retryable=True)
+    def build_body(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
+                   settings: ModelSettings, *, stream: bool) -> dict[str, Any]:
+        return build_body(self.profile, self.spec, messages, tools, settings, stream=stream)
+
+    async def read(self, resp: Body, builder: TurnBuilder, *, stream: bool) -> None:
+        """Feed the answer to `builder`: SSE or JSON, by what came back, not what we asked."""
+        ctype = resp.headers.get("content-type", "")
+        if "event-stream" in ctype or (stream and "json" not in ctype):
+            await self._read_stream(resp, builder)
+        else:
+            self._read_json(loads(await resp.text(), self._ep, "response"), builder)
 
     def _read_json(self, data: Any, builder: TurnBuilder) -> None:
         if isinstance(data, list) or not isinstance(data, dict) or "error" in data:
-            raise stream_error(data if data else {}, self._ep, _status_of)
+            raise stream_error(data if data else {}, self._ep, status_of)
         if not data.get("choices"):
             raise ProviderResponseError(f"response has no choices: {str(data)[:200]}",
                                         provider=self._ep.provider, model=self._ep.model)
@@ -140,7 +130,7 @@ class OpenAICompatModel:
                 break
             chunk = loads(event.data, self._ep, "stream chunk")
             if isinstance(chunk, list) or not isinstance(chunk, dict) or "error" in chunk:
-                raise stream_error(chunk, self._ep, _status_of)
+                raise stream_error(chunk, self._ep, status_of)
             builder.feed(chunk)
         if not done and builder.finish is None:
             raise ProviderResponseError("the stream ended before the turn finished (no "

@@ -143,7 +143,6 @@ class RateLimiter:
         self._refunded = asyncio.Event()
         self._paused_until = 0.0
         #: seconds spent waiting for rate capacity (summed over requests)
-        self.waited_s = 0.0
 
     def pause(self, seconds: float) -> None:
         """Hold back every new request for `seconds` (the server sent 429 + Retry-After)."""
@@ -185,7 +184,6 @@ class RateLimiter:
                     wait = max(wait, self.tpm.wait_for(tokens))
                 if wait <= 0:
                     break
-                self.waited_s += wait
                 await self._sleep_or_refund(wait)
             if self.rpm is not None:
                 self.rpm.take(1)

@@ -6,6 +6,10 @@
   runs from the command line: ``python -m agentkit.testing.server --help``.
 - `FakeClock`: deterministic time for backoff and deadline tests.
 - `EventCapture`: collects a run's events for assertions.
+- `FakeSandboxClient`: an in-process stand-in for the Docker sandbox (code runs as a plain
+  subprocess in a temporary folder: a test double, NOT a security boundary), so `run_code`,
+  consensus and whole runs can be tested without Docker:
+  ``FakeSandboxClient(task.sandbox).install(runtime)``.
 - `agentkit.testing.ray_cluster.LocalRayCluster` (the ``[ray]`` extra): a real Ray cluster of
   several raylet nodes on this machine's loopback addresses, for tests of ``executor: ray``.
 
@@ -31,12 +35,14 @@ from agentkit.testing._script import (
 )
 from agentkit.testing.clock import FakeClock
 from agentkit.testing.events import EventCapture
+from agentkit.testing.fake_sandbox import FakeSandboxClient
 from agentkit.testing.server import ScriptedModelServer, ServerStats
 
 __all__: list[str] = [
     "ErrorReply",
     "EventCapture",
     "FakeClock",
+    "FakeSandboxClient",
     "Raw",
     "RecordedRequest",
     "Reply",
