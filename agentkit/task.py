@@ -8,17 +8,23 @@ surprises (``no`` -> False) and typos are errors, not silent defaults.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agentkit import _yaml
-from agentkit.errors import TaskFileError
+from agentkit import _taskcheck, _yaml
+from agentkit._taskcheck import (
+    TOOL_NAMES,
+    inline_secrets,
+    resolve_tool_paths,
+    server_name_problem,
+    special_case,
+    tool_entries,
+    tool_entry_problem,
+)
 from agentkit.plan import Plan
-from agentkit.secrets import looks_like_secret
 
 __all__ = [
     "TOOL_NAMES",
@@ -42,15 +48,8 @@ __all__ = [
     "load_task_text",
 ]
 
-ToolName = Literal["web_search", "web_fetch", "run_code", "read_file", "write_file", "list_files"]
-TOOL_NAMES: tuple[str, ...] = ToolName.__args__  # type: ignore[attr-defined]
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-#: an MCP server's name: it prefixes its tools' names, which models restrict to [A-Za-z0-9_-]
-_SERVER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-#: "package.module:function" in `tools`: a Python tool imported by the run
-_IMPORT_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
-                         r":[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class _Spec(BaseModel):
@@ -512,39 +511,6 @@ class TaskSpec(_Spec):
         return getattr(self.roles, role) or self.model
 
 
-def server_name_problem(name: str) -> str | None:
-    """Why `name` cannot name an MCP server, or None."""
-    if not _SERVER_NAME.match(name):
-        return (f"server name {name!r} must be 1-32 letters, digits, '_' or '-' (it prefixes "
-                f"the names of its tools, which models restrict to these characters)")
-    if name in TOOL_NAMES:
-        return f"server name {name!r} is the name of a built-in tool; choose another"
-    return None
-
-
-def tool_entry_problem(entry: str, servers: Any) -> str | None:
-    """Why `entry` cannot be in a task's `tools`, or None."""
-    if entry in TOOL_NAMES or entry in servers:
-        return None
-    if ":" in entry:
-        if _IMPORT_REF.match(entry):
-            return None
-        return (f"{entry!r} is not an import reference of the form 'package.module:function'")
-    if "." in entry:
-        server, _, name = entry.partition(".")
-        if server in servers and name:
-            return None
-        if server not in servers:
-            return (f"{entry!r} names the MCP server {server!r}, which is not defined in "
-                    f"mcp_servers (defined: {', '.join(sorted(servers)) or 'none'})")
-    defined = ", ".join(sorted(servers)) or "none defined"
-    close = difflib.get_close_matches(entry, [*TOOL_NAMES, *servers], n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return (f"unknown tool {entry!r}{hint}; built-in tools: {', '.join(TOOL_NAMES)}; MCP "
-            f"servers of mcp_servers ({defined}), or one tool as 'server.tool'; Python tools as "
-            f"'package.module:function'")
-
-
 def _check_env_name(v: str | None) -> str | None:
     if v is not None and not _ENV_NAME.match(v):
         raise ValueError("api_key_env must be the NAME of an environment variable (like "
@@ -553,12 +519,8 @@ def _check_env_name(v: str | None) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading task files (safe, strict YAML; every error names FILE:LINE:COL and the field)
-
-_SECRET_KEYS = frozenset({"api_key", "apikey", "key", "token", "password", "secret",
-                          "access_token", "auth_token", "authorization", "x_api_key"})
-_NO_INLINE_KEYS = ("API keys may not be written in task files; put the key in an environment "
-                   "variable and name it in api_key_env")
+# Loading task files (safe, strict YAML; every error names FILE:LINE:COL and the field;
+# the checks on the parsed file itself are in `agentkit._taskcheck`)
 
 
 def load_task(path: str | Path) -> TaskSpec:
@@ -575,20 +537,20 @@ def load_task_text(text: str, filename: str = "<task>", *,
     (the file's folder), so a task runs the same from any current directory. Every error of
     the file is reported at once: the first is raised, the others ride on its ``others``."""
     src = _yaml.load_yaml(text, filename)
-    found = _inline_secrets(src, src.data, ())
-    references = _references(src) + _tool_entries(src)
+    found = inline_secrets(src, src.data, ())
+    references = _taskcheck.references(src, RolesSpec.model_fields) + tool_entries(src)
     data = dict(src.data)
     for key in ("workspace", "output", "tools_path"):
         if base_dir is not None and isinstance(data.get(key), str) and data[key]:
             data[key] = str((Path(base_dir) / Path(data[key]).expanduser()).resolve())
     if base_dir is not None:
-        _resolve_tool_paths(data, Path(base_dir))
+        resolve_tool_paths(data, Path(base_dir))
     try:
         spec = TaskSpec.model_validate(data)
     except ValidationError as exc:
         reported = {e.field for e in found + references}
         found += references + [
-            _special_case(e) for e in _yaml.validation_errors(exc, src, TaskSpec)
+            special_case(e) for e in _yaml.validation_errors(exc, src, TaskSpec)
             # a reference error is also the root validator's; an inline key an unknown field
             if e.field not in reported and not (references and e.field is None)]
     else:
@@ -598,102 +560,3 @@ def load_task_text(text: str, filename: str = "<task>", *,
         first.others = found[1:]  # type: ignore[attr-defined]
         raise first
     return spec
-
-
-def _resolve_tool_paths(data: dict[str, Any], base: Path) -> None:
-    """Relative paths that serve tools resolve against the task file's folder: an MCP
-    server's `cwd`, and the folder import references are looked for in."""
-    tools = data.get("tools")
-    if "tools_path" not in data and isinstance(tools, list) and any(
-            isinstance(t, str) and ":" in t for t in tools):
-        data["tools_path"] = str(base.resolve())
-    servers = data.get("mcp_servers")
-    if not isinstance(servers, dict):
-        return
-    resolved = {}
-    for name, spec in servers.items():
-        if isinstance(spec, dict) and isinstance(spec.get("cwd"), str) and spec["cwd"]:
-            spec = {**spec, "cwd": str((base / Path(spec["cwd"]).expanduser()).resolve())}
-        resolved[name] = spec
-    data["mcp_servers"] = resolved
-
-
-def _inline_secrets(src: _yaml.Located, value: Any,
-                    path: tuple[str | int, ...]) -> list[TaskFileError]:
-    """Keys written into the file: by key name under models (and secret-named variables in an
-    MCP server's env), by shape anywhere."""
-    found: list[TaskFileError] = []
-    if isinstance(value, dict):
-        for key, child in value.items():
-            norm = key.lower().replace("-", "_")
-            if path[:1] == ("models",) and norm in _SECRET_KEYS and child not in (None, ""):
-                found.append(src.error((*path, key), _NO_INLINE_KEYS, key=True))
-                continue
-            if _is_server_env(path) and _secret_env_name(key) and child not in (None, ""):
-                found.append(src.error((*path, key), f"{key} looks like a secret: never write "
-                                       f"it in a task file; set it in the run's environment and "
-                                       f"list its name in pass_env", key=True))
-                continue
-            found += _inline_secrets(src, child, (*path, key))
-    elif isinstance(value, list):
-        for i, child in enumerate(value):
-            found += _inline_secrets(src, child, (*path, i))
-    elif isinstance(value, str) and looks_like_secret(value):
-        found.append(src.error(path, _NO_INLINE_KEYS))
-    return found
-
-
-_SECRET_ENV_PARTS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASS",
-                               "CREDENTIAL", "CREDENTIALS", "AUTH", "AUTHORIZATION", "PAT"})
-
-
-def _secret_env_name(name: str) -> bool:
-    """``GITHUB_TOKEN``, ``OPENAI_API_KEY``, ``DB_PASSWORD``: a name whose value is a secret."""
-    return any(part in _SECRET_ENV_PARTS for part in re.split(r"[_\-]", name.upper()))
-
-
-def _is_server_env(path: tuple[str | int, ...]) -> bool:
-    return len(path) == 3 and path[0] == "mcp_servers" and path[2] == "env"
-
-
-def _tool_entries(src: _yaml.Located) -> list[TaskFileError]:
-    """Each `tools` entry names something that exists (errors point at the entry's line)."""
-    data = src.data
-    tools, servers = data.get("tools"), data.get("mcp_servers")
-    servers = servers if isinstance(servers, dict) else {}
-    found = [src.error(("mcp_servers", name), problem, key=True) for name in servers
-             if isinstance(name, str) and (problem := server_name_problem(name))]
-    found += [src.error(("tools", i), problem)
-              for i, entry in enumerate(tools if isinstance(tools, list) else [])
-              if isinstance(entry, str) and (problem := tool_entry_problem(entry, servers))]
-    return found
-
-
-def _references(src: _yaml.Located) -> list[TaskFileError]:
-    """`model`, `roles.*` and `fallbacks` must name a model defined in `models`."""
-    data = src.data
-    models = data.get("models")
-    if not isinstance(models, dict):
-        return []
-    known = ", ".join(sorted(models)) or "(none)"
-    refs: list[tuple[tuple[str | int, ...], Any]] = [(("model",), data.get("model"))]
-    roles = data.get("roles")
-    if isinstance(roles, dict):
-        refs += [(("roles", r), n) for r, n in roles.items() if r in RolesSpec.model_fields]
-    for mname, spec in models.items():
-        fallbacks = spec.get("fallbacks") if isinstance(spec, dict) else None
-        if isinstance(fallbacks, list):
-            refs += [(("models", mname, "fallbacks", i), n) for i, n in enumerate(fallbacks)]
-    return [src.error(path, f"model {name!r} is not defined in models; defined: {known}")
-            for path, name in refs if isinstance(name, str) and name not in models]
-
-
-def _special_case(err: TaskFileError) -> TaskFileError:
-    """Clearer words for the mistakes people make most (mode)."""
-    if err.field == "mode" and err.message.startswith("expected one of"):
-        msg = err.message.replace("expected one of: ", "").split(", got ")
-        return TaskFileError(f"unknown mode {msg[-1].removeprefix('string ')}; expected one of: "
-                             f"{msg[0]} (swarm = planner + DAG of sub-agents, agent = one agent "
-                             "with tools)", file=err.file, line=err.line, column=err.column,
-                             field=err.field)
-    return err

@@ -458,9 +458,25 @@ MAX_REQUEST = 64 << 20
 
 def main():
     unreadable()
+    requests, answers = fork_runner()
+    out = os.fdopen(os.dup(1), "wb")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    stdin = sys.stdin.buffer.raw
+    opened = read_key(stdin)
+    if opened is None:
+        return
+    channel, buf = opened
+    out.write(channel.frame(b"rep", b'{"ok": true, "ready": true, "id": 0}'))
+    out.flush()
+    serve(channel, buf, stdin, out, os.fdopen(requests, "wb"), os.fdopen(answers, "rb"))
+
+
+def fork_runner():
+    """Fork the runner before the key exists; return the (requests, answers) pipe ends."""
     to_runner, requests = os.pipe()
     answers, from_runner = os.pipe()
-    if os.fork() == 0:  # the runner: forked before the key exists
+    if os.fork() == 0:  # the runner
         os.close(requests)
         os.close(answers)
         try:
@@ -469,21 +485,23 @@ def main():
             os._exit(0)
     os.close(to_runner)
     os.close(from_runner)
-    out = os.fdopen(os.dup(1), "wb")
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    stdin = sys.stdin.buffer.raw
+    return requests, answers
+
+
+def read_key(stdin):
+    """The session key, the first line the host sends: (channel, what followed it) or None."""
     buf = bytearray()
-    while b"\n" not in buf:  # the session key: the first line the host sends
+    while b"\n" not in buf:
         chunk = stdin.read(65536)
         if not chunk:
-            return
+            return None
         buf += chunk
     line, _, rest = bytes(buf).partition(b"\n")
-    channel, buf = Channel(bytes.fromhex(line.decode())), bytearray(rest)
-    to_run, from_run = os.fdopen(requests, "wb"), os.fdopen(answers, "rb")
-    out.write(channel.frame(b"rep", b'{"ok": true, "ready": true, "id": 0}'))
-    out.flush()
+    return Channel(bytes.fromhex(line.decode())), bytearray(rest)
+
+
+def serve(channel, buf, stdin, out, to_run, from_run):
+    """Pass each authenticated, new request to the runner and its answer back, until EOF."""
     last = 0
     while True:
         payload = channel.parse(buf, b"req", MAX_REQUEST)
