@@ -194,6 +194,16 @@ class Run:
         if self._started:  # a task cancelled before its first step never enters its body
             self._task.cancel(msg=reason)
 
+    def approve(self, key: str, *, who: str | None = None) -> bool:
+        """Approve the waiting tool call `key` (the ``key`` of its ``approval.requested``
+        event). False if the call was already decided: the first decision stands."""
+        return self.runtime.approvals.approve(key, who=who)
+
+    def deny(self, key: str, reason: str, *, who: str | None = None) -> bool:
+        """Deny the tool call `key`; the model reads `reason` in the call's error result and
+        the run goes on. False if the call was already decided."""
+        return self.runtime.approvals.deny(key, reason, who=who)
+
     def done(self) -> bool:
         return self._task.done()
 
