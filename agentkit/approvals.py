@@ -3,7 +3,7 @@
 The task's ``approval:`` field (`agentkit.task.ApprovalSpec`) names the tools whose calls need
 a person's yes. The agent loop asks the run's `Approvals` broker (``runtime.approvals``) before
 each such call; the broker emits ``approval.requested`` (the call's deterministic key, the
-tool, its arguments), flushes the ledger so the request is on disk, and the calling node waits
+tool, its arguments), which the ledger writes out at once, and the calling node waits
 — only that node: the rest of the DAG goes on. Three ways to decide, first decision wins:
 
 - the Python API: ``run.approve(key)`` / ``run.deny(key, reason)`` (`Approvals.approve`);
@@ -27,7 +27,7 @@ import contextlib
 import fnmatch
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -172,17 +172,13 @@ class Approvals:
                  poll_s: float = 0.5) -> None:
         self.spec, self.clock, self.emit, self.poll_s = spec, clock, emit, poll_s
         self.sidecar: Path | None = None
-        self._flush: Callable[[], None] = lambda: None
         self._offset = 0
         self._decisions: dict[str, Decision] = {}
         self._waiting: dict[str, tuple[ApprovalRequest, asyncio.Future[Decision]]] = {}
 
-    def attach(self, sidecar: Path, *, flush: Callable[[], None] | None = None) -> None:
-        """Use `sidecar` for decisions from other processes and read those already there;
-        `flush` writes the ledger out (called once a request is recorded)."""
+    def attach(self, sidecar: Path) -> None:
+        """Use `sidecar` for decisions from other processes and read those already there."""
         self.sidecar = sidecar
-        if flush is not None:
-            self._flush = flush
         self._offset = 0
         self.poll()
 
@@ -239,8 +235,7 @@ class Approvals:
         self.emit("approval.requested", {"key": key, "tool": tool, "arguments": arguments,
                                          "reason": reason,
                                          "timeout_s": self.spec.timeout_s if self.spec else None},
-                  node_id=node_id)
-        self._flush()  # on disk before we wait: a waiting approval survives a crash
+                  node_id=node_id)  # the ledger writes it out at once (Runtime.open_ledger)
         decision = self._decisions.get(key)
         if decision is None:
             future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()

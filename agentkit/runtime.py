@@ -139,10 +139,17 @@ class Runtime:
                               f"is used once; start a new run without run_id, or resume that "
                               f"one") from None
         self.ledger_path = path
-        self._ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
-        self.bus.add_sink(self._ledger.append, first=True)
+        self._ledger = ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
+
+        def write(event: Event) -> None:
+            ledger.append(event)
+            # a request is on disk before any other consumer sees it: it outlives a crash
+            if event.kind == "approval.requested":
+                ledger.flush()
+
+        self.bus.add_sink(write, first=True)
         # decisions beside the ledger: those made before (the run was down) count at once
-        self.approvals.attach(approvals_file(path), flush=self._ledger.flush)
+        self.approvals.attach(approvals_file(path))
         return path
 
     @property

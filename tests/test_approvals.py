@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from agentkit import RunResult, start
 from agentkit.approvals import Decision, append_decision, approvals_file
 from agentkit.audit import verify_ledger
+from agentkit.cli import app
 from agentkit.errors import ConfigError
 from agentkit.events import Event
 from agentkit.task import TaskSpec
@@ -151,17 +153,16 @@ async def test_denied_call_is_an_error_the_model_reads_and_other_nodes_go_on(tmp
             if key is not None and r_done and not denied:
                 denied = run.deny(key, "not in production")
         result = await run.result()
-    assert result.ok, result.error
-    assert not (tmp_path / "ws" / "report.txt").exists()
+    assert result.ok and not (tmp_path / "ws" / "report.txt").exists(), result.error
     kinds = [(e.kind, e.node_id) for e in seen]
     assert kinds.index(("approval.requested", "w")) < kinds.index(("node.finished", "r")) \
         < kinds.index(("approval.decided", "w")) < kinds.index(("node.finished", "w"))
     assert key == KEY_OF_W
-    refused = [e for e in seen if e.kind == "tool.result" and e.node_id == "w"][0].data
-    assert refused["ok"] is False and refused["error"]["code"] == "denied"
+    refused = next(e.data for e in seen if e.kind == "tool.result" and e.node_id == "w")
+    assert (refused["ok"], refused["error"]["code"]) == (False, "denied")
     told = [r for r in srv.requests_for(WORKER) if "Write the file." in json.dumps(r.messages)]
-    assert "denied by a person: not in production" in tool_results(told[-1])[-1]
-    assert "denied by a person: not in production" in (result.nodes["w"].output or "")
+    assert "denied by a person: not in production" in tool_results(told[-1])[-1] \
+        and "denied by a person: not in production" in (result.nodes["w"].output or "")
 
 
 async def test_no_decision_in_time_denies_on_the_runtime_clock(tmp_path: Path) -> None:
@@ -333,3 +334,35 @@ def test_agentkit_run_on_a_terminal_asks_before_the_call(tmp_path: Path, typed: 
     assert (tmp_path / "ws" / "report.txt").exists() == approved
     if reason:
         assert f"denied by a person: {reason}" in stdout.decode()
+
+
+def test_a_waiting_approval_outlives_a_killed_run(tmp_path: Path) -> None:
+    """`kill -9` while a call waits: the request is already in the ledger (flushed before the
+    node waits), so `agentkit approve` lists it and records a decision for the resumed run."""
+    with ScriptedModelServer("deepseek") as srv:
+        srv.route(WORKER, default=writes_then_reports())
+        path = tmp_path / "task.yaml"
+        path.write_text(json.dumps(task_spec(srv, tmp_path).model_dump(mode="json",
+                                                                        exclude_defaults=True)))
+        proc = subprocess.Popen([sys.executable, "-m", "agentkit", "run", str(path), "--json",
+                                 "--ledger-dir", str(tmp_path / "runs")],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, env={**os.environ, **ENV})
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the plain progress lines of a run whose stderr is a pipe
+            if b"approval.requested" in line:
+                break
+        proc.kill()
+        proc.wait()
+    (ledger,) = (tmp_path / "runs").glob("*.jsonl")
+    runner = CliRunner()
+    listed = runner.invoke(app, ["approve", str(ledger), "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert [p["key"] for p in json.loads(listed.output)["pending"]] == [FIRST_CALL]
+    decided = runner.invoke(app, ["approve", str(ledger), FIRST_CALL, "--who", "ops"])
+    assert decided.exit_code == 0, decided.output
+    (record,) = approvals_file(ledger).read_text().splitlines()
+    assert json.loads(record) == {"key": FIRST_CALL, "approved": True, "reason": None,
+                                "via": "file", "who": "ops"}
+    assert runner.invoke(app, ["approve", str(ledger), "--json"]).output.strip() == \
+        '{"pending": []}'

@@ -52,19 +52,24 @@ def approve(
     if key is None:
         _show(pending, json_out)
         return
-    earlier = decided.get(key) or _decided_in_ledger(requested, key)
+    _check_undecided(ledger, key, decided.get(key) or _decided_in_ledger(requested, key),
+                     requested, pending)
+    decision = Decision(key=key, approved=deny is None, reason=deny, via="file",
+                        who=who or current_user())
+    append_decision(sidecar, decision)
+    out(f"{key}: {'approved' if deny is None else 'denied'} (recorded in {sidecar})")
+
+
+def _check_undecided(ledger: Path, key: str, earlier: object, requested: list[dict[str, Any]],
+                     pending: dict[str, Any]) -> None:
+    """Exit 1 if `key` was decided already, 2 if it was never requested."""
     if earlier is not None:
         out(f"{key}: already decided ({earlier}); the first decision stands")
         raise typer.Exit(EXIT_FAILED)
     if not any(e.get("kind") == "approval.requested" and (e.get("data") or {}).get("key") == key
                for e in requested):
-        waiting = ", ".join(pending) or "none"
-        fail(f"{key!r} was never requested in {ledger} (waiting now: {waiting}); run "
-             f"`agentkit approve {ledger}` to list them")
-    decision = Decision(key=key, approved=deny is None, reason=deny, via="file",
-                        who=who or current_user())
-    append_decision(sidecar, decision)
-    out(f"{key}: {'approved' if deny is None else 'denied'} (recorded in {sidecar})")
+        fail(f"{key!r} was never requested in {ledger} (waiting now: "
+             f"{', '.join(pending) or 'none'}); run `agentkit approve {ledger}` to list them")
 
 
 def _requests(ledger: Path) -> Iterator[dict[str, Any]]:

@@ -77,11 +77,9 @@ def run(
         "--ray-address", metavar="ADDR",
         help="The Ray cluster (HEAD:PORT or auto); implies --executor ray.")] = None,
 ) -> None:
-    """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
-    key variable, ...), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP; the run
-    is cancelled cleanly and its ledger closed in every case. On a terminal (without --json), a
-    tool call the task's approval names is asked about: y approves, Enter or n denies, any other
-    text denies with that reason."""
+    """Run a task (on a terminal, each call that needs approval is asked about: y/N/reason).
+    Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API key variable,
+    ...), 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; the run is cancelled cleanly, its ledger closed."""
     task = load_checked(task_file, overrides, environ=dict(os.environ))
     if output is not None:
         task = task.model_copy(update={"output": str(output.resolve())})
