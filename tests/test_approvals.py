@@ -25,12 +25,12 @@ import pytest
 from typer.testing import CliRunner
 
 from agentkit import RunResult, start
-from agentkit.approvals import Decision, append_decision, approvals_file
+from agentkit.approvals import Approvals, Decision, append_decision, approvals_file
 from agentkit.audit import verify_ledger
 from agentkit.cli import app
 from agentkit.errors import ConfigError
 from agentkit.events import Event
-from agentkit.task import TaskSpec
+from agentkit.task import ApprovalSpec, TaskSpec
 from agentkit.testing import FakeClock, RecordedRequest, Reply, ScriptedModelServer, call, reply
 
 WORKER, WRITER = "worker-model", "writer-model"
@@ -366,3 +366,22 @@ def test_a_waiting_approval_outlives_a_killed_run(tmp_path: Path) -> None:
                                 "via": "file", "who": "ops"}
     assert runner.invoke(app, ["approve", str(ledger), "--json"]).output.strip() == \
         '{"pending": []}'
+
+
+async def test_the_broker_without_a_ledger_times_out_on_its_clock_and_takes_early_decisions() -> None:
+    """No ledger (no sidecar to poll): the wait is one sleep on the runtime's clock, and a
+    decision given before the call is asked for (keys are deterministic) is taken at once."""
+    clock, emitted = FakeClock(), []
+
+    def emit(kind: Any, data: dict[str, Any] | None = None, *, node_id: str | None = None) -> Any:
+        emitted.append((kind, node_id, dict(data or {})))
+
+    broker = Approvals(ApprovalSpec(tools=["write_file"], timeout_s=30), clock=clock, emit=emit)
+    assert broker.deny("n#1/n#1/2/m/t1", "read-only today", who="ops")
+    early = await broker.request("n#1/n#1/2/m/t1", "write_file", {"path": "a"}, node_id="n")
+    assert (early.approved, early.reason, clock.monotonic()) == (False, "read-only today", 0.0)
+    late = await broker.request("n#1/n#1/3/m/t0", "write_file", {"path": "b"}, node_id="n")
+    assert (late.approved, late.via, clock.sleeps) == (False, "timeout", [30.0])
+    assert not broker.approve("n#1/n#1/3/m/t0")  # the timeout decided it
+    assert [(k, n) for k, n, _ in emitted] == [("approval.requested", "n"),
+                                                ("approval.decided", "n")] * 2
