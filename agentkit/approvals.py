@@ -35,7 +35,7 @@ from typing import Any, Literal
 from agentkit.clock import Clock
 from agentkit.events import Emitter
 from agentkit.task import ApprovalSpec
-from agentkit.tools.base import Tool
+from agentkit.tools.base import RESERVED_TOOL_NAMES, Tool
 
 __all__ = ["ApprovalRequest", "Approvals", "Decision", "Via", "append_decision",
            "approvals_file", "needs_approval", "pending_requests", "read_decisions",
@@ -134,8 +134,9 @@ def pending_requests(events: Iterator[dict[str, Any]],
 
 
 def needs_approval(spec: ApprovalSpec | None, tool: Tool) -> bool:
-    """Whether `spec` asks a person before each call of `tool`."""
-    if spec is None:
+    """Whether `spec` asks a person before each call of `tool` (never for the engine's own
+    control tools, such as the planner's submit_plan, whatever a pattern matches)."""
+    if spec is None or tool.name in RESERVED_TOOL_NAMES:
         return False
     if spec.side_effects and tool.side_effects:
         return True

@@ -25,13 +25,23 @@ import pytest
 from typer.testing import CliRunner
 
 from agentkit import RunResult, start
-from agentkit.approvals import Approvals, Decision, append_decision, approvals_file
+from agentkit.approvals import (
+    Approvals,
+    Decision,
+    append_decision,
+    approvals_file,
+    needs_approval,
+    unmatched_entries,
+)
 from agentkit.audit import verify_ledger
 from agentkit.cli import app
 from agentkit.errors import ConfigError
 from agentkit.events import Event
+from agentkit.swarm.agents import SubmitPlan
 from agentkit.task import ApprovalSpec, TaskSpec
 from agentkit.testing import FakeClock, RecordedRequest, Reply, ScriptedModelServer, call, reply
+from agentkit.tools import Tool, build_registry
+from agentkit.tools.base import ToolArgs
 
 WORKER, WRITER = "worker-model", "writer-model"
 ENV = {"APPROVAL_KEY": "sk-approval-0123456789"}
@@ -385,3 +395,27 @@ async def test_the_broker_without_a_ledger_times_out_on_its_clock_and_takes_earl
     assert not broker.approve("n#1/n#1/3/m/t0")  # the timeout decided it
     assert [(k, n) for k, n, _ in emitted] == [("approval.requested", "n"),
                                                 ("approval.decided", "n")] * 2
+
+
+def test_patterns_match_names_servers_and_server_tools_but_never_the_engines_control_tools() -> None:
+    """`*` gates every tool of the run, not the planner's submit_plan (engine control); an MCP
+    tool is matched by its model name, its server, or "server.tool"."""
+    files = build_registry(["write_file", "list_files"])
+    everything = ApprovalSpec(tools=["*"])
+    assert all(needs_approval(everything, t) for t in files)
+    assert not needs_approval(everything, SubmitPlan(lambda nodes: None, attempts=1))  # type: ignore[arg-type, return-value]
+
+    class Push(Tool):  # what agentkit.tools.mcp makes for the tool "push" of server "git"
+        name, description, args_model = "git_push", "Push.", ToolArgs
+        side_effects = True
+
+        @property
+        def origin(self) -> dict[str, Any]:
+            return {"source": "mcp", "server": "git", "remote_tool": "push"}
+
+    for entry in ("git_push", "git", "git.push", "git.*", "git_*"):
+        assert needs_approval(ApprovalSpec(tools=[entry]), Push()), entry
+    assert not needs_approval(ApprovalSpec(tools=["git.pull", "github"]), Push())
+    assert needs_approval(ApprovalSpec(side_effects=True), Push())
+    assert unmatched_entries(ApprovalSpec(tools=["git", "wirte_file"]), [Push(), *files]) == \
+        ["wirte_file"]
