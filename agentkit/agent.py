@@ -128,8 +128,8 @@ class Agent:
                            attempt=current_attempt(), round=self._round)
 
         async def one(i: int, call: ToolCallPart) -> None:
-            # the turn's model call key + /t{i}: stable across re-executions of the run
-            results[i] = await self._run_tool(call, f"{turn.call_key()}/t{i}")
+            # the turn's model call key with t{i} for m: stable across re-executions of the run
+            results[i] = await self._run_tool(call, turn.call_key(f"t{i}"))
 
         async with asyncio.TaskGroup() as group:
             for i, call in enumerate(calls):

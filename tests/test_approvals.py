@@ -46,9 +46,9 @@ from agentkit.tools.base import ToolArgs
 WORKER, WRITER = "worker-model", "writer-model"
 ENV = {"APPROVAL_KEY": "sk-approval-0123456789"}
 #: the key of the first tool call of an agent-mode run's first turn
-FIRST_CALL = "agent#1/agent#1/1/m/t0"
+FIRST_CALL = "agent#1/agent#1/1/t0"
 #: the key of node w's first tool call in the swarm test
-KEY_OF_W = "w#1/w#1/1/m/t0"
+KEY_OF_W = "w#1/w#1/1/t0"
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -217,7 +217,7 @@ async def test_agentkit_approve_from_another_process_decides_a_waiting_call(tmp_
             assert json.loads(listed)["pending"] == [
                 {"key": FIRST_CALL, "node_id": "agent", "tool": "write_file",
                  "arguments": {"path": "report.txt", "content": "42\n"}}]
-            code, _, err = await _agentkit("approve", ledger, "agent#1/nope/1/m/t9")
+            code, _, err = await _agentkit("approve", ledger, "agent#1/nope/1/t9")
             assert code == 2 and "was never requested" in err
             code, said, _ = await _agentkit("approve", ledger, FIRST_CALL, "--deny",
                                             "use the staging folder", "--who", "ops")
@@ -274,7 +274,7 @@ async def test_side_effects_true_asks_only_for_side_effecting_tools(tmp_path: Pa
                 run.approve(event.data["key"])
         result = await run.result()
     assert result.ok, result.error
-    assert requested == [("agent#1/agent#1/1/m/t1", "write_file")]
+    assert requested == [("agent#1/agent#1/1/t1", "write_file")]
 
 
 async def test_an_approval_entry_that_matches_no_tool_stops_the_run(tmp_path: Path) -> None:
@@ -387,12 +387,12 @@ async def test_the_broker_without_a_ledger_times_out_on_its_clock_and_takes_earl
         emitted.append((kind, node_id, dict(data or {})))
 
     broker = Approvals(ApprovalSpec(tools=["write_file"], timeout_s=30), clock=clock, emit=emit)
-    assert broker.deny("n#1/n#1/2/m/t1", "read-only today", who="ops")
-    early = await broker.request("n#1/n#1/2/m/t1", "write_file", {"path": "a"}, node_id="n")
+    assert broker.deny("n#1/n#1/2/t1", "read-only today", who="ops")
+    early = await broker.request("n#1/n#1/2/t1", "write_file", {"path": "a"}, node_id="n")
     assert (early.approved, early.reason, clock.monotonic()) == (False, "read-only today", 0.0)
-    late = await broker.request("n#1/n#1/3/m/t0", "write_file", {"path": "b"}, node_id="n")
+    late = await broker.request("n#1/n#1/3/t0", "write_file", {"path": "b"}, node_id="n")
     assert (late.approved, late.via, clock.sleeps) == (False, "timeout", [30.0])
-    assert not broker.approve("n#1/n#1/3/m/t0")  # the timeout decided it
+    assert not broker.approve("n#1/n#1/3/t0")  # the timeout decided it
     assert [(k, n) for k, n, _ in emitted] == [("approval.requested", "n"),
                                                 ("approval.decided", "n")] * 2
 

@@ -78,7 +78,8 @@ class ToolContext:
     agent_id: str | None = None
     call_id: str | None = None
     #: the call's deterministic key: its turn's model call key with ``t{index in the turn}``
-    #: (the same call of a re-executed run has the same key; approvals are asked by it)
+    #: for the final ``m`` (the same call of a re-executed run has the same key; approvals
+    #: are asked by it)
     call_key: str | None = None
 
     def emit(self, kind: EventKind, data: dict[str, Any]) -> Event:
