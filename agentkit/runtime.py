@@ -138,6 +138,12 @@ class Runtime:
             raise ConfigError(f"run id {self.run_id!r} already has a ledger at {path}: a run id "
                               f"is used once; start a new run without run_id, or resume that "
                               f"one") from None
+        self._use_ledger(path)
+        return path
+
+    def _use_ledger(self, path: Path) -> None:
+        """Write the run's events to the ledger at `path` (a new one, or the one a resumed run
+        continues) and take the approval decisions beside it."""
         self.ledger_path = path
         self._ledger = ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
 
@@ -148,9 +154,8 @@ class Runtime:
                 ledger.flush()
 
         self.bus.add_sink(write, first=True)
-        # decisions beside the ledger: those made before (the run was down) count at once
+        # decisions already there (made while the run was down) count at once
         self.approvals.attach(approvals_file(path))
-        return path
 
     @property
     def ledger(self) -> Ledger | None:
