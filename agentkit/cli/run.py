@@ -77,14 +77,11 @@ def run(
         "--ray-address", metavar="ADDR",
         help="The Ray cluster (HEAD:PORT or auto); implies --executor ray.")] = None,
 ) -> None:
-    """Run a task (on a terminal, each call that needs approval is asked about: y/N/reason).
-    Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API key variable,
-    ...), 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP; the run is cancelled cleanly, its ledger closed."""
-    task = load_checked(task_file, overrides, environ=dict(os.environ))
-    if output is not None:
-        task = task.model_copy(update={"output": str(output.resolve())})
-    if otel:
-        task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
+    """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
+    key variable, ...), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP; the run
+    is cancelled cleanly and its ledger closed in every case. On a terminal, each call that
+    needs approval is asked about (y approves; Enter, n or a reason denies)."""
+    task = _with_options(load_checked(task_file, overrides, environ=dict(os.environ)), output, otel)
     if executor is not None or ray_address is not None:
         task = _with_executor(task, executor, ray_address)
     ledger = (ledger_dir or Path(task.output or "runs")).resolve()
@@ -136,6 +133,15 @@ async def _result_asking(handle: Run, progress: ProgressDisplay) -> RunResult:
         asking.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asking
+
+
+def _with_options(task: TaskSpec, output: Path | None, otel: bool) -> TaskSpec:
+    """The task with --output and --otel applied."""
+    if output is not None:
+        task = task.model_copy(update={"output": str(output.resolve())})
+    if otel:
+        task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
+    return task
 
 
 def _with_executor(task: TaskSpec, kind: str | None, address: str | None) -> TaskSpec:
