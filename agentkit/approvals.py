@@ -236,7 +236,7 @@ class Approvals:
         self.emit("approval.requested", {"key": key, "tool": tool, "arguments": arguments,
                                          "reason": reason,
                                          "timeout_s": self.spec.timeout_s if self.spec else None},
-                  node_id=node_id)  # the ledger writes it out at once (Runtime.open_ledger)
+                  node_id=node_id)  # the ledger writes it out at once (Runtime._use_ledger)
         decision = self._decisions.get(key)
         if decision is None:
             future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()

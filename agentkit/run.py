@@ -4,6 +4,7 @@ get a typed `RunResult`.
     run = start(task)                     # inside a running event loop
     async for event in run.events(): ...  # every event from run.started to run.finished
     result = await run.result()           # RunResult; run.cancel() stops it cleanly
+    run.approve(key); run.deny(key, why)  # a tool call waiting for a person (task `approval`)
     result.raise_for_status()             # the run's error as an exception, if it failed
 
 `arun` is ``await start(...).result()``; `run_sync` is the one-line sync wrapper for scripts
