@@ -7,6 +7,7 @@ refuse with one `ConfigError` naming them all:
 - a model whose profile does not exist (``profile: deepsek``), or that has no endpoint;
 - a prompt override that does not fit its template (unknown prompt, unknown ``$placeholder``);
 - sandbox inputs missing from the workspace;
+- ``approval`` with ``executor: ray`` (a Ray worker cannot wait for the driver's approvals);
 - (with `environ`) an API key variable that is not set, for every model the run will call:
   the roles' models, a hand-written plan's node models and their fallbacks. A swarm whose key
   is missing fails here, naming the variable, instead of failing each node with an HTTP 401
@@ -54,6 +55,10 @@ def problems(task: TaskSpec, *, workspace: Path | None = None,
                           f"the file)"))
     if environ is not None:
         found += _key_problems(task, used, environ)
+    if task.approval is not None and task.executor.kind == "ray":
+        found.append((("approval",), "approvals need executor kind local: a node on a Ray "
+                      "worker cannot wait for a decision made on the driver; remove approval "
+                      "or run with --executor local"))
     return found
 
 

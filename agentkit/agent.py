@@ -25,9 +25,10 @@ from agentkit.budget import Budget
 from agentkit.errors import BudgetExceeded, RunFailed, ToolError
 from agentkit.messages import Message, ToolCallPart, ToolResultPart, Turn
 from agentkit.models import ChatModel, DeltaCallback, ModelSettings, call_scope
-from agentkit.models.context import current_attempt
+from agentkit.models.context import CallContext, current_attempt
 from agentkit.runtime import Runtime
 from agentkit.tools import Tool, ToolContext, ToolRegistry, invoke_tool
+from agentkit.tools.base import parse_args
 
 __all__ = ["Agent", "AgentResult", "StopReason", "run_agent_task"]
 
@@ -87,7 +88,7 @@ class Agent:
             messages.append(turn.message)
             calls = turn.message.tool_calls
             if calls:
-                results = await self._run_tools(calls)
+                results = await self._run_tools(calls, step)
                 messages.append(Message(role="tool", parts=tuple(results)))
                 if self.done is not None and self.done():
                     return self._result(results[-1].content, messages, step, "answer")
@@ -120,24 +121,28 @@ class Agent:
             return await model.turn(messages, self.tools.specs(), self.settings,
                                     on_delta=self.on_delta)
 
-    async def _run_tools(self, calls: list[ToolCallPart]) -> list[ToolResultPart]:
+    async def _run_tools(self, calls: list[ToolCallPart], step: int) -> list[ToolResultPart]:
         """Run every call of one turn at once; results keep the order of the calls."""
         results: list[ToolResultPart | None] = [None] * len(calls)
+        turn = CallContext(node_id=self.node_id, agent_id=self.agent_id, step=step,
+                           attempt=current_attempt(), round=self._round)
 
         async def one(i: int, call: ToolCallPart) -> None:
-            results[i] = await self._run_tool(call)
+            # the turn's model call key with t{i} for m: stable across re-executions of the run
+            results[i] = await self._run_tool(call, turn.call_key(f"t{i}"))
 
         async with asyncio.TaskGroup() as group:
             for i, call in enumerate(calls):
                 group.create_task(one(i, call))
         return [r for r in results if r is not None]
 
-    async def _run_tool(self, call: ToolCallPart) -> ToolResultPart:
+    async def _run_tool(self, call: ToolCallPart, key: str) -> ToolResultPart:
         ctx = self.runtime.tool_context(node_id=self.node_id, agent_id=self.agent_id,
-                                        call_id=call.id)
+                                        call_id=call.id, call_key=key)
         self._tool_calls += 1
         try:
             tool = await self._prepare(call)
+            await self._approved(tool, call, key)
         except ToolError as err:
             return self._error_result(call, ctx, err, record=("tool.call", "tool.result"))
         try:
@@ -165,6 +170,24 @@ class Agent:
                             f"({call.parse_error}); received {(call.raw_arguments or '')[:500]!r}. "
                             f"Call {call.name} again with one JSON object.", tool=call.name)
         return tool
+
+    async def _approved(self, tool: Tool, call: ToolCallPart, key: str) -> None:
+        """Wait for a person's yes if the task's ``approval`` names the tool; a no (or no
+        decision in time) is a ToolError the model reads. Arguments that do not fit the
+        schema are refused first: nobody is asked about a call that cannot run."""
+        approvals = self.runtime.approvals
+        if not approvals.needs(tool):
+            return
+        parse_args(tool, call.arguments)
+        decision = await approvals.request(key, tool.name, call.arguments, node_id=self.node_id)
+        if decision.approved:
+            return
+        why = decision.reason or "no reason given"
+        raise ToolError("denied", f"denied: {why}" if decision.via == "timeout"
+                        else f"denied by a person: {why}", tool=call.name,
+                        retry_hint="do not repeat this call; carry on without it or answer "
+                                   "with what you have",
+                        details={"approval_key": key, "via": decision.via})
 
     def _error_result(self, call: ToolCallPart, ctx: ToolContext, err: ToolError,
                       record: tuple[str, ...]) -> ToolResultPart:

@@ -29,6 +29,8 @@ EventKind = Literal[
     "retry", "fallback", "breaker.open", "breaker.closed",
     # tool calls and what they touched
     "tool.call", "tool.result", "tool.log",
+    # a call that waits for a person's yes (agentkit.approvals), and the decision
+    "approval.requested", "approval.decided",
     "file.diff", "url.fetched", "url.blocked", "url.cited", "search.results",
     "sandbox.created", "sandbox.exec", "sandbox.removed", "sandbox.relaxed",
     # MCP servers a run started (command or URL, never secrets), stopped, and the tools offered

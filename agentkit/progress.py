@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,8 @@ _STYLE = {"waiting": "dim", "running": "yellow", "done": "green", "failed": "bol
           "skipped": "magenta", "cancelled": "bold magenta"}
 _MILESTONES = frozenset({"run.started", "plan.created", "plan.replanned", "node.started",
                          "node.finished", "node.failed", "node.skipped", "node.consensus",
-                         "budget.exceeded", "run.finished"})
+                         "budget.exceeded", "approval.requested", "approval.decided",
+                         "run.finished"})
 #: rows of the roles that are not plan nodes: the planner first, the synthesizer last
 PLANNER, SYNTHESIZER = "planner", "synthesizer"
 _ROLE_ROWS = frozenset({PLANNER, SYNTHESIZER, "agent"})
@@ -111,6 +113,22 @@ class ProgressDisplay:
             self._live.stop()
             self._live = None
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Give the terminal to someone else for a while (the approval prompt): the table
+        stops redrawing, and comes back below whatever was printed meanwhile."""
+        live = self._live
+        if live is None:
+            yield
+            return
+        live.refresh()
+        live.stop()
+        try:
+            yield
+        finally:
+            if self._live is live:
+                live.start()
+
     def note(self, text: str) -> None:
         """A message for the user above the table (or as a plain line)."""
         if self._live is not None:
@@ -178,6 +196,11 @@ class ProgressDisplay:
             extra = _consensus_text(data)
         elif event.kind == "tool.call":
             extra = _call_text(data, 100)
+        elif event.kind == "approval.requested":
+            extra = f"{data.get('key')} {_call_text(data, 80)}"
+        elif event.kind == "approval.decided":
+            extra = (f"{data.get('key')} {'approved' if data.get('approved') else 'denied'} "
+                     f"via {data.get('via')}" + (f": {data['reason']}" if data.get("reason") else ""))
         elif event.kind == "node.failed":
             extra = _error_text(data)
         line = f"[{self._now() - self._start:7.1f}s] {event.kind}{where} {str(extra)[:100]}"
@@ -294,6 +317,9 @@ _HANDLERS: dict[str, Handler] = {
     "node.consensus": _step(lambda data: _consensus_text(data)),
     "answer.checked": _step(lambda data: "checking the answer's numbers and sources"),
     "budget.exceeded": _step(lambda data: f"budget {data.get('budget')} exceeded"),
+    "approval.requested": _step(lambda data: f"awaiting approval: {_call_text(data, 30)}"),
+    "approval.decided": _step(lambda data: f"{'approved' if data.get('approved') else 'denied'}"
+                                           f" ({data.get('via')}): {data.get('tool')}"),
 }
 
 

@@ -4,6 +4,7 @@ get a typed `RunResult`.
     run = start(task)                     # inside a running event loop
     async for event in run.events(): ...  # every event from run.started to run.finished
     result = await run.result()           # RunResult; run.cancel() stops it cleanly
+    run.approve(key); run.deny(key, why)  # a tool call waiting for a person (task `approval`)
     result.raise_for_status()             # the run's error as an exception, if it failed
 
 `arun` is ``await start(...).result()``; `run_sync` is the one-line sync wrapper for scripts
@@ -193,6 +194,16 @@ class Run:
         self._cancel_reason = reason
         if self._started:  # a task cancelled before its first step never enters its body
             self._task.cancel(msg=reason)
+
+    def approve(self, key: str, *, who: str | None = None) -> bool:
+        """Approve the waiting tool call `key` (the ``key`` of its ``approval.requested``
+        event). False if the call was already decided: the first decision stands."""
+        return self.runtime.approvals.approve(key, who=who)
+
+    def deny(self, key: str, reason: str, *, who: str | None = None) -> bool:
+        """Deny the tool call `key`; the model reads `reason` in the call's error result and
+        the run goes on. False if the call was already decided."""
+        return self.runtime.approvals.deny(key, reason, who=who)
 
     def done(self) -> bool:
         return self._task.done()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from agentkit._extras import require
+from agentkit.approvals import Approvals, approvals_file, unmatched_entries
 from agentkit.audit import Ledger
 from agentkit.clock import Clock, SystemClock
 from agentkit.errors import ConfigError
@@ -104,6 +105,8 @@ class Runtime:
         self._ledger: Ledger | None = None
         self._prompts: Prompts | None = None
         self._rounds: dict[tuple[str | None, int, str | None], int] = {}
+        #: tool calls that wait for a person's yes (the task's ``approval``)
+        self.approvals = Approvals(task.approval, clock=self.clock, emit=self.emit)
         self.closed = False
 
     # -- events -------------------------------------------------------------------------------
@@ -135,10 +138,24 @@ class Runtime:
             raise ConfigError(f"run id {self.run_id!r} already has a ledger at {path}: a run id "
                               f"is used once; start a new run without run_id, or resume that "
                               f"one") from None
-        self.ledger_path = path
-        self._ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
-        self.bus.add_sink(self._ledger.append, first=True)
+        self._use_ledger(path)
         return path
+
+    def _use_ledger(self, path: Path) -> None:
+        """Write the run's events to the ledger at `path` (a new one, or the one a resumed run
+        continues) and take the approval decisions beside it."""
+        self.ledger_path = path
+        self._ledger = ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
+
+        def write(event: Event) -> None:
+            ledger.append(event)
+            # a request is on disk before any other consumer sees it: it outlives a crash
+            if event.kind == "approval.requested":
+                ledger.flush()
+
+        self.bus.add_sink(write, first=True)
+        # decisions already there (made while the run was down) count at once
+        self.approvals.attach(approvals_file(path))
 
     @property
     def ledger(self) -> Ledger | None:
@@ -187,7 +204,7 @@ class Runtime:
         registry = self.resolve_tools()
         if self._tools_ready or not self.task.mcp_references():
             self._tools_ready = True
-            return registry
+            return self._check_approvals(registry)
         clash = sorted(set(self.task.mcp_references()) & set(registry.names()))
         if clash:
             raise ConfigError(f"{', '.join(map(repr, clash))} names both an MCP server and a "
@@ -203,6 +220,15 @@ class Runtime:
         registry.groups.update(groups)
         self._apply_limits(registry)
         self._tools_ready = True
+        return self._check_approvals(registry)
+
+    def _check_approvals(self, registry: ToolRegistry) -> ToolRegistry:
+        """Every entry of ``approval.tools`` names a tool of the run (else a `ConfigError`)."""
+        unknown = unmatched_entries(self.task.approval, registry)
+        if unknown:
+            raise ConfigError(f"approval.tools: {', '.join(map(repr, unknown))} matches no tool "
+                              f"of the run (tools: {', '.join(registry.names()) or 'none'}); "
+                              f"name a tool, an MCP server or 'server.tool'")
         return registry
 
     @staticmethod
@@ -218,13 +244,13 @@ class Runtime:
                 self.limits.set(tool.concurrency_class, tool.concurrency_limit)
 
     def tool_context(self, *, node_id: str | None = None, agent_id: str | None = None,
-                     call_id: str | None = None) -> ToolContext:
+                     call_id: str | None = None, call_key: str | None = None) -> ToolContext:
         """What a tool call made by `node_id`/`agent_id` may use."""
         protected = (self.ledger_dir.resolve(),) if self.ledger_dir is not None else ()
         return ToolContext(task=self.task, workspace=self.workspace, events=self.emit,
                            clock=self.clock, limits=self.limits, resources=self.resources,
                            run_id=self.run_id, protected=protected, node_id=node_id,
-                           agent_id=agent_id, call_id=call_id)
+                           agent_id=agent_id, call_id=call_id, call_key=call_key)
 
     async def model(self, name: str) -> ManagedModel:
         """The model `name` of ``task.models`` (built once, with budgets, retries, limits)."""

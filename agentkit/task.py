@@ -28,6 +28,7 @@ from agentkit.plan import Plan
 
 __all__ = [
     "TOOL_NAMES",
+    "ApprovalSpec",
     "BudgetSpec",
     "ChannelSpec",
     "ConsensusSpec",
@@ -311,6 +312,25 @@ class McpServerSpec(_Spec):
         return self
 
 
+class ApprovalSpec(_Spec):
+    """Tool calls that wait for a person's yes (see `agentkit.approvals`).
+
+    ``approval: {tools: [write_file, "git.push_*"], side_effects: true, timeout_s: 600}``: a
+    call of a tool named in `tools` (or, with `side_effects`, of any tool that declares side
+    effects) waits until a person approves or denies it; only the calling node waits. A denied
+    or timed-out call returns a tool error the model reads; it never ends the run."""
+
+    tools: list[str] = Field(default_factory=list, max_length=1000)
+    """Tools whose every call needs approval: a tool's name as the model sees it, an MCP
+    server's name (all of its tools) or "server.tool"; shell-style patterns (*, ?) allowed."""
+    side_effects: bool = False
+    """Also ask before each call of any tool that declares side effects (write_file, run_code,
+    MCP tools not marked read-only, Python tools declared with side_effects=True)."""
+    timeout_s: float | None = Field(default=600.0, gt=0, le=7 * 86_400)
+    """Seconds a call waits for a decision before it is denied (null: until the run's own
+    wall-clock limit)."""
+
+
 class BudgetSpec(_Spec):
     tokens: int | None = Field(default=None, ge=1)
     """Tokens (input + output) the whole run may use; reserved before each call (null: no limit)."""
@@ -456,6 +476,9 @@ class TaskSpec(_Spec):
     """Trace export (OpenTelemetry; off by default)."""
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     """Where the nodes' sub-agents run: local (this process) or ray (a Ray cluster)."""
+    approval: ApprovalSpec | None = None
+    """Tool calls that wait for a person's yes: tools (names, MCP servers, "server.tool",
+    patterns), side_effects: true for every side-effecting tool, timeout_s (then denied)."""
 
     @model_validator(mode="before")
     @classmethod

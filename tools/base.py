@@ -77,6 +77,10 @@ class ToolContext:
     node_id: str | None = None
     agent_id: str | None = None
     call_id: str | None = None
+    #: the call's deterministic key: its turn's model call key with ``t{index in the turn}``
+    #: for the final ``m`` (the same call of a re-executed run has the same key; approvals
+    #: are asked by it)
+    call_key: str | None = None
 
     def emit(self, kind: EventKind, data: dict[str, Any]) -> Event:
         return self.events(kind, data, node_id=self.node_id)
@@ -87,10 +91,10 @@ class ToolContext:
         return await self.resources.get(key, factory, close)
 
     def for_call(self, call_id: str | None, *, node_id: str | None = None,
-                 agent_id: str | None = None) -> ToolContext:
+                 agent_id: str | None = None, call_key: str | None = None) -> ToolContext:
         """The same run, another call (and caller)."""
         return replace(self, call_id=call_id, node_id=node_id or self.node_id,
-                       agent_id=agent_id or self.agent_id)
+                       agent_id=agent_id or self.agent_id, call_key=call_key)
 
 
 class Tool:

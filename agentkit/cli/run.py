@@ -15,9 +15,11 @@ A signal the parent set to be ignored (``nohup`` ignores SIGHUP) stays ignored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,12 +79,9 @@ def run(
 ) -> None:
     """Run a task. Exit codes: 0 succeeded, 1 run failed, 2 bad input (task file, missing API
     key variable, ...), 130 interrupted (Ctrl-C), 143 stopped by SIGTERM, 129 by SIGHUP; the run
-    is cancelled cleanly and its ledger closed in every case."""
-    task = load_checked(task_file, overrides, environ=dict(os.environ))
-    if output is not None:
-        task = task.model_copy(update={"output": str(output.resolve())})
-    if otel:
-        task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
+    is cancelled cleanly and its ledger closed in every case. On a terminal, each call that
+    needs approval is asked about (y approves; Enter, n or a reason denies)."""
+    task = _with_options(load_checked(task_file, overrides, environ=dict(os.environ)), output, otel)
     if executor is not None or ray_address is not None:
         task = _with_executor(task, executor, ray_address)
     ledger = (ledger_dir or Path(task.output or "runs")).resolve()
@@ -109,11 +108,40 @@ async def _run(task: TaskSpec, ledger: Path, json_out: bool) -> tuple[int, dict[
         redactor = TextRedactor(handle.runtime.secrets())
         progress.redact = redactor.text  # before the run's first event: it has not started yet
         with _stop_on_signals(handle, progress) as stopped_by:
-            result = await handle.result()
+            ask = not json_out and task.approval is not None and sys.stdin.isatty()
+            result = await (_result_asking(handle, progress) if ask else handle.result())
     payload: dict[str, Any] = redactor.value(result_payload(result))
     if not json_out:
         report(console, payload)
     return _exit_code(result, stopped_by), payload
+
+
+async def _result_asking(handle: Run, progress: ProgressDisplay) -> RunResult:
+    """The run's result, asking on the terminal about each call that needs approval."""
+    from agentkit.cli._prompt import TerminalApprover
+
+    def write(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    approver = TerminalApprover(handle, progress, fd=sys.stdin.fileno(), write=write)
+    handle.runtime.bus.add_sink(approver)
+    asking = asyncio.ensure_future(approver.run())
+    try:
+        return await handle.result()
+    finally:
+        asking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asking
+
+
+def _with_options(task: TaskSpec, output: Path | None, otel: bool) -> TaskSpec:
+    """The task with --output and --otel applied."""
+    if output is not None:
+        task = task.model_copy(update={"output": str(output.resolve())})
+    if otel:
+        task = task.model_copy(update={"telemetry": task.telemetry.model_copy(update={"otel": True})})
+    return task
 
 
 def _with_executor(task: TaskSpec, kind: str | None, address: str | None) -> TaskSpec:
