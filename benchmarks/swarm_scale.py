@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import math
 import multiprocessing
+import pstats
 import resource
 import tempfile
 import time
@@ -76,13 +78,20 @@ def serve(latency: float, calls: int, conn: Connection) -> None:
     asyncio.run(run())
 
 
-async def one_run(base_url: str, args: argparse.Namespace, tmp: Path,
-                  ledger: bool) -> tuple[RunResult, float]:
+async def one_run(base_url: str, args: argparse.Namespace, tmp: Path, ledger: bool,
+                  profile: cProfile.Profile | None = None) -> tuple[RunResult, float, float]:
+    """(result, makespan, CPU seconds of this process) of one run; `profile` sees it whole."""
     spec = task(base_url, args.agents, tmp)
-    start = time.perf_counter()
-    result = await arun(spec, ledger_dir=tmp / "ledger" if ledger else None,
-                        environ={"SIM_KEY": "sk-sim"})
-    return result, time.perf_counter() - start
+    cpu, start = time.process_time(), time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    try:
+        result = await arun(spec, ledger_dir=tmp / "ledger" if ledger else None,
+                            environ={"SIM_KEY": "sk-sim"})
+    finally:
+        if profile is not None:
+            profile.disable()
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def read_lines(path: str | None) -> list[str]:
@@ -94,7 +103,10 @@ async def main() -> None:
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--calls", type=int, default=15, help="tool calls per agent")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per model turn")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the ledger-on run; stats to FILE, top entries printed")
     args = parser.parse_args()
+    profile = cProfile.Profile() if args.profile else None
     turns = math.ceil(args.calls / PER_TURN) + 1
     t_phys = (turns + 1) * args.latency
     with tempfile.TemporaryDirectory() as name:
@@ -107,8 +119,8 @@ async def main() -> None:
         try:
             url = await asyncio.to_thread(mine.recv)
             await one_run(url, args, tmp, ledger=False)  # warm-up (imports, first connections)
-            base, base_t = await one_run(url, args, tmp, ledger=False)
-            result, took = await one_run(url, args, tmp, ledger=True)
+            base, base_t, base_cpu = await one_run(url, args, tmp, ledger=False)
+            result, took, cpu = await one_run(url, args, tmp, ledger=True, profile=profile)
         finally:
             mine.send("stop")
             server.join(10)
@@ -120,12 +132,15 @@ async def main() -> None:
     print(f"{args.agents} agents, {tool_calls} tool calls, {kinds.count('model.request')} model "
           f"calls, model latency {args.latency} s/turn, {turns} turns per agent")
     print(f"T_phys {t_phys:.2f} s (({turns} agent turns + 1 synthesizer turn) × latency)")
-    print(f"ledger off: makespan {base_t:.2f} s  η {t_phys / base_t:.3f}")
-    print(f"ledger on : makespan {took:.2f} s  η {t_phys / took:.3f}  "
-          f"(ledger on / off makespan {took / base_t:.3f}×)")
+    print(f"ledger off: makespan {base_t:.2f} s  η {t_phys / base_t:.3f}  CPU {base_cpu:.2f} s")
+    print(f"ledger on : makespan {took:.2f} s  η {t_phys / took:.3f}  CPU {cpu:.2f} s  "
+          f"(ledger on / off makespan {took / base_t:.3f}×, goal ≤ 1.05; η goal ≥ 0.90)")
     print(f"ledger: {len(lines)} events, {len(lines) / took:.0f} events/s over the run")
     print(f"peak RSS {peak:.0f} MB (this process: engine, agents, HTTP clients, ledger; the "
           f"simulated model runs in a child process; goal ≤ 300 MB)")
+    if profile is not None:
+        profile.dump_stats(args.profile)
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":
