@@ -70,6 +70,7 @@ class WebFetch(Tool):
         settings = ctx.task.fetch
         policy = FetchPolicy(tuple(settings.allow_hosts), settings.allow_private)
         fetcher = SafeFetcher(await self._client(ctx), self.resolver, policy, settings)
+        await (await self._pool(ctx)).start()  # workers import while the page downloads
         try:
             async with asyncio.timeout(settings.timeout_s):
                 page = await fetcher.fetch(args.url)
