@@ -91,7 +91,8 @@ class AnthropicModel:
 
     def _client(self) -> Clients:
         if self._clients is None:
-            self._clients = Clients(self.spec.timeout_s, self._http)
+            self._clients = Clients(self.spec.timeout_s, self._http,
+                                    tls=not self._url.startswith("http://"))
         return self._clients
 
     def build_request(self, messages: Sequence[Message], tools: Sequence[ToolSpec],

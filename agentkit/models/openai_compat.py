@@ -89,7 +89,8 @@ class OpenAICompatModel:
 
     def _client(self) -> Clients:
         if self._clients is None:
-            self._clients = Clients(self.spec.timeout_s, self._http)
+            self._clients = Clients(self.spec.timeout_s, self._http,
+                                    tls=not self._url.startswith("http://"))
         return self._clients
 
     def _headers(self, stream: bool) -> dict[str, str]:

@@ -99,7 +99,8 @@ class OpenAIResponsesModel:
 
     def _client(self) -> Clients:
         if self._clients is None:
-            self._clients = Clients(self.spec.timeout_s, self._http)
+            self._clients = Clients(self.spec.timeout_s, self._http,
+                                    tls=not self._url.startswith("http://"))
         return self._clients
 
     async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
