@@ -2,6 +2,7 @@
 
     python benchmarks/swarm_scale.py                       # ~10 s
     python benchmarks/swarm_scale.py --agents 100 --calls 15 --latency 0.5
+    python benchmarks/swarm_scale.py --profile /tmp/swarm.prof  # cProfile of the ledger-on run
 
 The whole stack runs for real: a hand-written 100-node plan (planner skipped, so the figure is
 the engine's), the real agent loop, the DeepSeek wire adapter and resilience layer over HTTP to
@@ -13,18 +14,27 @@ real `list_files` tool (fast), the hash-chained ledger. Each agent makes
 Physical limit: T_phys = (turns per agent + 1 synthesizer turn) × latency (tools are ~0);
 η = T_phys / makespan. Baseline in the same run: the same workload with the ledger off, so the
 ledger's cost shows as a makespan ratio. Peak RSS is this process (the server is a child).
+CPU seconds are this process's, per run.
+
+Peer: the same workload run by pydantic-ai (if installed: ``pip install
+'pydantic-ai-slim[openai]'``) against the same server: the same agents, tool, number of turns
+and synthesizer turn, ``asyncio.gather``-ed; both makespans and CPU seconds are printed with
+their ratio (goal: agentkit ≤ 1.0× while it also keeps the ledger, budgets and rate limits).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import math
 import multiprocessing
+import pstats
 import resource
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -34,6 +44,7 @@ from _swarm_sim import ROLES, WORKER, WRITER, number_in, role_models, tool_resul
 from agentkit import RunResult, arun
 from agentkit.task import TaskSpec
 from agentkit.testing import RecordedRequest, ScriptedModelServer, call, reply
+from agentkit.tools._workspace import Workspace
 
 PER_TURN = 5
 
@@ -76,13 +87,66 @@ def serve(latency: float, calls: int, conn: Connection) -> None:
     asyncio.run(run())
 
 
-async def one_run(base_url: str, args: argparse.Namespace, tmp: Path,
-                  ledger: bool) -> tuple[RunResult, float]:
+async def one_run(base_url: str, args: argparse.Namespace, tmp: Path, ledger: bool,
+                  profile: cProfile.Profile | None = None) -> tuple[RunResult, float, float]:
+    """(result, makespan, CPU seconds of this process) of one run; `profile` sees it whole."""
     spec = task(base_url, args.agents, tmp)
-    start = time.perf_counter()
-    result = await arun(spec, ledger_dir=tmp / "ledger" if ledger else None,
-                        environ={"SIM_KEY": "sk-sim"})
-    return result, time.perf_counter() - start
+    cpu, start = time.process_time(), time.perf_counter()
+    if profile is not None:
+        profile.enable()
+    try:
+        result = await arun(spec, ledger_dir=tmp / "ledger" if ledger else None,
+                            environ={"SIM_KEY": "sk-sim"})
+    finally:
+        if profile is not None:
+            profile.disable()
+    return result, time.perf_counter() - start, time.process_time() - cpu
+
+
+PeerRun = Callable[[str, int, Path], Awaitable[int]]
+
+
+def pydantic_ai_runner() -> PeerRun | None:
+    """The same workload on pydantic-ai (``pip install pydantic-ai-slim[openai]``; skipped if
+    absent): `agents` agents with the same `list_files` (the same workspace listing, in a worker
+    thread as agentkit runs it) on the same scripted server, ``asyncio.gather``-ed, then one
+    synthesizer turn over their answers. No ledger, budgets or rate limits."""
+    try:
+        from pydantic_ai import Agent
+        from pydantic_ai.models.openai import OpenAIChatModel
+        from pydantic_ai.providers.openai import OpenAIProvider
+        from pydantic_ai.settings import ModelSettings
+    except ImportError:
+        return None
+
+    async def run(base_url: str, agents: int, workspace: Path) -> int:
+        provider = OpenAIProvider(base_url=base_url, api_key="sk-sim")
+        settings = ModelSettings(max_tokens=256)
+        ws = Workspace(workspace, tool="list_files")
+        worker = Agent(OpenAIChatModel(WORKER, provider=provider), model_settings=settings,
+                       system_prompt="You are a sub-agent. Use the tools, then answer.")
+
+        @worker.tool_plain
+        async def list_files() -> str:
+            """List files and folders in the workspace (sizes in bytes; folders end in /)."""
+            entries = await asyncio.to_thread(ws.listing, ".", recursive=False, max_entries=1000)
+            return "\n".join(entries) or "(empty)"
+
+        results = await asyncio.gather(*(worker.run(f"List the workspace (job {i}).")
+                                         for i in range(agents)))
+        writer = Agent(OpenAIChatModel(WRITER, provider=provider), model_settings=settings)
+        await writer.run("\n".join(r.output for r in results))
+        return sum(sum(1 for m in r.all_messages() for p in m.parts
+                       if p.part_kind == "tool-return") for r in results)
+
+    return run
+
+
+async def timed(work: Awaitable[Any]) -> tuple[Any, float, float]:
+    """(result, wall seconds, CPU seconds of this process) of `work`."""
+    cpu, start = time.process_time(), time.perf_counter()
+    result = await work
+    return result, time.perf_counter() - start, time.process_time() - cpu
 
 
 def read_lines(path: str | None) -> list[str]:
@@ -94,7 +158,10 @@ async def main() -> None:
     parser.add_argument("--agents", type=int, default=100)
     parser.add_argument("--calls", type=int, default=15, help="tool calls per agent")
     parser.add_argument("--latency", type=float, default=0.5, help="seconds per model turn")
+    parser.add_argument("--profile", metavar="FILE",
+                        help="cProfile the ledger-on run; stats to FILE, top entries printed")
     args = parser.parse_args()
+    profile = cProfile.Profile() if args.profile else None
     turns = math.ceil(args.calls / PER_TURN) + 1
     t_phys = (turns + 1) * args.latency
     with tempfile.TemporaryDirectory() as name:
@@ -107,8 +174,13 @@ async def main() -> None:
         try:
             url = await asyncio.to_thread(mine.recv)
             await one_run(url, args, tmp, ledger=False)  # warm-up (imports, first connections)
-            base, base_t = await one_run(url, args, tmp, ledger=False)
-            result, took = await one_run(url, args, tmp, ledger=True)
+            base, base_t, base_cpu = await one_run(url, args, tmp, ledger=False)
+            result, took, cpu = await one_run(url, args, tmp, ledger=True, profile=profile)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the peer
+            peer = pydantic_ai_runner()
+            if peer is not None:
+                await peer(url, args.agents, tmp)  # warm-up, as for agentkit
+                peer_calls, peer_t, peer_cpu = await timed(peer(url, args.agents, tmp))
         finally:
             mine.send("stop")
             server.join(10)
@@ -116,16 +188,26 @@ async def main() -> None:
         lines = read_lines(result.ledger)
         kinds = [json.loads(x)["kind"] for x in lines]
     tool_calls = sum(1 for k in kinds if k == "tool.result")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.agents} agents, {tool_calls} tool calls, {kinds.count('model.request')} model "
           f"calls, model latency {args.latency} s/turn, {turns} turns per agent")
     print(f"T_phys {t_phys:.2f} s (({turns} agent turns + 1 synthesizer turn) × latency)")
-    print(f"ledger off: makespan {base_t:.2f} s  η {t_phys / base_t:.3f}")
-    print(f"ledger on : makespan {took:.2f} s  η {t_phys / took:.3f}  "
-          f"(ledger on / off makespan {took / base_t:.3f}×)")
+    print(f"ledger off: makespan {base_t:.2f} s  η {t_phys / base_t:.3f}  CPU {base_cpu:.2f} s")
+    print(f"ledger on : makespan {took:.2f} s  η {t_phys / took:.3f}  CPU {cpu:.2f} s  "
+          f"(ledger on / off makespan {took / base_t:.3f}×, goal ≤ 1.05; η goal ≥ 0.90)")
     print(f"ledger: {len(lines)} events, {len(lines) / took:.0f} events/s over the run")
     print(f"peak RSS {peak:.0f} MB (this process: engine, agents, HTTP clients, ledger; the "
           f"simulated model runs in a child process; goal ≤ 300 MB)")
+    if peer is None:
+        print("pydantic-ai is not installed: comparison skipped "
+              "(pip install 'pydantic-ai-slim[openai]')")
+    else:
+        print(f"pydantic-ai (same agents, tool, turns and server; {peer_calls} tool calls, no "
+              f"ledger/budgets/rate limits): makespan {peer_t:.2f} s  CPU {peer_cpu:.2f} s")
+        print(f"agentkit (ledger on) / pydantic-ai: makespan {took / peer_t:.3f}× (goal ≤ 1.0), "
+              f"CPU {cpu / peer_cpu:.3f}×")
+    if profile is not None:
+        profile.dump_stats(args.profile)
+        pstats.Stats(args.profile).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Why our own worker processes instead of ``concurrent.futures.ProcessPoolExecutor
 executor's spawn/forkserver start re-runs the user's ``__main__`` script in every worker (a
 script without an ``if __name__ == "__main__"`` guard breaks), and its feeder and manager
 threads pickle payloads in the main process, competing with the event loop for the GIL. Here
-each worker is ``python -m agentkit.tools._extract_worker`` talking length-prefixed frames over
+each worker is ``python -P .../_extract_worker.py`` talking length-prefixed frames over
 its stdin/stdout through asyncio pipes: nothing but the loop runs in the parent, a worker
 stuck on a hostile page is killed and replaced when its call is cancelled, and the parent's
 ``__main__`` is never imported. The thread variant exists for comparison (``benchmarks/
@@ -23,6 +23,7 @@ import struct
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = ["ExtractPool", "ProcessExtractPool", "ThreadExtractPool", "WorkerCrashed"]
@@ -33,6 +34,8 @@ _MAX_FRAME = 1 << 30
 WORKER_NICENESS = 5
 
 Extractor = Callable[[bytes, str, str | None], tuple[str, str]]
+#: the worker runs as a script (see its docstring: the package's import is not paid in it)
+_WORKER_SCRIPT = str(Path(__file__).with_name("_extract_worker.py"))
 
 
 class WorkerCrashed(Exception):
@@ -45,6 +48,9 @@ class ExtractPool(Protocol):
     async def extract(self, body: bytes, content_type: str,
                       charset: str | None) -> tuple[str, str]: ...
 
+    async def start(self) -> None:
+        """Start the workers now, ahead of the first page (idempotent, returns at once)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -52,6 +58,9 @@ class ThreadExtractPool:
     def __init__(self, extractor: Extractor, workers: int) -> None:
         self._extractor = extractor
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="agentkit-extract")
+
+    async def start(self) -> None:
+        """Threads start with their first task: nothing to do ahead of it."""
 
     async def extract(self, body: bytes, content_type: str,
                       charset: str | None) -> tuple[str, str]:
@@ -107,7 +116,7 @@ class ProcessExtractPool:
     async def _spawn(self) -> _Worker:
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-P", "-m", "agentkit.tools._extract_worker",
+                sys.executable, "-P", _WORKER_SCRIPT,
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 20,
                 # a session of its own: a terminal's Ctrl-C reaches the run (which then closes
                 # the pool), not the workers, which would die printing KeyboardInterrupt
@@ -118,6 +127,11 @@ class ProcessExtractPool:
         worker = _Worker(proc)
         self._all.add(worker)
         return worker
+
+    async def start(self) -> None:
+        """Spawn the workers (their imports then run while the caller goes on: `web_fetch`
+        starts them before it downloads, so the first page does not wait for trafilatura)."""
+        await self._workers()
 
     async def _workers(self) -> asyncio.Queue[_Worker]:
         async with self._starting:  # the first callers wait for the same start-up

@@ -18,7 +18,16 @@ import httpx
 from agentkit.clock import Clock
 from agentkit.errors import ConfigError, ProviderResponseError
 from agentkit.messages import Message, ToolSpec, Turn
-from agentkit.models._http import Body, CallLimits, Endpoint, iter_sse, loads, post, stream_error
+from agentkit.models._http import (
+    Body,
+    CallLimits,
+    Clients,
+    Endpoint,
+    iter_sse,
+    loads,
+    post,
+    stream_error,
+)
 from agentkit.models._openai_wire import TurnBuilder, build_body
 from agentkit.models.base import DeltaCallback, ModelSettings
 from agentkit.models.profiles import Profile, thinking_enabled
@@ -65,7 +74,7 @@ class OpenAICompatModel:
         self._ep = Endpoint(provider=profile.name, model=spec.model, api_key=api_key)
         self.base_url = url
         self._http = http
-        self._owns_http = http is None
+        self._clients: Clients | None = None
         self._clock = clock
         self._limits = CallLimits(spec.timeout_s, spec.max_response_bytes, f"models.{name}")
 
@@ -78,10 +87,11 @@ class OpenAICompatModel:
             return True
         return on_delta is not None
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.spec.timeout_s, connect=15.0))
-        return self._http
+    def _client(self) -> Clients:
+        if self._clients is None:
+            self._clients = Clients(self.spec.timeout_s, self._http,
+                                    tls=not self._url.startswith("http://"))
+        return self._clients
 
     def _headers(self, stream: bool) -> dict[str, str]:
         headers = {"Content-Type": "application/json",
@@ -138,6 +148,6 @@ class OpenAICompatModel:
                                         model=self._ep.model, retryable=True)
 
     async def aclose(self) -> None:
-        if self._owns_http and self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._clients is not None:  # closes only the clients it made, never a given one
+            await self._clients.aclose()
+            self._clients = None

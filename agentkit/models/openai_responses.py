@@ -29,7 +29,16 @@ from agentkit.messages import (
     Turn,
     Usage,
 )
-from agentkit.models._http import Body, CallLimits, Endpoint, iter_sse, loads, post, stream_error
+from agentkit.models._http import (
+    Body,
+    CallLimits,
+    Clients,
+    Endpoint,
+    iter_sse,
+    loads,
+    post,
+    stream_error,
+)
 from agentkit.models._parsing import make_tool_call
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
 from agentkit.models.profiles import Profile, reasoning_params
@@ -59,7 +68,7 @@ class OpenAIResponsesModel:
         self._url = url + "/responses"
         self._ep = Endpoint(provider=profile.name, model=spec.model, api_key=api_key)
         self._http = http
-        self._owns_http = http is None
+        self._clients: Clients | None = None
         self._clock = clock
         self._limits = CallLimits(spec.timeout_s, spec.max_response_bytes, f"models.{name}")
 
@@ -88,10 +97,11 @@ class OpenAIResponsesModel:
         body.update(settings.extra_body)
         return body
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.spec.timeout_s, connect=15.0))
-        return self._http
+    def _client(self) -> Clients:
+        if self._clients is None:
+            self._clients = Clients(self.spec.timeout_s, self._http,
+                                    tls=not self._url.startswith("http://"))
+        return self._clients
 
     async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                    settings: ModelSettings | None = None, *,
@@ -134,9 +144,9 @@ class OpenAIResponsesModel:
                                     provider=self._ep.provider, model=self._ep.model, retryable=True)
 
     async def aclose(self) -> None:
-        if self._owns_http and self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self._clients is not None:  # closes only the clients it made, never a given one
+            await self._clients.aclose()
+            self._clients = None
 
 
 def _message_text(item: dict[str, Any]) -> str:
