@@ -126,7 +126,7 @@ def pydantic_ai_runner() -> PeerRun | None:
         worker = Agent(OpenAIChatModel(WORKER, provider=provider), model_settings=settings,
                        system_prompt="You are a sub-agent. Use the tools, then answer.")
 
-        @worker.tool_plain
+        @worker.tool_plain  # type: ignore[untyped-decorator, unused-ignore]  # Any without pydantic-ai
         async def list_files() -> str:
             """List files and folders in the workspace (sizes in bytes; folders end in /)."""
             entries = await asyncio.to_thread(ws.listing, ".", recursive=False, max_entries=1000)
