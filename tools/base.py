@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -119,9 +120,8 @@ class Tool:
     concurrency_limit: ClassVar[int | None] = None
 
     def spec(self) -> ToolSpec:
-        schema = self.args_model.model_json_schema()
-        schema.pop("title", None)
-        return ToolSpec(name=self.name, description=self.description, parameters=schema)
+        return ToolSpec(name=self.name, description=self.description,
+                        parameters=_parameters(self.args_model))
 
     def parse_arguments(self, arguments: dict[str, Any]) -> Any:
         """Validate raw arguments (raise pydantic's ValidationError or a `ToolError`)."""
@@ -197,6 +197,23 @@ class ToolRegistry:
 
     def __iter__(self) -> Iterator[Tool]:
         return iter([self._tools[n] for n in self.names()])
+
+
+#: argument model -> its JSON schema; weak, so models made per run (Python and MCP tools) go
+#: with their run
+_SCHEMAS: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _parameters(args_model: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a tool's arguments, built once per model class: generating it took a
+    quarter of the engine's CPU in `benchmarks/swarm_scale.py` (every turn lists the tools).
+    Shared and read-only: the adapters copy it onto the wire, never change it."""
+    schema = _SCHEMAS.get(args_model)
+    if schema is None:
+        schema = args_model.model_json_schema()
+        schema.pop("title", None)
+        _SCHEMAS[args_model] = schema
+    return schema
 
 
 def _describe(tool: Tool) -> str:
