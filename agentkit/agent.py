@@ -23,11 +23,13 @@ from pydantic import BaseModel
 
 from agentkit.budget import Budget
 from agentkit.errors import BudgetExceeded, RunFailed, ToolError
+from agentkit.journal import tool_call_key
 from agentkit.messages import Message, ToolCallPart, ToolResultPart, Turn
 from agentkit.models import ChatModel, DeltaCallback, ModelSettings, call_scope
 from agentkit.models.context import current_attempt
 from agentkit.runtime import Runtime
 from agentkit.tools import Tool, ToolContext, ToolRegistry, invoke_tool
+from agentkit.tools.base import RESERVED_TOOL_NAMES
 
 __all__ = ["Agent", "AgentResult", "StopReason", "run_agent_task"]
 
@@ -73,6 +75,7 @@ class Agent:
         self.budget, self.settings = budget, settings or ModelSettings()
         self._tool_calls = 0
         self._round = 1
+        self._turn_key = ""
 
     async def run(self, user_prompt: str, *, history: Sequence[Message] = ()) -> AgentResult:
         """Loop until an answer, the step limit or a budget (`BudgetExceeded` propagates)."""
@@ -116,7 +119,8 @@ class Agent:
 
     async def _model_turn(self, model: ChatModel, messages: list[Message], step: int) -> Turn:
         with call_scope(self.node_id, agent_id=self.agent_id, step=step, budget=self.budget,
-                        round=self._round):
+                        round=self._round, run_id=self.runtime.run_id) as call:
+            self._turn_key = call.call_key()  # its tool calls' keys derive from it
             return await model.turn(messages, self.tools.specs(), self.settings,
                                     on_delta=self.on_delta)
 
@@ -125,17 +129,22 @@ class Agent:
         results: list[ToolResultPart | None] = [None] * len(calls)
 
         async def one(i: int, call: ToolCallPart) -> None:
-            results[i] = await self._run_tool(call)
+            results[i] = await self._run_tool(call, tool_call_key(self._turn_key, i))
 
         async with asyncio.TaskGroup() as group:
             for i, call in enumerate(calls):
                 group.create_task(one(i, call))
         return [r for r in results if r is not None]
 
-    async def _run_tool(self, call: ToolCallPart) -> ToolResultPart:
+    async def _run_tool(self, call: ToolCallPart, key: str) -> ToolResultPart:
         ctx = self.runtime.tool_context(node_id=self.node_id, agent_id=self.agent_id,
-                                        call_id=call.id)
+                                        call_id=call.id, call_key=key)
         self._tool_calls += 1
+        recorded = self._recorded(call, key)
+        if recorded is not None:
+            if call.name in self.tools:
+                await self.tools.get(call.name).replayed(call.arguments, ctx)
+            return recorded
         try:
             tool = await self._prepare(call)
         except ToolError as err:
@@ -149,6 +158,23 @@ class Agent:
             return self._error_result(call, ctx, wrapped, record=("tool.result",))
         return ToolResultPart(call_id=call.id, name=call.name, content=output.content,
                               metadata=output.data or None)
+
+    def _recorded(self, call: ToolCallPart, key: str) -> ToolResultPart | None:
+        """On a resumed or replayed run, the result recorded for this call (no tool runs, no
+        budget is taken: it was spent before). The engine's own control tools (the planner's
+        `submit_plan`, `delegate`) always run again: they keep state of their own, and their
+        model calls are answered from the ledger in turn."""
+        journal = self.runtime.journal
+        if journal is None or call.name in RESERVED_TOOL_NAMES:
+            return None
+        data = journal.tool_result(key)
+        if data is None:
+            journal.tool_miss(key, call.name)
+            return None
+        ok = bool(data.get("ok"))
+        metadata = (data.get("data") or None) if ok else {"error": data.get("error")}
+        return ToolResultPart(call_id=call.id, name=call.name, content=str(data["content"]),
+                              is_error=not ok, metadata=metadata)
 
     async def _prepare(self, call: ToolCallPart) -> Tool:
         """The tool to call, or a ToolError: over budget, unknown tool, unparsable arguments."""
@@ -170,15 +196,15 @@ class Agent:
                       record: tuple[str, ...]) -> ToolResultPart:
         """The error as the model sees it; `record` lists events invoke_tool did not emit."""
         if "tool.call" in record:
-            ctx.emit("tool.call", {"tool": call.name, "call_id": call.id,
+            ctx.emit("tool.call", {"tool": call.name, "call_id": call.id, "call_key": ctx.call_key,
                                    "arguments": call.arguments, "raw_arguments": call.raw_arguments})
         if "tool.result" in record:
-            ctx.emit("tool.result", {"tool": call.name, "call_id": call.id, "ok": False,
-                                     "error": err.to_dict(), "duration_s": 0.0})
-        hint = f" ({err.retry_hint})" if err.retry_hint else ""
+            ctx.emit("tool.result", {"tool": call.name, "call_id": call.id,
+                                     "call_key": ctx.call_key, "ok": False,
+                                     "error": err.to_dict(), "content": err.model_text(),
+                                     "duration_s": 0.0})
         return ToolResultPart(call_id=call.id, name=call.name, is_error=True,
-                              content=f"ERROR [{err.code}] {err.message}{hint}",
-                              metadata={"error": err.to_dict()})
+                              content=err.model_text(), metadata={"error": err.to_dict()})
 
     def _result(self, answer: str, messages: list[Message], steps: int,
                 reason: StopReason) -> AgentResult:
