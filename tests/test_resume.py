@@ -100,7 +100,8 @@ def kill_after(proc: subprocess.Popen[bytes], ledger_of: Callable[[], Path | Non
         return proc.poll() is not None or (ledger is not None and responses(ledger) >= n)
     wait_until(ready, f"{n} model responses")
     proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]  # killed mid-run
 
 
 def first_ledger(folder: Path) -> Callable[[], Path | None]:
@@ -151,8 +152,12 @@ def test_kill_9_and_resume_many_times_gives_the_uninterrupted_answer(tmp_path: P
         again = [signature(r) for r in requests[sent_before:] if signature(r) in done]
         assert again == [], f"after kill {i + 1}, completed calls were sent again: {again}"
     assert verify_ledger(ledger).ok
-    kinds = [r["kind"] for r in records(ledger)]
+    recs = records(ledger)
+    kinds = [r["kind"] for r in recs]
     assert kinds.count("run.resumed") == 3 and kinds[-1] == "run.finished"
+    assert kinds.count("run.finished") == 1  # the killed segments never finished
+    picked_up = [r["data"]["recorded_model_calls"] for r in recs if r["kind"] == "run.resumed"]
+    assert picked_up == sorted(picked_up) and picked_up[0] >= moments[0]
     assert no_process_mentions(str(tmp_path))
 
 
