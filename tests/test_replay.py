@@ -73,7 +73,7 @@ async def test_replay_names_the_first_call_without_an_answer(tmp_path: Path) -> 
     def fifth_answer(r: dict[str, Any]) -> bool:
         nonlocal seen
         seen += r["kind"] == "model.response"
-        return seen == 5
+        return bool(seen == 5)
 
     cut_after(ledger, fifth_answer)
     code, payload, err = replay_cli(ledger)
