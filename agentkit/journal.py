@@ -15,7 +15,8 @@ torn last line is ignored, as the writer cuts it on reopen) into a `Journal` hol
 
 Speed: a 50,000-event ledger is read in well under two seconds (``benchmarks/durability.py``
 measures it). Each line's kind is found from the bytes (it follows the data in canonical JSON),
-requests are indexed by a byte search and parsed only when a diff needs them, and lines of
+and model and tool calls are indexed by a byte search for their call key (and fingerprint);
+their lines are parsed only when a lookup, a diff or the usage restore needs them. Lines of
 kinds nothing here needs are never parsed.
 
 The lookups (`model_answer`, `tool_result`) decide per call: *replay* (a recorded answer
@@ -42,11 +43,36 @@ from agentkit.errors import ConfigError, DivergenceError, ReplayMiss, RunFailed
 __all__ = ["Journal", "read_journal", "request_diff", "tool_call_key"]
 
 #: kinds whose data the journal needs whole; the others are only counted or byte-searched
-_PARSED = frozenset({"run.started", "run.resumed", "run.finished", "model.response",
-                     "tool.call", "tool.result", "tool.intent", "node.finished", "url.fetched"})
+_PARSED = frozenset({"run.started", "run.resumed", "run.finished", "tool.intent",
+                     "node.finished", "url.fetched"})
+_INDEXED = frozenset({"model.request", "model.response", "tool.call", "tool.result"})
 _KIND = re.compile(rb',"kind":"([a-z._]+)","node_id":')
 _CALL_KEY = re.compile(rb'"call_key":"((?:[^"\\]|\\.)*)"')
 _TS = re.compile(rb',"ts":([0-9.eE+-]+)')
+_FINGERPRINT = re.compile(rb'"fingerprint":"([0-9a-f]{64})"')
+_NODE = re.compile(rb',"kind":"[a-z._]+","node_id":(null|"(?:[^"\\]|\\.)*")')
+_MODEL = re.compile(rb'"model":("(?:[^"\\]|\\.)*"),"priced":')
+_COST = re.compile(rb'"cost_usd":([0-9.eE+-]+)')
+_USAGE = re.compile(rb'"usage":(\{[^{}]*\})')
+_SIDE_EFFECTS = re.compile(rb'"side_effects":true')
+
+
+def _data(line: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(line).get("data") or {}
+    return data
+
+
+def _node_of(line: bytes) -> str | None:
+    found = _NODE.search(line, max(0, len(line) - 600)) or _NODE.search(line)
+    return None if found is None or found[1] == b"null" else _string(found[1])
+
+
+def _string(quoted: bytes) -> str:
+    """A JSON string literal's value (without a parse when it holds no escape)."""
+    if b"\\" not in quoted:
+        return quoted[1:-1].decode()
+    value: str = json.loads(quoted)
+    return value
 
 
 def tool_call_key(model_call_key: str, index: int) -> str:
@@ -64,13 +90,15 @@ class Journal:
     spec: dict[str, Any] | None = None
     task_file: str | None = None
     task_sha256: str | None = None
-    #: (call_key, fingerprint) -> model.response data
-    responses: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: (call_key, fingerprint) -> the model.response line (parsed when looked up)
+    responses: dict[tuple[str, str], bytes] = field(default_factory=dict)
     #: call_key -> raw bytes of the last model.request line under it (parsed on demand)
     requests: dict[str, bytes] = field(default_factory=dict)
-    #: tool call key -> tool.result data; tool.call / tool.intent data by key
-    tool_results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    tool_calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: tool call key -> its tool.result / tool.call line (parsed when looked up); the keys of
+    #: side-effecting calls; tool.intent data by key
+    tool_results: dict[str, bytes] = field(default_factory=dict)
+    tool_calls: dict[str, bytes] = field(default_factory=dict)
+    side_effect_calls: set[str] = field(default_factory=set)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: node id -> node.finished data (output, sources, attempt)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -101,23 +129,34 @@ class Journal:
     def succeeded(self) -> bool:
         return self.finished is not None and self.finished.get("status") == "succeeded"
 
-    def in_flight(self) -> dict[str, dict[str, Any]]:
-        """Side-effecting tool calls recorded without a result: key -> tool.call data."""
-        return {k: v for k, v in self.tool_calls.items()
-                if v.get("side_effects") and k not in self.tool_results}
+    def in_flight(self) -> list[str]:
+        """Keys of side-effecting tool calls recorded without a result."""
+        return sorted(k for k in self.side_effect_calls if k not in self.tool_results)
 
     def in_flight_call(self, key: str) -> dict[str, Any] | None:
         """If tool call `key` had side effects and was in flight at the crash: its tool.call
         data, with its journalled intent under ``"intent"`` (None otherwise)."""
-        call = self.tool_calls.get(key)
-        if call is None or not call.get("side_effects") or key in self.tool_results:
+        if key not in self.side_effect_calls or key in self.tool_results:
             return None
-        return {**call, "intent": self.intents.get(key)}
+        data = _data(self.tool_calls[key])
+        return {**data, "intent": self.intents.get(key)}
 
-    def usage_by_node(self) -> list[tuple[str | None, str, dict[str, Any], float]]:
-        """Every recorded answer's (node, model, usage, cost): what was spent already."""
-        return [(d.get("_node"), str(d.get("model")), d.get("usage") or {},
-                 float(d.get("cost_usd") or 0.0)) for d in self.responses.values()]
+    def usage_by_node(self) -> list[tuple[str | None, str, dict[str, int], float, int]]:
+        """What the recorded answers spent, per (node, model): usage summed field by field,
+        cost, and the number of calls."""
+        sums: dict[tuple[str | None, str], tuple[dict[str, int], list[float]]] = {}
+        for line in self.responses.values():  # byte searches, no full parse
+            model, cost = _MODEL.search(line), _COST.search(line)
+            usage = [m for m in _USAGE.finditer(line)]
+            group = sums.setdefault((_node_of(line), _string(model[1]) if model else "?"),
+                                    ({}, [0.0, 0]))
+            for name, value in (json.loads(usage[-1][1]) if usage else {}).items():
+                if isinstance(value, int):
+                    group[0][name] = group[0].get(name, 0) + value
+            group[1][0] += float(cost[1]) if cost else 0.0
+            group[1][1] += 1
+        return [(node, model, usage, cost, int(calls))
+                for (node, model), (usage, (cost, calls)) in sums.items()]
 
     # -- lookups made by a re-execution -----------------------------------------------------
 
@@ -128,7 +167,7 @@ class Journal:
         found = self.responses.get((key, fingerprint))
         if found is not None:
             self.replayed_models += 1
-            inflated: dict[str, Any] = self._inflate(found)
+            inflated: dict[str, Any] = self._inflate(_data(found))
             return inflated
         recorded = (key, request.get("model")) in self._answered()
         if self.strict:
@@ -151,18 +190,24 @@ class Journal:
         """(call key, model name) of every recorded answer: a request to another model under
         the same key (a fallback's) is not a divergence."""
         if self._answered_keys is None:
-            self._answered_keys = {(k, d.get("model")) for (k, _), d in self.responses.items()}
+            self._answered_keys = set()
+            for (key, _), line in self.responses.items():
+                model = _MODEL.search(line)
+                self._answered_keys.add((key, json.loads(model[1]) if model else None))
         return self._answered_keys
 
     def tool_result(self, key: str) -> dict[str, Any] | None:
         """The recorded result of tool call `key` (None: not recorded)."""
         self._check_stopped()
         found = self.tool_results.get(key)
-        if found is not None:
-            self.replayed_tools += 1
-            result: dict[str, Any] = self._inflate(found)
-            return result
-        return None
+        if found is None:
+            return None
+        data = _data(found)
+        if "content" not in data:  # recorded before tool results carried what the model read
+            return None
+        self.replayed_tools += 1
+        result: dict[str, Any] = self._inflate(data)
+        return result
 
     def tool_miss(self, key: str, tool: str) -> None:
         """Strict replay: a tool call without a recorded result stops the run."""
@@ -270,10 +315,8 @@ class _Reader:
         stamp = _TS.search(line, match.end())
         if stamp is not None:
             self.last_ts = float(stamp[1])
-        if kind == "model.request":
-            key = _CALL_KEY.search(line)
-            if key is not None:
-                j.requests[json.loads(b'"' + key[1] + b'"')] = line
+        if kind in _INDEXED:
+            self.index(kind, line)
             return
         if kind in _PARSED:
             record = json.loads(line)
@@ -281,6 +324,28 @@ class _Reader:
                 j.run_id = str(record.get("run_id") or "")
             _APPLY[kind](self, record.get("data") or {}, record.get("node_id"))
             j.last_seq = record.get("seq", j.last_seq)
+
+    def index(self, kind: str, line: bytes) -> None:
+        """Model and tool calls: found by their call key, parsed only when looked up."""
+        j = self.j
+        found = _CALL_KEY.search(line)
+        if kind == "tool.result":
+            j.tool_calls_spent += 1
+        if found is None:
+            return
+        key = _string(b'"' + found[1] + b'"')
+        if kind == "model.request":
+            j.requests[key] = line
+        elif kind == "model.response":
+            fingerprint = _FINGERPRINT.search(line)
+            if fingerprint is not None:
+                j.responses[(key, fingerprint[1].decode())] = line
+        elif kind == "tool.call":
+            j.tool_calls[key] = line
+            if _SIDE_EFFECTS.search(line):
+                j.side_effect_calls.add(key)
+        else:
+            j.tool_results[key] = line
 
     def start_segment(self) -> None:
         self.close()
@@ -310,26 +375,6 @@ def _finished(r: _Reader, data: dict[str, Any], node: str | None) -> None:
     r.j.finished = data
 
 
-def _response(r: _Reader, data: dict[str, Any], node: str | None) -> None:
-    key, fingerprint = data.get("call_key"), data.get("fingerprint")
-    if isinstance(key, str) and isinstance(fingerprint, str):
-        data["_node"] = node
-        r.j.responses[(key, fingerprint)] = data
-
-
-def _tool_call(r: _Reader, data: dict[str, Any], node: str | None) -> None:
-    key = data.get("call_key")
-    if isinstance(key, str):
-        r.j.tool_calls[key] = data
-
-
-def _tool_result(r: _Reader, data: dict[str, Any], node: str | None) -> None:
-    key = data.get("call_key")
-    if isinstance(key, str) and "content" in data:
-        r.j.tool_results[key] = data
-    r.j.tool_calls_spent += 1
-
-
 def _intent(r: _Reader, data: dict[str, Any], node: str | None) -> None:
     key = data.get("call_key")
     if isinstance(key, str):
@@ -347,6 +392,5 @@ def _fetched(r: _Reader, data: dict[str, Any], node: str | None) -> None:
 
 _APPLY: dict[str, Callable[[_Reader, dict[str, Any], str | None], None]] = {
     "run.started": _started, "run.resumed": _resumed, "run.finished": _finished,
-    "model.response": _response, "tool.call": _tool_call, "tool.result": _tool_result,
     "tool.intent": _intent, "node.finished": _node_finished, "url.fetched": _fetched,
 }

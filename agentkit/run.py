@@ -396,7 +396,7 @@ def _begin(runtime: Runtime, budget: Budget, swarm: SwarmContext) -> None:
         "after_seq": journal.last_seq, "segment": journal.segments + 1,
         "finished_nodes": sorted(journal.nodes), "recorded_model_calls": len(journal.responses),
         "recorded_tool_results": len(journal.tool_results),
-        "in_flight": sorted(journal.in_flight()), "elapsed_s": journal.elapsed_s,
+        "in_flight": journal.in_flight(), "elapsed_s": journal.elapsed_s,
         "usage": runtime.usage.total.usage.model_dump(), "cost_usd": runtime.usage.total.cost_usd,
         "from_divergence": journal.from_divergence,
         "limits": task.budget.model_dump(mode="json")})
@@ -406,9 +406,9 @@ def restore(journal: Journal, runtime: Runtime, budget: Budget, swarm: SwarmCont
     """What a re-executed run takes from its ledger before it starts: the usage of every
     recorded model answer (counted once, for the node that made it), the spent budget and
     wall time, the pages fetched, and the outputs of finished nodes."""
-    for node_id, model, usage, cost in journal.usage_by_node():
+    for node_id, model, usage, cost, calls in journal.usage_by_node():
         runtime.usage.record(node_id=node_id, model=model, usage=Usage.model_validate(usage),
-                             cost_usd=cost)
+                             cost_usd=cost, calls=calls)
     total = runtime.usage.total
     budget.restore({"tokens": float(total.usage.input_tokens + total.usage.output_tokens),
                     "cost_usd": total.cost_usd, "tool_calls": float(journal.tool_calls_spent)},
