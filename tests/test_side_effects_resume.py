@@ -160,3 +160,18 @@ def _start_with_fake_sandbox(spec: Any, tmp_path: Path) -> Any:
     FakeSandboxClient(spec.sandbox).install(handle.runtime)
     return handle
 
+
+
+def test_mcp_tools_are_idempotent_only_when_the_server_says_so() -> None:
+    """An MCP tool's ``idempotentHint`` is its `idempotent` declaration (what decides whether
+    a call in flight at a crash may run again); no hint means not idempotent."""
+    types = pytest.importorskip("mcp_types")
+    from agentkit.tools.mcp import _idempotent
+
+    def made(hint: bool | None) -> Any:
+        return types.Tool(name="t", input_schema={"type": "object"},
+                          annotations=types.ToolAnnotations(idempotent_hint=hint))
+
+    assert [_idempotent(made(True)), _idempotent(made(False)), _idempotent(made(None)),
+            _idempotent(types.Tool(name="t", input_schema={"type": "object"}))] == \
+        [True, False, False, False]
