@@ -175,3 +175,27 @@ def test_mcp_tools_are_idempotent_only_when_the_server_says_so() -> None:
     assert [_idempotent(made(True)), _idempotent(made(False)), _idempotent(made(None)),
             _idempotent(types.Tool(name="t", input_schema={"type": "object"}))] == \
         [True, False, False, False]
+
+
+@pytest.mark.docker
+async def test_a_persistent_sandbox_session_is_rebuilt_in_a_real_container(tmp_path: Path) -> None:
+    """Real Docker, ``persistent: true``: the first cell sets a Python variable, the second
+    prints it. Cut after the first cell's result: on resume the first cell is answered from
+    the ledger and re-run in the fresh container before the second (live) cell, which still
+    sees the variable. No container of the run is left afterwards."""
+    from sandbox_helpers import containers_of
+
+    first = call("run_code", {"code": "x = 41"})
+    second = call("run_code", {"code": "print(x + 1)"})
+    with ScriptedModelServer("deepseek") as srv:
+        srv.script(reply(tool_calls=[first]), reply(tool_calls=[second]), reply("Done."),
+                   reply(tool_calls=[second]), reply("Done again."))
+        ledger = await run_and_cut(srv, tmp_path, ["run_code"], "tool.result",
+                                   extra={"sandbox": {"persistent": True}})
+        result = await resumed(ledger)
+    assert result.ok, result.error
+    seg = segment_after_resume(ledger)
+    assert [r["data"]["cells"] for r in seg if r["kind"] == "sandbox.rebuilt"] == [1]
+    out = [r["data"] for r in seg if r["kind"] == "tool.result"][0]
+    assert out["ok"] and out["data"]["stdout"].strip() == "42"
+    assert containers_of(result.run_id) == []
