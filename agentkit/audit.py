@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -41,8 +42,8 @@ from agentkit.errors import ConfigError, RunFailed
 from agentkit.events import Event
 from agentkit.secrets import Redactor, redaction_pipeline
 
-__all__ = ["GENESIS", "Ledger", "VerifyResult", "VerifyState", "read_blob", "show_ledger",
-           "verify_ledger"]
+__all__ = ["GENESIS", "Ledger", "VerifyResult", "VerifyState", "lock_ledger", "read_blob",
+           "show_ledger", "verify_ledger"]
 
 GENESIS = "0" * 64
 BLOB_THRESHOLD = 64 * 1024
@@ -327,7 +328,13 @@ class Ledger:
             return
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if not lock_ledger(fd):
+            os.close(fd)
+            self._failed = RunFailed(f"{self.path} is being written by another process")
+            raise RunFailed(f"the audit ledger {self.path} is being written by another process "
+                            f"(a run, or a resume of it, still alive); stop it first")
+        self._fd = fd
         if created:
             _fsync_dir(self.path.parent)
         else:
@@ -401,6 +408,17 @@ class Ledger:
             self._failed = exc
             raise RunFailed(f"cannot write the audit ledger {self.path}: {exc.strerror or exc}; "
                             "the run stops rather than continue unaudited") from exc
+
+
+def lock_ledger(fd: int) -> bool:
+    """Take the one-writer lock on an open ledger (False: another process holds it). The
+    kernel drops it when the writer's file is closed or its process dies, ``kill -9``
+    included, so a crashed run never leaves it behind."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _write_new(path: Path, data: bytes, *, sync: bool) -> None:

@@ -24,6 +24,7 @@ Both return the `Run` handle `agentkit.start` returns.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentkit._preflight import Role, problems, raise_problems
-from agentkit.audit import GENESIS
+from agentkit.audit import GENESIS, lock_ledger
 from agentkit.clock import Clock
 from agentkit.errors import ConfigError
 from agentkit.events import EventSink
@@ -77,6 +78,7 @@ def resume(ledger: str | Path, *, task: TaskSpec | None = None, from_divergence:
     """
     _need_loop("resume")
     path = Path(ledger).resolve()
+    _check_not_running(path)
     journal = read_journal(path)
     journal.from_divergence = from_divergence
     spec = task if task is not None else recorded_task(journal)
@@ -150,6 +152,20 @@ def _head(path: Path) -> str:
         fh.seek(max(0, size - 65536))
         lines = [ln for ln in fh.read().split(b"\n")[:-1] if ln.endswith(b'"}')]
     return lines[-1][-66:-2].decode() if lines else GENESIS
+
+
+def _check_not_running(path: Path) -> None:
+    """A ledger whose run (or another resume of it) is alive has one writer already."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError(f"cannot read the ledger {path}: {exc.strerror or exc}") from None
+    try:
+        if not lock_ledger(fd):
+            raise ConfigError(f"{path} is being written by a live process (its run, or a resume "
+                              f"of it); stop that process first, or let it finish")
+    finally:
+        os.close(fd)  # releases the probe's lock
 
 
 def _need_loop(name: str) -> None:

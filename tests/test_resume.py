@@ -248,3 +248,22 @@ def test_resuming_a_finished_run_says_so_and_exits_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, err.decode()
     assert json.loads(out)["already_finished"] is True
     assert b"already finished" in err
+
+
+async def test_a_ledger_still_being_written_is_not_resumed(tmp_path: Path) -> None:
+    """While a process holds the ledger (a run still alive), resume refuses with a
+    ConfigError naming the file; the lock goes with the holder (kill -9 included)."""
+    import fcntl
+
+    from agentkit import ConfigError
+
+    with ScriptedModelServer("deepseek", default=reply("Done.")) as srv:
+        spec = agent_task(srv.base_url, tmp_path, tools=[])
+        handle = start(spec, ledger_dir=tmp_path / "runs", environ=ENV)
+        await handle.result()
+    ledger = ledger_in(tmp_path / "runs")
+    with ledger.open("rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with pytest.raises(ConfigError, match="being written by a live process"):
+            resume(ledger, environ=ENV)
+    resume(ledger, environ=ENV).cancel()  # released: accepted again
