@@ -209,7 +209,8 @@ async def test_an_edited_goal_stops_the_resume_at_the_first_differing_call(
 async def test_a_run_stopped_by_its_wall_clock_continues_with_a_raised_limit(
         tmp_path: Path) -> None:
     """A run stopped by budget.wall_seconds (its second model call never answers) resumes
-    with a raised limit: the first call is answered from the ledger, the second is made."""
+    with ``agentkit resume --set budget.wall_seconds=120``: the first call is answered from
+    the ledger, the second is made."""
     async def hold(req: RecordedRequest) -> Reply:
         await asyncio.get_running_loop().create_future()
         return reply("never")
@@ -223,10 +224,10 @@ async def test_a_run_stopped_by_its_wall_clock_continues_with_a_raised_limit(
         assert first.error is not None and first.error.type == "BudgetExceeded"
         ledger = ledger_in(tmp_path / "runs")
         srv.script(reply("Done in time."))
-        raised = spec.model_copy(update={"budget": spec.budget.model_copy(
-            update={"wall_seconds": 120.0})})
-        result = await resume(ledger, task=raised, environ=ENV).result()
-    assert result.ok and result.answer == "Done in time."
+        proc = cli("resume", str(ledger), "--set", "budget.wall_seconds=120", "--json")
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert json.loads(out)["answer"] == "Done in time."
     assert [signature_of(r) for r in srv.requests] == [1, 2, 2]
     resumed = [r for r in records(ledger) if r["kind"] == "run.resumed"]
     assert resumed[0]["data"]["limits"]["wall_seconds"] == 120.0
