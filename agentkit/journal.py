@@ -121,7 +121,9 @@ class Journal:
     replayed_models: int = 0
     replayed_tools: int = 0
     diverged: list[str] = field(default_factory=list)
-    _answered_keys: set[tuple[str, Any]] | None = None
+    #: where a divergence passed with ``from_divergence`` is recorded (``resume.diverged``)
+    emit: Callable[..., Any] | None = field(default=None, repr=False)
+    _answered_keys: set[tuple[str, Any]] | None = field(default=None, init=False, repr=False)
 
     # -- what the run did --------------------------------------------------------------------
 
@@ -184,6 +186,9 @@ class Journal:
                 call_key=key, diff=diff))
         if recorded:
             self.diverged.append(key)
+            if self.emit is not None:
+                self.emit("resume.diverged", {"call_key": key,
+                                              "diff": self.nearest_diff(key, request)})
         return None
 
     def _answered(self) -> set[tuple[str, Any]]:

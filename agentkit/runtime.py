@@ -88,6 +88,8 @@ class Runtime:
         #: a resumed or replayed run's journal (`agentkit.journal`): calls it holds answers
         #: for are answered from it; `append_to`: the existing ledger a resumed run continues
         self.journal = journal
+        if journal is not None:
+            journal.emit = self.emit
         self.append_to = append_to
         #: (path, sha256) of the task file the task was read from, recorded at run.started
         self.task_file: tuple[str, str] | None = None

@@ -203,6 +203,9 @@ async def test_an_edited_goal_stops_the_resume_at_the_first_differing_call(
         live = await resume(ledger, task=edited, environ=ENV, from_divergence=True).result()
     assert live.ok and live.answer == "Pears counted."
     assert len(srv.requests) == sent + 1
+    diverged = [r["data"] for r in records(ledger) if r["kind"] == "resume.diverged"]
+    assert [d["call_key"] for d in diverged] == ["agent#1/agent#1/1/m"]
+    assert "Count pears." in diverged[0]["diff"]
     assert verify_ledger(ledger).ok
 
 
