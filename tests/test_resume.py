@@ -271,3 +271,29 @@ async def test_a_ledger_still_being_written_is_not_resumed(tmp_path: Path) -> No
         with pytest.raises(ConfigError, match="being written by a live process"):
             resume(ledger, environ=ENV)
     resume(ledger, environ=ENV).cancel()  # released: accepted again
+
+
+async def test_a_torn_tail_is_ignored_by_the_journal_and_cut_by_the_resume(
+        tmp_path: Path) -> None:
+    """A crash mid-write leaves half a line: the journal reads the complete lines only, and
+    the resumed run's ledger cuts the torn bytes, records them in ``recovered`` and goes on;
+    the whole file verifies."""
+    (tmp_path / "ws").mkdir()
+    with ScriptedModelServer("deepseek") as srv:
+        srv.script(reply(tool_calls=[call("list_files", {})]))
+        spec = agent_task(srv.base_url, tmp_path / "ws", tools=["list_files"])
+        handle = start(spec, ledger_dir=tmp_path / "runs", environ=ENV)
+        async for event in handle.events():
+            if event.kind == "tool.result":
+                handle.cancel("test")
+        await handle.result()
+        ledger = ledger_in(tmp_path / "runs")
+        with ledger.open("ab") as fh:
+            fh.write(b'{"data":{"call_key":"agent#1/agent#1/2/m","fing')
+        srv.script(reply("Finished."))
+        result = await resume(ledger, environ=ENV).result()
+    assert result.ok and result.answer == "Finished."
+    assert len(srv.requests) == 2  # step 1 answered from the ledger, step 2 made
+    kinds = [r["kind"] for r in records(ledger)]
+    assert "recovered" in kinds and kinds.index("recovered") < kinds.index("run.resumed")
+    assert verify_ledger(ledger).ok
