@@ -17,8 +17,10 @@ from agentkit.errors import (
     AgentkitError,
     BudgetExceeded,
     ConfigError,
+    DivergenceError,
     PlanError,
     ProviderError,
+    ReplayMiss,
     RunCancelled,
     RunFailed,
     SandboxError,
@@ -30,6 +32,7 @@ from agentkit.errors import (
 from agentkit.events import Event, EventBus, EventKind
 from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, Turn, Usage
 from agentkit.models import ChatModel, ModelSettings
+from agentkit.resume import replay, resume
 from agentkit.retry import RetryPolicy
 from agentkit.run import Run, RunError, RunResult, arun, run_sync, start
 from agentkit.runtime import Runtime
@@ -45,6 +48,7 @@ __all__ = [
     "BudgetExceeded",
     "ChatModel",
     "ConfigError",
+    "DivergenceError",
     "Event",
     "EventBus",
     "EventKind",
@@ -54,6 +58,7 @@ __all__ = [
     "PlanError",
     "ProviderError",
     "ReasoningPart",
+    "ReplayMiss",
     "RetryPolicy",
     "Run",
     "RunCancelled",
@@ -76,6 +81,8 @@ __all__ = [
     "__version__",
     "arun",
     "load_task",
+    "replay",
+    "resume",
     "run_sync",
     "start",
     "tool",

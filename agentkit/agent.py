@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel
 
 from agentkit.budget import Budget
 from agentkit.errors import BudgetExceeded, RunFailed, ToolError
+from agentkit.journal import tool_call_key
 from agentkit.messages import Message, ToolCallPart, ToolResultPart, Turn
 from agentkit.models import ChatModel, DeltaCallback, ModelSettings, call_scope
-from agentkit.models.context import CallContext, current_attempt
+from agentkit.models.context import current_attempt
 from agentkit.runtime import Runtime
 from agentkit.tools import Tool, ToolContext, ToolRegistry, invoke_tool
-from agentkit.tools.base import parse_args
+from agentkit.tools.base import RESERVED_TOOL_NAMES, parse_args, unsure_after_crash
 
 __all__ = ["Agent", "AgentResult", "StopReason", "run_agent_task"]
 
@@ -74,6 +76,7 @@ class Agent:
         self.budget, self.settings = budget, settings or ModelSettings()
         self._tool_calls = 0
         self._round = 1
+        self._turn_key = ""
 
     async def run(self, user_prompt: str, *, history: Sequence[Message] = ()) -> AgentResult:
         """Loop until an answer, the step limit or a budget (`BudgetExceeded` propagates)."""
@@ -88,7 +91,7 @@ class Agent:
             messages.append(turn.message)
             calls = turn.message.tool_calls
             if calls:
-                results = await self._run_tools(calls, step)
+                results = await self._run_tools(calls)
                 messages.append(Message(role="tool", parts=tuple(results)))
                 if self.done is not None and self.done():
                     return self._result(results[-1].content, messages, step, "answer")
@@ -117,19 +120,17 @@ class Agent:
 
     async def _model_turn(self, model: ChatModel, messages: list[Message], step: int) -> Turn:
         with call_scope(self.node_id, agent_id=self.agent_id, step=step, budget=self.budget,
-                        round=self._round):
+                        round=self._round, run_id=self.runtime.run_id) as call:
+            self._turn_key = call.call_key()  # its tool calls' keys derive from it
             return await model.turn(messages, self.tools.specs(), self.settings,
                                     on_delta=self.on_delta)
 
-    async def _run_tools(self, calls: list[ToolCallPart], step: int) -> list[ToolResultPart]:
+    async def _run_tools(self, calls: list[ToolCallPart]) -> list[ToolResultPart]:
         """Run every call of one turn at once; results keep the order of the calls."""
         results: list[ToolResultPart | None] = [None] * len(calls)
-        turn = CallContext(node_id=self.node_id, agent_id=self.agent_id, step=step,
-                           attempt=current_attempt(), round=self._round)
 
         async def one(i: int, call: ToolCallPart) -> None:
-            # the turn's model call key with t{i} for m: stable across re-executions of the run
-            results[i] = await self._run_tool(call, turn.call_key(f"t{i}"))
+            results[i] = await self._run_tool(call, tool_call_key(self._turn_key, i))
 
         async with asyncio.TaskGroup() as group:
             for i, call in enumerate(calls):
@@ -140,9 +141,14 @@ class Agent:
         ctx = self.runtime.tool_context(node_id=self.node_id, agent_id=self.agent_id,
                                         call_id=call.id, call_key=key)
         self._tool_calls += 1
+        recorded = self._recorded(call, key)
+        if recorded is not None:
+            if call.name in self.tools:
+                await self.tools.get(call.name).replayed(call.arguments, ctx)
+            return recorded
         try:
             tool = await self._prepare(call)
-            await self._approved(tool, call, key)
+            ctx = await self._approved(tool, call, key, ctx)
         except ToolError as err:
             return self._error_result(call, ctx, err, record=("tool.call", "tool.result"))
         try:
@@ -154,6 +160,23 @@ class Agent:
             return self._error_result(call, ctx, wrapped, record=("tool.result",))
         return ToolResultPart(call_id=call.id, name=call.name, content=output.content,
                               metadata=output.data or None)
+
+    def _recorded(self, call: ToolCallPart, key: str) -> ToolResultPart | None:
+        """On a resumed or replayed run, the result recorded for this call (no tool runs, no
+        budget is taken: it was spent before). The engine's own control tools (the planner's
+        `submit_plan`, `delegate`) always run again: they keep state of their own, and their
+        model calls are answered from the ledger in turn."""
+        journal = self.runtime.journal
+        if journal is None or call.name in RESERVED_TOOL_NAMES:
+            return None
+        data = journal.tool_result(key)
+        if data is None:
+            journal.tool_miss(key, call.name)
+            return None
+        ok = bool(data.get("ok"))
+        metadata = (data.get("data") or None) if ok else {"error": data.get("error")}
+        return ToolResultPart(call_id=call.id, name=call.name, content=str(data["content"]),
+                              is_error=not ok, metadata=metadata)
 
     async def _prepare(self, call: ToolCallPart) -> Tool:
         """The tool to call, or a ToolError: over budget, unknown tool, unparsable arguments."""
@@ -171,17 +194,24 @@ class Agent:
                             f"Call {call.name} again with one JSON object.", tool=call.name)
         return tool
 
-    async def _approved(self, tool: Tool, call: ToolCallPart, key: str) -> None:
-        """Wait for a person's yes if the task's ``approval`` names the tool; a no (or no
-        decision in time) is a ToolError the model reads. Arguments that do not fit the
-        schema are refused first: nobody is asked about a call that cannot run."""
+    async def _approved(self, tool: Tool, call: ToolCallPart, key: str,
+                        ctx: ToolContext) -> ToolContext:
+        """Wait for a person's yes if the task's ``approval`` names the tool, or (when the task
+        has ``approval`` at all) if this side-effecting call was in flight at a crash, so that
+        whether it took effect is unknown: a yes re-runs it. A no (or no decision in time) is a
+        ToolError the model reads. Arguments that do not fit the schema are refused first:
+        nobody is asked about a call that cannot run. The context the call runs with."""
         approvals = self.runtime.approvals
-        if not approvals.needs(tool):
-            return
+        in_flight = approvals.spec is not None and unsure_after_crash(tool, ctx)
+        if not (in_flight or approvals.needs(tool)):
+            return ctx
         parse_args(tool, call.arguments)
-        decision = await approvals.request(key, tool.name, call.arguments, node_id=self.node_id)
+        reason = ("it was in flight when the run stopped: whether it took effect is unknown"
+                  if in_flight else None)
+        decision = await approvals.request(key, tool.name, call.arguments, node_id=self.node_id,
+                                           reason=reason)
         if decision.approved:
-            return
+            return replace(ctx, in_flight=None) if in_flight else ctx
         why = decision.reason or "no reason given"
         raise ToolError("denied", f"denied: {why}" if decision.via == "timeout"
                         else f"denied by a person: {why}", tool=call.name,
@@ -193,15 +223,15 @@ class Agent:
                       record: tuple[str, ...]) -> ToolResultPart:
         """The error as the model sees it; `record` lists events invoke_tool did not emit."""
         if "tool.call" in record:
-            ctx.emit("tool.call", {"tool": call.name, "call_id": call.id,
+            ctx.emit("tool.call", {"tool": call.name, "call_id": call.id, "call_key": ctx.call_key,
                                    "arguments": call.arguments, "raw_arguments": call.raw_arguments})
         if "tool.result" in record:
-            ctx.emit("tool.result", {"tool": call.name, "call_id": call.id, "ok": False,
-                                     "error": err.to_dict(), "duration_s": 0.0})
-        hint = f" ({err.retry_hint})" if err.retry_hint else ""
+            ctx.emit("tool.result", {"tool": call.name, "call_id": call.id,
+                                     "call_key": ctx.call_key, "ok": False,
+                                     "error": err.to_dict(), "content": err.model_text(),
+                                     "duration_s": 0.0})
         return ToolResultPart(call_id=call.id, name=call.name, is_error=True,
-                              content=f"ERROR [{err.code}] {err.message}{hint}",
-                              metadata={"error": err.to_dict()})
+                              content=err.model_text(), metadata={"error": err.to_dict()})
 
     def _result(self, answer: str, messages: list[Message], steps: int,
                 reason: StopReason) -> AgentResult:

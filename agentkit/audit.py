@@ -16,13 +16,15 @@ failed write raises, so a run never continues unaudited. A torn last line left b
 cut on reopen and named in a ``recovered`` record, never dropped silently.
 
 What a ``kill -9`` can lose is bounded (see `Ledger`): records of side effects are written to
-the operating system before the effect, everything else within 64 events or 250 ms.
+the operating system before the effect, answered model and tool calls as they complete,
+everything else within 64 events or 250 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import math
@@ -40,19 +42,23 @@ from agentkit.errors import ConfigError, RunFailed
 from agentkit.events import Event
 from agentkit.secrets import Redactor, redaction_pipeline
 
-__all__ = ["GENESIS", "Ledger", "VerifyResult", "VerifyState", "read_blob", "show_ledger",
-           "verify_ledger"]
+__all__ = ["GENESIS", "Ledger", "VerifyResult", "VerifyState", "lock_ledger", "read_blob",
+           "show_ledger", "verify_ledger"]
 
 GENESIS = "0" * 64
 BLOB_THRESHOLD = 64 * 1024
 PREVIEW_CHARS = 512
 
-#: kinds written through at once (no fsync): the run's milestones and a change made to a file.
-#: A ``tool.call`` whose data says ``"side_effects": true`` is written through too, *before*
-#: the tool acts (and with it every line queued before it).
-_WRITE_THROUGH = frozenset({"run.started", "run.finished", "plan.created", "plan.replanned",
-                            "node.finished", "node.failed", "budget.exceeded", "recovered",
-                            "file.diff"})
+#: kinds written through at once (no fsync): the run's milestones, a change made to a file, a
+#: side effect's intent, a request for a person's approval and its decision, and every
+#: completed model and tool call (the journal a resumed run answers from: a call whose answer
+#: reached the kernel is never sent again). A ``tool.call`` whose data says
+#: ``"side_effects": true`` is written through too, *before* the tool acts (and with it every
+#: line queued before it).
+_WRITE_THROUGH = frozenset({"run.started", "run.finished", "run.resumed", "plan.created",
+                            "plan.replanned", "node.finished", "node.failed", "budget.exceeded",
+                            "recovered", "file.diff", "tool.intent", "model.response",
+                            "tool.result", "approval.requested", "approval.decided"})
 
 FsyncPolicy = Literal["close", "always", "never", "interval"]
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\n\Z')
@@ -156,10 +162,11 @@ class Ledger:
     """Append-only, hash-chained JSONL. `append` is an `EventBus` sink.
 
     What a ``kill -9`` of the run can lose: nothing of a side effect (a ``tool.call`` marked
-    ``"side_effects": true``, written before the tool acts, and the ``file.diff`` of what it
-    changed) or of a milestone (run, plan, node, budget), which are written to the operating
-    system before `append` returns; of any other event, an answered model call included, at
-    most the last `flush_events` (64) and at most the last `flush_after_s` (0.25 s): the
+    ``"side_effects": true`` and its ``tool.intent``, written before the tool acts, and the
+    ``file.diff`` of what it changed), of a completed call (``model.response``,
+    ``tool.result``: what a resumed run answers from) or of a milestone (run, plan, node,
+    budget), which are written to the operating system before `append` returns; of any other
+    event at most the last `flush_events` (64) and at most the last `flush_after_s` (0.25 s): the
     buffer is written when either is reached, by a timer on the running event loop if nothing
     else comes. "Written" means handed to the kernel, which a killed process cannot undo;
     surviving a power cut needs ``fsync``.
@@ -322,7 +329,13 @@ class Ledger:
             return
         created = not self.path.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        if not lock_ledger(fd):
+            os.close(fd)
+            self._failed = RunFailed(f"{self.path} is being written by another process")
+            raise RunFailed(f"the audit ledger {self.path} is being written by another process "
+                            f"(a run, or a resume of it, still alive); stop it first")
+        self._fd = fd
         if created:
             _fsync_dir(self.path.parent)
         else:
@@ -396,6 +409,17 @@ class Ledger:
             self._failed = exc
             raise RunFailed(f"cannot write the audit ledger {self.path}: {exc.strerror or exc}; "
                             "the run stops rather than continue unaudited") from exc
+
+
+def lock_ledger(fd: int) -> bool:
+    """Take the one-writer lock on an open ledger (False: another process holds it). The
+    kernel drops it when the writer's file is closed or its process dies, ``kill -9``
+    included, so a crashed run never leaves it behind."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def _write_new(path: Path, data: bytes, *, sync: bool) -> None:

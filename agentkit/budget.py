@@ -93,6 +93,17 @@ class Budget:
                    deadline=deadline, limits={"tokens": spec.tokens, "cost_usd": spec.cost_usd,
                                               "tool_calls": spec.tool_calls})
 
+    def restore(self, spent: dict[Quantity, float], elapsed_s: float = 0.0) -> None:
+        """A resumed run's root: what the run spent before stays spent (tokens, cost, tool
+        calls), and its wall clock counts the time it already ran."""
+        for kind, amount in spent.items():
+            self.used[kind] += amount
+            pool = self.pools.get(kind)
+            if pool is not None:
+                pool.used += amount
+        if self.deadline is not None:
+            self.deadline -= elapsed_s
+
     # -- the tree -----------------------------------------------------------------------------
 
     def child(self, scope: str, share: NodeBudget | None = None, *, spawn: bool = False) -> Budget:

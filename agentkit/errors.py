@@ -17,6 +17,8 @@
     │                                  planner reads them and revises; in a task file: the user)
     ├── BudgetExceeded                 a token/cost/time/tool-call/agent/depth budget ran out
     ├── RunFailed                      the run ended without an answer (status says why)
+    │   ├── DivergenceError            a resumed run built another request than the recorded one
+    │   └── ReplayMiss                 a replayed run made a call the ledger has no answer for
     └── RunCancelled                   the run was cancelled (Ctrl-C, cancel(), deadline)
 
 Constructors never do I/O or log. Backend exceptions (httpx, docker, ddgs) are mapped to these
@@ -31,6 +33,7 @@ __all__ = [
     "AgentkitError",
     "BudgetExceeded",
     "ConfigError",
+    "DivergenceError",
     "PlanError",
     "ProviderConnectionError",
     "ProviderError",
@@ -38,6 +41,7 @@ __all__ = [
     "ProviderResponseError",
     "ProviderTimeout",
     "ProviderUnavailable",
+    "ReplayMiss",
     "RunCancelled",
     "RunFailed",
     "SandboxError",
@@ -165,6 +169,11 @@ class ToolError(AgentkitError):
         self.retry_hint, self.details = retry_hint, details or {}
         super().__init__(f"{tool + ': ' if tool else ''}[{code}] {message}")
 
+    def model_text(self) -> str:
+        """The error as the model reads it in the tool result."""
+        hint = f" ({self.retry_hint})" if self.retry_hint else ""
+        return f"ERROR [{self.code}] {self.message}{hint}"
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": type(self).__name__, "code": self.code,
                                "message": self.message, "tool": self.tool}
@@ -217,6 +226,31 @@ class BudgetExceeded(AgentkitError):
 
 class RunFailed(AgentkitError):
     """The run ended without an answer."""
+
+
+class DivergenceError(RunFailed):
+    """A resumed run built another request than the one recorded under the same call key (the
+    code, a prompt or an input changed): `call_key` names the call, `diff` shows what differs.
+    ``agentkit resume --from-divergence`` continues live from there instead."""
+
+    def __init__(self, message: str, *, call_key: str = "", diff: str = "") -> None:
+        super().__init__(message)
+        self.call_key, self.diff = call_key, diff
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "call_key": self.call_key, "diff": self.diff}
+
+
+class ReplayMiss(RunFailed):
+    """``agentkit replay``: the replayed run made a call the ledger holds no answer for (a
+    replay never makes a live call); `diff` compares it with the nearest recorded request."""
+
+    def __init__(self, message: str, *, call_key: str = "", diff: str = "") -> None:
+        super().__init__(message)
+        self.call_key, self.diff = call_key, diff
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "call_key": self.call_key, "diff": self.diff}
 
 
 class RunCancelled(AgentkitError):

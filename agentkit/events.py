@@ -24,6 +24,9 @@ __all__ = ["Emitter", "Event", "EventBus", "EventKind", "EventSink", "NodeFinish
 EventKind = Literal[
     # the run
     "run.started", "run.finished", "recovered",
+    # a durable run picked up again from its ledger; a resumed call that differs from the
+    # recorded one (continued live with --from-divergence)
+    "run.resumed", "resume.diverged",
     # model calls (model.request/response pairs; retries, fallbacks, breakers between them)
     "model.request", "model.response", "model.error",
     "retry", "fallback", "breaker.open", "breaker.closed",
@@ -31,6 +34,9 @@ EventKind = Literal[
     "tool.call", "tool.result", "tool.log",
     # a call that waits for a person's yes (agentkit.approvals), and the decision
     "approval.requested", "approval.decided",
+    # a side-effecting tool's intent, journalled before the effect; what a resumed run did
+    # with a call that was in flight at the crash; a sandbox session rebuilt on resume
+    "tool.intent", "tool.in_flight", "sandbox.rebuilt",
     "file.diff", "url.fetched", "url.blocked", "url.cited", "search.results",
     "sandbox.created", "sandbox.exec", "sandbox.removed", "sandbox.relaxed",
     # MCP servers a run started (command or URL, never secrets), stopped, and the tools offered
@@ -60,6 +66,9 @@ class NodeFinished(TypedDict):
 
     attempt: int
     output: str
+    #: raw tool outputs the node saw (the synthesizer's grounding corpus; a resumed run
+    #: restores them with the output)
+    sources: list[str]
     output_chars: int
     duration_s: float
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,13 +36,14 @@ from agentkit.budget import Budget
 from agentkit.clock import Clock
 from agentkit.errors import AgentkitError, BudgetExceeded, ConfigError, RunCancelled, RunFailed
 from agentkit.events import Event, EventSink
+from agentkit.journal import Journal
 from agentkit.messages import Usage
 from agentkit.models import RateLimits
 from agentkit.runtime import Runtime
 from agentkit.swarm.context import SwarmContext
 from agentkit.swarm.engine import PlanSource, run_swarm
 from agentkit.swarm.remote import check_executor
-from agentkit.swarm.scheduler import NodeExecutor, NodeResult, Replanner
+from agentkit.swarm.scheduler import NodeExecutor, NodeOutput, NodeResult, Replanner
 from agentkit.swarm.synthesize import Ask, Citation
 from agentkit.task import ExecutorSpec, TaskSpec, load_task
 from agentkit.telemetry import attach as attach_telemetry
@@ -131,8 +133,11 @@ class RunResult(BaseModel):
 class Run:
     """A handle on one running task. Made by `start`; cheap; holds no global state."""
 
-    def __init__(self, runtime: Runtime, overrides: dict[str, Any]) -> None:
+    def __init__(self, runtime: Runtime, overrides: dict[str, Any], *,
+                 recorded: RunResult | None = None) -> None:
         self.runtime = runtime
+        #: a resumed run that had already succeeded: its recorded result, nothing runs
+        self._recorded = recorded
         self.run_id = runtime.run_id
         self._history: list[Event] = []
         self._readers: list[asyncio.Queue[Event | None]] = []
@@ -150,6 +155,11 @@ class Run:
 
     async def _main(self, overrides: dict[str, Any]) -> RunResult:
         self._started = True
+        if self._recorded is not None:
+            self._done = True
+            for queue in self._readers:
+                queue.put_nowait(None)
+            return self._recorded
         if self._cancel_requested:  # cancelled before it began: nothing ran, nothing to record
             await self.runtime.aclose()
             self._done = True
@@ -238,7 +248,8 @@ def start(task: TaskSpec | str | Path, *,
           run_id: str | None = None, rate_limits: RateLimits | None = None,
           executor: NodeExecutor | ExecutorSpec | None = None, replanner: Replanner | None = None,
           planner: PlanSource | None = None, synthesizer: Ask | None = None,
-          tools: Iterable[Tool | Callable[..., Any]] = ()) -> Run:
+          tools: Iterable[Tool | Callable[..., Any]] = (),
+          task_file: str | Path | None = None) -> Run:
     """Start a run in the current event loop and return its handle at once.
 
     The audit ledger goes where ``agentkit run`` puts it: the task's `output` folder (``runs``
@@ -252,7 +263,9 @@ def start(task: TaskSpec | str | Path, *,
     offered besides those the task names. `executor`, `planner`, `replanner` and
     `synthesizer` replace the swarm's default parts (tests and benchmarks use simulated ones);
     an `ExecutorSpec` as `executor` replaces the task's ``executor`` instead (where nodes run:
-    ``ExecutorSpec(kind="ray", address="auto")`` runs them on a Ray cluster).
+    ``ExecutorSpec(kind="ray", address="auto")`` runs them on a Ray cluster). `task_file`:
+    the file a `TaskSpec` was read from (its sha256 is recorded at ``run.started``; a path
+    given as `task` is that file already).
     """
     try:
         asyncio.get_running_loop()
@@ -260,6 +273,8 @@ def start(task: TaskSpec | str | Path, *,
         raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
                           "in async code or `run_sync(...)` in a script") from None
     spec = _task_of(task)
+    task_file = task_file if task_file is not None else (
+        task if isinstance(task, str | Path) else None)
     if isinstance(executor, ExecutorSpec):
         spec, executor = spec.model_copy(update={"executor": executor}), None
     if executor is None:
@@ -271,6 +286,7 @@ def start(task: TaskSpec | str | Path, *,
                       ledger_dir=Path(ledger_dir).resolve() if ledger_dir is not None else None,
                       workspace=workspace, environ=environ, rate_limits=rate_limits,
                       tools=tools)
+    runtime.task_file = _file_hash(task_file) if task_file is not None else None
     parts: dict[Role, object] = {"worker": executor, "planner": planner, "synthesizer": synthesizer}
     found = problems(spec, workspace=runtime.workspace, environ=runtime.environ,
                      replaced=[role for role, part in parts.items() if part is not None])
@@ -306,25 +322,27 @@ def run_sync(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:
 async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
                   replanner: Replanner | None = None, planner: PlanSource | None = None,
                   synthesizer: Ask | None = None) -> RunResult:
-    """Run the task held by `runtime`. Never raises for a failed or cancelled run."""
+    """Run the task held by `runtime`. Never raises for a failed or cancelled run.
+
+    With a journal (`agentkit.resume`), the run re-executes from its ledger: it records
+    ``run.resumed`` instead of ``run.started``, restores what was spent and the finished
+    nodes, and stops at the first call the journal refuses (a divergence, a replay miss)."""
     task = runtime.task
     async with runtime:
         telemetry = attach_telemetry(runtime)  # None unless the task turns OTel on
         budget = Budget.root(task.budget, emit=runtime.emit, clock=runtime.clock)
         swarm = SwarmContext(runtime=runtime, budget=budget)
         runtime.bus.add_sink(swarm.on_event)
-        runtime.emit("run.started", {"task": task.name, "mode": task.mode, "goal": task.goal})
+        _begin(runtime, budget, swarm)
         result = _assemble(runtime, "failed", error=RunFailed("did not finish"))
+        parts = {"executor": executor, "replanner": replanner, "planner": planner,
+                 "synthesizer": synthesizer}
         try:
             async with asyncio.timeout(budget.remaining_seconds()):
                 await runtime.prepare_tools()  # starts the MCP servers the task names
-                if task.mode == "agent":
-                    answer = (await run_agent_task(runtime, budget)).answer
-                    result = _assemble(runtime, "succeeded", answer=answer)
-                else:
-                    outcome = await run_swarm(swarm, executor=executor, replanner=replanner,
-                                              planner=planner, synthesizer=synthesizer)
-                    result = _swarm_result(runtime, swarm, outcome.synthesis.answer, outcome)
+                work = _work(runtime, budget, swarm, parts)
+                result = await (work if runtime.journal is None
+                                else _stoppable(runtime.journal, work))
         except asyncio.CancelledError as exc:
             reason = str(exc.args[0]) if exc.args and exc.args[0] else None
             result = _assemble(runtime, "cancelled", swarm, error=_cancelled(reason))
@@ -336,18 +354,97 @@ async def execute(runtime: Runtime, *, executor: NodeExecutor | None = None,
         except Exception as exc:  # AgentkitError, or a bug: end the run cleanly, say what
             result = _assemble(runtime, "failed", swarm, error=exc)
         finally:
-            try:
-                runtime.emit("run.finished", {
-                    "status": result.status, "answer": result.answer,
-                    "error": result.error.model_dump() if result.error else None,
-                    "usage": runtime.usage.total.usage.model_dump(),
-                    "cost_usd": runtime.usage.total.cost_usd,
-                    "nodes": {k: v.status for k, v in swarm.nodes.items()}})
-            except RunFailed as exc:  # the ledger could not record the end (a full disk)
-                result = _assemble(runtime, "failed", swarm, error=exc)
+            result = _finish(runtime, swarm, result)
     if telemetry is not None:
         await telemetry.aclose()
     return _with_ledger_head(result, runtime)
+
+
+async def _work(runtime: Runtime, budget: Budget, swarm: SwarmContext,
+                parts: dict[str, Any]) -> RunResult:
+    """The task itself: one agent, or plan -> nodes -> synthesis."""
+    if runtime.task.mode == "agent":
+        answer = (await run_agent_task(runtime, budget)).answer
+        return _assemble(runtime, "succeeded", answer=answer)
+    outcome = await run_swarm(swarm, **parts)
+    return _swarm_result(runtime, swarm, outcome.synthesis.answer, outcome)
+
+
+async def _stoppable(journal: Journal, work: Coroutine[Any, Any, RunResult]) -> RunResult:
+    """Run `work` in a child task the journal cancels at the first call it refuses (wherever
+    in the DAG that call is), then raise that refusal as the run's error."""
+    child = asyncio.ensure_future(work)
+    def stop(_error: RunFailed) -> None:
+        child.cancel()
+
+    journal.on_stop = stop
+    try:
+        return await child
+    except asyncio.CancelledError:
+        me = asyncio.current_task()
+        if journal.stopped is not None and (me is None or not me.cancelling()):
+            raise journal.stopped from None
+        raise
+    finally:
+        journal.on_stop = None
+
+
+def _begin(runtime: Runtime, budget: Budget, swarm: SwarmContext) -> None:
+    """``run.started`` (with the resolved task and its file's hash), or, on a resumed run,
+    ``run.resumed`` (where it picks up) after restoring what the ledger says was done."""
+    task, journal = runtime.task, runtime.journal
+    if journal is not None:
+        restore(journal, runtime, budget, swarm)
+    if journal is None or runtime.append_to is None:
+        runtime.emit("run.started", {"task": task.name, "mode": task.mode, "goal": task.goal,
+                                     "spec": task.model_dump(mode="json"),
+                                     "task_file": runtime.task_file[0] if runtime.task_file
+                                     else None,
+                                     "task_sha256": runtime.task_file[1] if runtime.task_file
+                                     else None})
+        return
+    runtime.emit("run.resumed", {
+        "after_seq": journal.last_seq, "segment": journal.segments + 1,
+        "finished_nodes": sorted(journal.nodes), "recorded_model_calls": len(journal.responses),
+        "recorded_tool_results": len(journal.tool_results),
+        "in_flight": journal.in_flight(), "elapsed_s": journal.elapsed_s,
+        "usage": runtime.usage.total.usage.model_dump(), "cost_usd": runtime.usage.total.cost_usd,
+        "from_divergence": journal.from_divergence,
+        "limits": task.budget.model_dump(mode="json")})
+
+
+def restore(journal: Journal, runtime: Runtime, budget: Budget, swarm: SwarmContext) -> None:
+    """What a re-executed run takes from its ledger before it starts: the usage of every
+    recorded model answer (counted once, for the node that made it), the spent budget and
+    wall time, the pages fetched, and the outputs of finished nodes."""
+    for node_id, model, usage, cost, calls in journal.usage_by_node():
+        runtime.usage.record(node_id=node_id, model=model, usage=Usage.model_validate(usage),
+                             cost_usd=cost, calls=calls)
+    total = runtime.usage.total
+    budget.restore({"tokens": float(total.usage.input_tokens + total.usage.output_tokens),
+                    "cost_usd": total.cost_usd, "tool_calls": float(journal.tool_calls_spent)},
+                   journal.elapsed_s)
+    for page in journal.fetched:
+        if page.get("url"):
+            swarm.fetched[page["url"]] = {"content_hash": page.get("content_hash"),
+                                          "title": page.get("title")}
+    swarm.restored = {node_id: NodeOutput(output=str(data.get("output") or ""),
+                                          sources=list(data.get("sources") or []))
+                      for node_id, data in journal.nodes.items()}
+
+
+def _finish(runtime: Runtime, swarm: SwarmContext, result: RunResult) -> RunResult:
+    """Record ``run.finished`` (the result unchanged unless the ledger cannot take it)."""
+    try:
+        runtime.emit("run.finished", {
+            "status": result.status, "answer": result.answer,
+            "error": result.error.model_dump() if result.error else None,
+            "usage": runtime.usage.total.usage.model_dump(),
+            "cost_usd": runtime.usage.total.cost_usd,
+            "nodes": {k: v.status for k, v in swarm.nodes.items()}})
+    except RunFailed as exc:  # the ledger could not record the end (a full disk)
+        return _assemble(runtime, "failed", swarm, error=exc)
+    return result
 
 
 def _cancelled(reason: str | None) -> RunCancelled:
@@ -393,6 +490,14 @@ def _with_ledger_head(result: RunResult, runtime: Runtime) -> RunResult:
         write_head_file(ledger.path, ledger.head)
     result.usage, result.cost_usd = runtime.usage.total.usage, runtime.usage.total.cost_usd
     return result
+
+
+def _file_hash(path: str | Path) -> tuple[str, str] | None:
+    """(resolved path, sha256 of its bytes) of a task file, recorded at ``run.started``."""
+    try:
+        return str(Path(path).resolve()), hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def head_file(ledger: str | Path) -> Path:

@@ -23,6 +23,7 @@ from agentkit.audit import Ledger
 from agentkit.clock import Clock, SystemClock
 from agentkit.errors import ConfigError
 from agentkit.events import Event, EventBus, EventKind, EventSink
+from agentkit.journal import Journal
 from agentkit.limits import ResourceLimits
 from agentkit.models import ManagedModel, RateLimits, api_key_envs, build_model, price_for
 from agentkit.prompting import Prompts
@@ -82,8 +83,17 @@ class Runtime:
                  sinks: Iterable[EventSink] = (), ledger_dir: str | Path | None = None,
                  workspace: str | Path | None = None, environ: Mapping[str, str] | None = None,
                  fsync: str = "close", rate_limits: RateLimits | None = None,
-                 tools: Iterable[Tool | Callable[..., Any]] | None = None) -> None:
+                 tools: Iterable[Tool | Callable[..., Any]] | None = None,
+                 journal: Journal | None = None, append_to: Path | None = None) -> None:
         self.task = task
+        #: a resumed or replayed run's journal (`agentkit.journal`): calls it holds answers
+        #: for are answered from it; `append_to`: the existing ledger a resumed run continues
+        self.journal = journal
+        if journal is not None:
+            journal.emit = self.emit
+        self.append_to = append_to
+        #: (path, sha256) of the task file the task was read from, recorded at run.started
+        self.task_file: tuple[str, str] | None = None
         self.run_id = check_run_id(run_id) if run_id is not None else new_run_id()
         self.clock: Clock = clock or SystemClock()
         self.bus = EventBus(self.run_id, clock=self.clock, sinks=sinks)
@@ -128,6 +138,8 @@ class Runtime:
 
         A run never writes into an existing ledger: a repeated run id is a `ConfigError`.
         """
+        if self._ledger is None and self.append_to is not None:  # a resumed run: same file
+            self._use_ledger(self.append_to)
         if self._ledger is not None or self.ledger_dir is None:
             return self.ledger_path
         self.ledger_dir.mkdir(parents=True, exist_ok=True)
@@ -145,15 +157,10 @@ class Runtime:
         """Write the run's events to the ledger at `path` (a new one, or the one a resumed run
         continues) and take the approval decisions beside it."""
         self.ledger_path = path
-        self._ledger = ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
-
-        def write(event: Event) -> None:
-            ledger.append(event)
-            # a request is on disk before any other consumer sees it: it outlives a crash
-            if event.kind == "approval.requested":
-                ledger.flush()
-
-        self.bus.add_sink(write, first=True)
+        self._ledger = Ledger(path, secrets=self.secrets(), fsync=self.fsync)
+        # first, and approval requests are written through: a request is on disk before any
+        # other consumer (the terminal prompt, `agentkit approve`) sees it, so it outlives a crash
+        self.bus.add_sink(self._ledger.append, first=True)
         # decisions already there (made while the run was down) count at once
         self.approvals.attach(approvals_file(path))
 
@@ -245,12 +252,17 @@ class Runtime:
 
     def tool_context(self, *, node_id: str | None = None, agent_id: str | None = None,
                      call_id: str | None = None, call_key: str | None = None) -> ToolContext:
-        """What a tool call made by `node_id`/`agent_id` may use."""
+        """What a tool call made by `node_id`/`agent_id` may use (on a resumed run, with what
+        the ledger says of the call if it was in flight at the crash)."""
         protected = (self.ledger_dir.resolve(),) if self.ledger_dir is not None else ()
+        in_flight = None
+        if self.journal is not None and call_key is not None:
+            in_flight = self.journal.in_flight_call(call_key)
         return ToolContext(task=self.task, workspace=self.workspace, events=self.emit,
                            clock=self.clock, limits=self.limits, resources=self.resources,
                            run_id=self.run_id, protected=protected, node_id=node_id,
-                           agent_id=agent_id, call_id=call_id, call_key=call_key)
+                           agent_id=agent_id, call_id=call_id, call_key=call_key,
+                           in_flight=in_flight)
 
     async def model(self, name: str) -> ManagedModel:
         """The model `name` of ``task.models`` (built once, with budgets, retries, limits)."""
@@ -260,10 +272,12 @@ class Runtime:
                               f"(defined: {sorted(self.task.models)})")
 
         async def make() -> ManagedModel:
-            return build_model(name, spec, clock=self.clock, events=self.emit, usage=self.usage,
-                               policy=self._policy, price=price_for(name, spec, self.task),
-                               rate_limits=self.rate_limits, resolve=self.model,
-                               environ=self.environ, think=self.task.think)
+            model = build_model(name, spec, clock=self.clock, events=self.emit, usage=self.usage,
+                                policy=self._policy, price=price_for(name, spec, self.task),
+                                rate_limits=self.rate_limits, resolve=self.model,
+                                environ=self.environ, think=self.task.think)
+            model.journal = self.journal
+            return model
 
         async def close(model: ManagedModel) -> None:
             await model.aclose()

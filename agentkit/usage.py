@@ -24,10 +24,10 @@ class UsageLine:
     cost_usd: float = 0.0
     calls: int = 0
 
-    def add(self, usage: Usage, cost_usd: float) -> None:
+    def add(self, usage: Usage, cost_usd: float, calls: int = 1) -> None:
         self.usage = self.usage + usage
         self.cost_usd += cost_usd
-        self.calls += 1
+        self.calls += calls
 
 
 class RunUsage:
@@ -38,11 +38,13 @@ class RunUsage:
         self.by_node: dict[str | None, UsageLine] = {}
         self.by_model: dict[str, UsageLine] = {}
 
-    def record(self, *, node_id: str | None, model: str, usage: Usage, cost_usd: float) -> None:
-        """Count one answered model call (called once per response, by the model layer)."""
-        self.total.add(usage, cost_usd)
-        self.by_node.setdefault(node_id, UsageLine()).add(usage, cost_usd)
-        self.by_model.setdefault(model, UsageLine()).add(usage, cost_usd)
+    def record(self, *, node_id: str | None, model: str, usage: Usage, cost_usd: float,
+               calls: int = 1) -> None:
+        """Count one answered model call (called once per response, by the model layer; a
+        resumed run restores the calls its ledger recorded, several at once)."""
+        self.total.add(usage, cost_usd, calls)
+        self.by_node.setdefault(node_id, UsageLine()).add(usage, cost_usd, calls)
+        self.by_model.setdefault(model, UsageLine()).add(usage, cost_usd, calls)
 
     def node(self, node_id: str | None) -> UsageLine:
         """What `node_id` spent so far (an empty line if it made no call)."""

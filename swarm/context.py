@@ -9,7 +9,7 @@ from typing import Any, cast
 from agentkit.budget import Budget
 from agentkit.events import Event, UrlFetched
 from agentkit.runtime import Runtime
-from agentkit.swarm.scheduler import NodeResult
+from agentkit.swarm.scheduler import NodeOutput, NodeResult
 
 __all__ = ["SwarmContext"]
 
@@ -22,6 +22,8 @@ class SwarmContext:
     fetched: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: every node's outcome so far (kept current while the scheduler runs)
     nodes: dict[str, NodeResult] = field(default_factory=dict)
+    #: a resumed run's finished nodes (from the ledger): they keep their outputs, not re-run
+    restored: dict[str, NodeOutput] = field(default_factory=dict)
 
     def on_event(self, event: Event) -> None:
         """An event sink: remembers the pages fetched in this run (the only citable ones)."""

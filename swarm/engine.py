@@ -57,7 +57,8 @@ async def run_swarm(ctx: SwarmContext, *, executor: NodeExecutor | None = None,
         emit=ctx.runtime.emit, clock=ctx.runtime.clock, limits=ctx.runtime.limits,
         node_attempts=task.retry.node_attempts, replans=task.retry.replans,
         replanner=replanner or planner, known_tools=known_tools(ctx.runtime, 0),
-        known_models=tuple(task.models), max_nodes=task.budget.max_nodes)
+        known_models=tuple(task.models), max_nodes=task.budget.max_nodes,
+        restored=ctx.restored)
     ctx.nodes = scheduler.state
     try:
         await scheduler.run()

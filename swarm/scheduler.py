@@ -112,8 +112,11 @@ class Scheduler:
                  emit: Emitter, clock: Clock, limits: ResourceLimits | None = None,
                  node_attempts: int = 1, replans: int = 0, replanner: Replanner | None = None,
                  known_tools: tuple[str, ...] = (), known_models: tuple[str, ...] = (),
-                 max_nodes: int | None = None) -> None:
+                 max_nodes: int | None = None,
+                 restored: Mapping[str, NodeOutput] | None = None) -> None:
         self.graph, self.executor, self.budget = graph, executor, budget
+        #: nodes a resumed run finished before (from its ledger): they are not run again
+        self.restored = dict(restored or {})
         self._emit, self.clock, self.limits = emit, clock, limits or ResourceLimits()
         self.node_attempts, self.replans_left, self.replanner = node_attempts, replans, replanner
         self._validate_args = (known_tools, known_models, max_nodes)
@@ -200,6 +203,12 @@ class Scheduler:
     async def _node_attempts(self, node_id: str) -> None:
         node = self.graph.nodes[node_id]
         result = self.state[node_id]
+        if node_id in self.restored:  # finished before the resume: keep its output
+            self.outputs[node_id] = self.restored[node_id]
+            result.status, result.output = "succeeded", self.restored[node_id].output
+            result.attempts = 1
+            self._finished(node_id)
+            return
         error: BaseException | None = None
         for attempt in range(1, self.node_attempts + 1):
             result.attempts += 1
@@ -221,6 +230,7 @@ class Scheduler:
             result.finished = self.clock.time()
             # the output itself is recorded: a resumed run takes it from the ledger
             self._emit("node.finished", {"attempt": attempt, "output": out.output,
+                                         "sources": out.sources,
                                          "output_chars": len(out.output),
                                          "duration_s": result.finished - (result.started or 0)},
                        node_id=node_id)

@@ -78,7 +78,7 @@ def test_enospc_mid_write_is_a_torn_tail_not_tampering(tmpfs: Path) -> None:
         ledger.flush()
     written_before = ledger.count
     fill(tmpfs)
-    ledger.record("tool.result", {"data": "x" * 10_000}, run_id="r", node_id=None, ts=10.0)
+    ledger.record("budget.reserved", {"data": "x" * 10_000}, run_id="r", node_id=None, ts=10.0)
     with pytest.raises(RunFailed, match="No space left on device"):
         ledger.flush()
     ledger.close()

@@ -152,9 +152,9 @@ def test_other_events_wait_for_at_most_64_of_them(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
     ledger = Ledger(path, flush_after_s=3600)
     for i in range(63):
-        ledger.record("tool.result", {"i": i}, run_id="r", node_id=None, ts=float(i))
+        ledger.record("budget.reserved", {"i": i}, run_id="r", node_id=None, ts=float(i))
     assert path.read_bytes() == b""
-    ledger.record("tool.result", {"i": 63}, run_id="r", node_id=None, ts=63.0)
+    ledger.record("budget.reserved", {"i": 63}, run_id="r", node_id=None, ts=63.0)
     assert len(records(path)) == 64
     ledger.close()
 
@@ -164,7 +164,7 @@ async def test_a_quiet_run_writes_its_buffer_within_the_time_bound(tmp_path: Pat
     on the event loop writes it out; no further event is needed."""
     path = tmp_path / "run.jsonl"
     ledger = Ledger(path, flush_after_s=0.05)
-    ledger.record("tool.result", {"i": 0}, run_id="r", node_id=None, ts=0.0)
+    ledger.record("budget.reserved", {"i": 0}, run_id="r", node_id=None, ts=0.0)
     assert path.read_bytes() == b""
     await asyncio.to_thread(wait_until, lambda: path.stat().st_size > 0, "the timer's write")
     assert len(records(path)) == 1
@@ -178,10 +178,10 @@ def test_the_time_bound_holds_for_a_ledger_outliving_its_first_event_loop(tmp_pa
     ledger = Ledger(path, flush_after_s=0.05)
 
     async def first() -> None:
-        ledger.record("tool.result", {"i": 0}, run_id="r", node_id=None, ts=0.0)
+        ledger.record("budget.reserved", {"i": 0}, run_id="r", node_id=None, ts=0.0)
 
     async def second() -> None:
-        ledger.record("tool.result", {"i": 1}, run_id="r", node_id=None, ts=1.0)
+        ledger.record("budget.reserved", {"i": 1}, run_id="r", node_id=None, ts=1.0)
         await asyncio.to_thread(wait_until, lambda: len(records(path)) == 2, "the timer's write")
 
     asyncio.run(first())  # ends before its timer fires

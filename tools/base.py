@@ -78,10 +78,12 @@ class ToolContext:
     node_id: str | None = None
     agent_id: str | None = None
     call_id: str | None = None
-    #: the call's deterministic key: its turn's model call key with ``t{index in the turn}``
-    #: for the final ``m`` (the same call of a re-executed run has the same key; approvals
-    #: are asked by it)
+    #: the call's deterministic key (``<model call key of the turn>`` with ``/m`` replaced by
+    #: ``/t<index>``): what a resumed run looks its recorded result up by
     call_key: str | None = None
+    #: set on a resumed run when this side-effecting call was in flight at the crash: its
+    #: recorded ``tool.call`` data, and its ``tool.intent`` if the tool journalled one
+    in_flight: dict[str, Any] | None = None
 
     def emit(self, kind: EventKind, data: dict[str, Any]) -> Event:
         return self.events(kind, data, node_id=self.node_id)
@@ -112,6 +114,13 @@ class Tool:
     #: this is a declaration only; it is the hook durable runs use to journal a call's intent
     #: before its effect, and approvals to ask a person first.
     side_effects: ClassVar[bool] = False
+    #: for a side-effecting tool: True if running a call twice does no more than running it
+    #: once. A call that was in flight when a run crashed is re-run on resume only if so
+    #: (or if the tool checks its own journalled intent: `checks_intent`)
+    idempotent: ClassVar[bool] = False
+    #: True if `call` itself decides what to do with ``ctx.in_flight`` (write_file compares
+    #: the file with the hashes its intent recorded)
+    checks_intent: ClassVar[bool] = False
     #: False for the engine's own control tools (the planner's `submit_plan`): they do not
     #: use the ``tool_calls`` budget
     counts_against_budget: ClassVar[bool] = True
@@ -140,6 +149,11 @@ class Tool:
     def timeout_for(self, args: Any) -> float:
         """The deadline for one call (a tool may let the arguments shorten or extend it)."""
         return self.timeout_s
+
+    async def replayed(self, arguments: dict[str, Any], ctx: ToolContext) -> None:
+        """A resumed run handed back this call's recorded result instead of running it. A tool
+        whose later calls depend on state an earlier call left (run_code's sandbox session)
+        notes what to rebuild here; it must not act yet (a replay never runs anything)."""
 
 
 class ToolRegistry:
@@ -243,11 +257,13 @@ async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -
     Raises `ToolError` (never anything else for a tool's own failure); the caller decides
     whether to hand it to the model (the agent loop) or print it (the CLI).
     """
-    ctx.emit("tool.call", {"tool": tool.name, "call_id": ctx.call_id, "arguments": arguments,
+    ctx.emit("tool.call", {"tool": tool.name, "call_id": ctx.call_id, "call_key": ctx.call_key,
+                           "arguments": arguments,
                            "side_effects": tool.side_effects,  # the ledger writes these through
-                           **tool.origin})
+                           "idempotent": tool.idempotent, **tool.origin})
     started = ctx.clock.monotonic()
     try:
+        _check_in_flight(tool, ctx)
         args = parse_args(tool, arguments)
         timeout = tool.timeout_for(args)
         async with ctx.limits.slot(tool.concurrency_class):
@@ -259,11 +275,35 @@ async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -
     except ToolError as err:
         if err.tool is None:
             err.tool = tool.name
-        ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id, "ok": False,
-                                 "error": err.to_dict(),
+        ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id,
+                                 "call_key": ctx.call_key, "ok": False, "error": err.to_dict(),
+                                 "content": err.model_text(),
                                  "duration_s": ctx.clock.monotonic() - started})
         raise
-    ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id, "ok": True,
-                             "data": output.data,
+    ctx.emit("tool.result", {"tool": tool.name, "call_id": ctx.call_id, "call_key": ctx.call_key,
+                             "ok": True, "data": output.data, "content": output.content,
                              "duration_s": ctx.clock.monotonic() - started})
     return output
+
+
+def unsure_after_crash(tool: Tool, ctx: ToolContext) -> bool:
+    """Whether this call was in flight at a crash with an effect that cannot be checked or
+    safely repeated (side-effecting, not idempotent, keeping no intent of its own)."""
+    return (ctx.in_flight is not None and tool.side_effects and not tool.idempotent
+            and not tool.checks_intent)
+
+
+def _check_in_flight(tool: Tool, ctx: ToolContext) -> None:
+    """A side-effecting call that was in flight at a crash is never silently repeated: it is
+    re-run only if the tool is idempotent or checks its own journalled intent, or (when the
+    task has ``approval``) if a person said yes (`agentkit.agent.Agent` asks, and clears
+    ``in_flight``); otherwise it fails with an error the model reads."""
+    if not unsure_after_crash(tool, ctx):
+        return
+    ctx.emit("tool.in_flight", {"tool": tool.name, "call_key": ctx.call_key,
+                                "action": "refused", "arguments": ctx.in_flight.get("arguments")
+                                if ctx.in_flight else None})
+    raise ToolError("in_flight_at_crash", f"this call of {tool.name} was in flight when the run "
+                    f"stopped, so whether it took effect is unknown; it is not repeated because "
+                    f"{tool.name} is not declared idempotent. Check its effect before calling "
+                    f"it again", tool=tool.name)

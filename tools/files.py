@@ -102,6 +102,11 @@ class WriteFileArgs(ToolArgs):
 
 
 class WriteFile(Tool):
+    """Journals its intent (path, sha256 before and after) before it writes. On a resumed run,
+    a write that was in flight at the crash is checked against that intent: a file already at
+    the after-hash is not rewritten, one at the before-hash is written, anything else is a
+    ``conflict`` (someone else changed the file: the model is told, nothing is overwritten)."""
+
     name = "write_file"
     description = ("Create or replace a text file in the workspace with the given content "
                    "(parent folders are created).")
@@ -109,6 +114,7 @@ class WriteFile(Tool):
     timeout_s = 30.0
     concurrency_class = "files"
     side_effects = True
+    checks_intent = True
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         new = args.content.encode("utf-8")
@@ -117,18 +123,60 @@ class WriteFile(Tool):
             raise ToolError("too_large", f"content is {len(new)} bytes; the limit is {cap} "
                             f"(files.max_write_bytes)", tool=self.name)
         ws = _workspace(ctx, self.name)
+        current, after = await asyncio.to_thread(_sha_of, ws, args.path), _hex(new)
+        if ctx.in_flight is not None and self._already_done(ctx, args.path, current, after):
+            return ToolOutput(f"{args.path} already holds this content ({len(new)} bytes)",
+                              {"path": args.path, "after_sha256": after, "bytes": len(new),
+                               "resumed": "already_written"})
+        ctx.emit("tool.intent", {"tool": self.name, "call_key": ctx.call_key, "path": args.path,
+                                 "before_sha256": current, "after_sha256": after})
         try:
             old = await asyncio.to_thread(ws.replace, args.path, new)
         except OSError as err:
             raise _os_error(err, args.path, self.name) from None
         diff = _unified_diff(args.path, old, new)
         record = {"path": args.path, "created": old is None, "before_sha256": _sha256(old),
-                  "after_sha256": _sha256(new), "bytes": len(new),
+                  "after_sha256": after, "bytes": len(new),
                   "diff": diff[:_MAX_DIFF_CHARS], "diff_truncated": len(diff) > _MAX_DIFF_CHARS}
         ctx.emit("file.diff", {**record, "tool": self.name, "call_id": ctx.call_id})
         verb = "created" if old is None else "updated"
         return ToolOutput(f"{verb} {args.path} ({len(new)} bytes)",
                           {k: v for k, v in record.items() if k != "diff"})
+
+    def _already_done(self, ctx: ToolContext, path: str, current: str | None,
+                      after: str) -> bool:
+        """The resume rule for a write in flight at the crash (see the class docstring)."""
+        assert ctx.in_flight is not None
+        intent = ctx.in_flight.get("intent")
+        if intent is None:  # the crash came before the intent: the file was never touched
+            action = "rerun"
+        elif current == after:
+            action = "already_written"
+        elif current == intent.get("before_sha256"):
+            action = "rerun"
+        else:
+            ctx.emit("tool.in_flight", {"tool": self.name, "call_key": ctx.call_key,
+                                        "action": "conflict", "path": path, "now_sha256": current,
+                                        "intent": intent})
+            raise ToolError("conflict", f"{path} changed since this write was started before "
+                            f"the run stopped (it is neither the content before nor the content "
+                            f"to write); it was not overwritten. Read it and decide",
+                            tool=self.name)
+        ctx.emit("tool.in_flight", {"tool": self.name, "call_key": ctx.call_key,
+                                    "action": action, "path": path})
+        return action == "already_written"
+
+
+def _hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha_of(ws: Workspace, path: str) -> str | None:
+    """sha256 of the file's content now (None if there is none)."""
+    try:
+        return _sha256(ws.read(path)[0])
+    except (OSError, ToolError):
+        return None
 
 
 def _unified_diff(name: str, old: bytes | None, new: bytes) -> str:

@@ -150,13 +150,14 @@ def tool(fn: Callable[P, R], /) -> FunctionTool[P, R]: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None,
          timeout: float | None = None, concurrency: int | None = None,
-         side_effects: bool = False, max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+         side_effects: bool = False, idempotent: bool = False,
+         max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
          ) -> Callable[[Callable[P, R]], FunctionTool[P, R]]: ...
 
 
 def tool(fn: Callable[P, R] | None = None, /, *, name: str | None = None,
          description: str | None = None, timeout: float | None = None,
-         concurrency: int | None = None, side_effects: bool = False,
+         concurrency: int | None = None, side_effects: bool = False, idempotent: bool = False,
          max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
          ) -> FunctionTool[P, R] | Callable[[Callable[P, R]], FunctionTool[P, R]]:
     """Turn a typed function (sync or async) into a tool; see the module docstring.
@@ -166,21 +167,23 @@ def tool(fn: Callable[P, R] | None = None, /, *, name: str | None = None,
     with a ``timeout`` error, though a sync function's thread cannot be stopped and finishes
     in the background), `concurrency` (at most this many calls at once in a run),
     `side_effects` (the function changes something outside the run: durable runs and
-    approvals use this declaration), `max_result_chars` (a longer result is a ``too_large``
-    error).
+    approvals use this declaration), `idempotent` (with `side_effects`: calling it twice with
+    the same arguments does no more than once, so a call in flight when a run crashed may be
+    re-run on resume; otherwise it is not repeated), `max_result_chars` (a longer result is a
+    ``too_large`` error).
     """
 
     def make(func: Callable[P, R]) -> FunctionTool[P, R]:
         return _make_tool(func, name=name, description=description, timeout=timeout,
                           concurrency=concurrency, side_effects=side_effects,
-                          max_result_chars=max_result_chars)
+                          idempotent=idempotent, max_result_chars=max_result_chars)
 
     return make(fn) if fn is not None else make
 
 
 def _make_tool(func: Callable[P, R], *, name: str | None, description: str | None,
                timeout: float | None, concurrency: int | None, side_effects: bool,
-               max_result_chars: int) -> FunctionTool[P, R]:
+               idempotent: bool, max_result_chars: int) -> FunctionTool[P, R]:
     if isinstance(func, Tool):
         raise ConfigError(f"{func!r} is a tool already; apply @tool once")
     if not callable(func):
@@ -201,7 +204,8 @@ def _make_tool(func: Callable[P, R], *, name: str | None, description: str | Non
         "name": tool_name, "description": text.strip() or f"The {tool_name} tool.",
         "args_model": args_model, "fn": staticmethod(func), "ref": ref, "params": params,
         "context_param": context_param, "is_async": inspect.iscoroutinefunction(func),
-        "side_effects": side_effects, "max_result_chars": max_result_chars,
+        "side_effects": side_effects, "idempotent": idempotent,
+        "max_result_chars": max_result_chars,
         "__doc__": inspect.getdoc(func)}
     if timeout is not None:
         attrs["timeout_s"] = float(timeout)

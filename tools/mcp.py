@@ -11,7 +11,9 @@ tool list once, and makes one `McpTool` per tool:
   a server or another server's tool gets a short hash suffix (recorded in ``mcp.tools``);
 - the argument schema is the server's, and arguments are checked against it before the call
   (a bad argument is an ``invalid_arguments`` error the model can act on);
-- ``side_effects`` follows the server's ``readOnlyHint`` unless the task says otherwise;
+- ``side_effects`` follows the server's ``readOnlyHint`` unless the task says otherwise, and
+  ``idempotent`` its ``idempotentHint`` (a durable run re-runs a side-effecting call that was
+  in flight at a crash only if the tool is idempotent);
 - results are mapped by `agentkit.tools._mcp_content` (``isError`` is a tool error), bounded by
   ``max_result_chars``; per-call timeouts and the concurrency limit come from the server's
   settings.
@@ -134,12 +136,17 @@ def _side_effects(tool: types.Tool, spec: McpServerSpec) -> bool:
     return not (hints is not None and hints.read_only_hint is True)
 
 
+def _idempotent(tool: types.Tool) -> bool:
+    return tool.annotations is not None and tool.annotations.idempotent_hint is True
+
+
 def _make_tool(server: McpServer, spec: McpServerSpec, tool: types.Tool, name: str) -> McpTool:
     title = tool.title or (tool.annotations.title if tool.annotations else None)
     text = (tool.description or title or f"The {tool.name} tool of the MCP server "
             f"{server.name}.")[:_MAX_DESCRIPTION]
     attrs = {"name": name, "description": text, "server": server, "remote_name": tool.name,
              "input_schema": _input_schema(tool), "side_effects": _side_effects(tool, spec),
+             "idempotent": _idempotent(tool),
              "timeout_s": spec.timeout_s, "max_result_chars": spec.max_result_chars,
              "untrusted": spec.untrusted, "concurrency_class": f"mcp:{server.name}",
              "concurrency_limit": spec.max_concurrency}

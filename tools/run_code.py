@@ -10,6 +10,10 @@ deleted in ``/workspace`` (path, size, sha256 and, for text, a unified diff). Ea
 out-of-memory kill, pids exhaustion or output flood is a typed `SandboxError` the model can
 read (``timeout``, ``oom``, ``resource_limit``, ``output_limit``); the sandbox is replaced,
 so the next call works.
+
+On a resumed run, a session whose earlier calls were answered from the ledger is rebuilt
+before its first live call by re-running those recorded cells in a fresh container
+(`_rebuild` states the rule).
 """
 
 from __future__ import annotations
@@ -70,11 +74,16 @@ class RunCode(Tool):
         # the sandbox enforces its own (shorter) deadline; this only backs it up
         return float(args.timeout_s or 3600.0) + 60.0
 
+    async def replayed(self, arguments: dict[str, Any], ctx: ToolContext) -> None:
+        """On resume: the recorded cells of this session, to re-run before its first live call."""
+        (await _pending_cells(ctx)).setdefault(_session_key(ctx), []).append(arguments)
+
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         pool = await sandbox_pool(ctx)
-        key = ctx.agent_id or ctx.node_id or "main"
+        key = _session_key(ctx)
         async with pool.lease(key) as session:
             try:
+                await _rebuild(session, (await _pending_cells(ctx)).pop(key, []), ctx)
                 return await self._run(session, args, ctx)
             except SandboxError as err:
                 if err.code in REPLACE_CODES:
@@ -103,6 +112,41 @@ class RunCode(Tool):
         files = await _changed_files(session, seen, result, ctx)
         data = {**_result_data(result), "files": files}
         return ToolOutput(content=_render(result, files), data=data)
+
+
+def _session_key(ctx: ToolContext) -> str:
+    """Calls of one agent share a sandbox session (its /workspace files, and with
+    ``persistent`` its interpreter)."""
+    return ctx.agent_id or ctx.node_id or "main"
+
+
+async def _pending_cells(ctx: ToolContext) -> dict[str, list[dict[str, Any]]]:
+    async def make() -> dict[str, list[dict[str, Any]]]:
+        return {}
+    return await ctx.resource("run_code:pending_cells", make)
+
+
+async def _rebuild(session: SandboxSession, cells: list[dict[str, Any]], ctx: ToolContext) -> None:
+    """The resume rule for sandboxes. A resumed run answers a session's completed calls from
+    the ledger, so the container they ran in (gone with the crashed process) is not there:
+    before the session's first live call, its recorded cells are re-run in the fresh
+    container, in order (their files written first, outputs discarded: they were recorded).
+    That rebuilds both an ephemeral session (each exec a new interpreter: what persists is
+    /workspace) and a persistent one (the interpreter's variables too). Code is
+    side-effect free outside its container (no network), so re-running it is safe; code
+    whose results depend on time or randomness may rebuild a slightly different state."""
+    if not cells:
+        return
+    settings = ctx.task.sandbox
+    for arguments in cells:
+        args = RunCodeArgs.model_validate(arguments)
+        if args.files:
+            await session.write_files({check_relative_path(p): c.encode()
+                                       for p, c in args.files.items()})
+        await session.exec(args.code, language=args.language,
+                           timeout_s=min(args.timeout_s or settings.timeout_s, settings.timeout_s))
+    ctx.emit("sandbox.rebuilt", {"container": session.id[:12], "cells": len(cells),
+                                 "session": _session_key(ctx)})
 
 
 async def sandbox_pool(ctx: ToolContext) -> SandboxPool:

@@ -1,5 +1,5 @@
-"""The ``agentkit`` command line: run, validate, approve, schema, report, audit, tool, tools, mcp,
-sandbox.
+"""The ``agentkit`` command line: run, resume, replay, approve, validate, schema, report,
+audit, tool, tools, mcp, sandbox.
 
 Exit codes, the same for every command:
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 import sys
 
 # each command module registers its commands on the shared app when imported
-from agentkit.cli import approve, audit, mcp, report, run, sandbox, schema, tool, tools
+from agentkit.cli import approve, audit, mcp, report, resume, run, sandbox, schema, tool, tools
 from agentkit.cli._app import EXIT_INTERRUPTED, app, err_console
 
 __all__ = ["app", "main"]
 
 #: the command modules (imported for their registrations on `app`)
-COMMANDS = (approve, audit, mcp, report, run, sandbox, schema, tool, tools)
+COMMANDS = (approve, audit, mcp, report, resume, run, sandbox, schema, tool, tools)
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ from agentkit.cli._app import (
 from agentkit.secrets import TextRedactor
 
 if TYPE_CHECKING:
+    from agentkit.events import EventSink
     from agentkit.progress import ProgressDisplay
     from agentkit.run import Run, RunResult
     from agentkit.task import TaskSpec
@@ -86,7 +87,7 @@ def run(
         task = _with_executor(task, executor, ray_address)
     ledger = (ledger_dir or Path(task.output or "runs")).resolve()
     with user_errors():
-        code, payload = asyncio.run(_run(task, ledger, json_out))
+        code, payload = asyncio.run(_run(task, ledger, json_out, task_file))
     if report:
         from agentkit.cli.report import report_after_run
 
@@ -96,19 +97,28 @@ def run(
     raise typer.Exit(code)
 
 
-async def _run(task: TaskSpec, ledger: Path, json_out: bool) -> tuple[int, dict[str, Any]]:
-    """Start the run with the progress display as a sink, stop it cleanly on a signal, print
-    the human report; the exit code and the (redacted) ``--json`` object."""
-    from agentkit.progress import ProgressDisplay
+async def _run(task: TaskSpec, ledger: Path, json_out: bool,
+               task_file: Path) -> tuple[int, dict[str, Any]]:
     from agentkit.run import start
+
+    return await drive(lambda sinks: start(task, ledger_dir=ledger, sinks=sinks,
+                                           task_file=task_file), json_out)
+
+
+async def drive(begin: Callable[[list[EventSink]], Run],
+                json_out: bool) -> tuple[int, dict[str, Any]]:
+    """Start a run (`begin` gets the sinks) with the progress display as a sink, stop it
+    cleanly on a signal, print the human report; the exit code and the (redacted) ``--json``
+    object. `agentkit run`, `resume` and `replay` share it."""
+    from agentkit.progress import ProgressDisplay
 
     console = err_console()
     with ProgressDisplay(console) as progress:
-        handle = start(task, ledger_dir=ledger, sinks=[progress])
+        handle = begin([progress])
         redactor = TextRedactor(handle.runtime.secrets())
         progress.redact = redactor.text  # before the run's first event: it has not started yet
         with _stop_on_signals(handle, progress) as stopped_by:
-            ask = not json_out and task.approval is not None and sys.stdin.isatty()
+            ask = not json_out and handle.runtime.task.approval is not None and sys.stdin.isatty()
             result = await (_result_asking(handle, progress) if ask else handle.result())
     payload: dict[str, Any] = redactor.value(result_payload(result))
     if not json_out:

@@ -33,6 +33,7 @@ from agentkit.models._parsing import (
     merge_extra,
 )
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
+from agentkit.models.context import current_call
 from agentkit.models.profiles import Profile, reasoning_params, thinking_enabled
 from agentkit.task import ModelSpec
 
@@ -355,7 +356,7 @@ class TurnBuilder:
                 self._emit(kind, piece)
         text = "".join(self._text)
         reasoning = "".join(self._reasoning)
-        seed = self.response_id or ""
+        seed = self.response_id or current_call().seed()  # ids a provider did not send
         calls = self._calls.calls(provider, seed=seed)
         if not calls and self._p.text_tool_calls:
             text, calls = extract_text_tool_calls(text, self._tool_names, seed=seed)

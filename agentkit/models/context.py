@@ -34,12 +34,18 @@ class CallContext:
     #: fix round is round 2)
     attempt: int = 1
     round: int = 1
+    run_id: str | None = None
 
     def call_key(self, call: str = "m") -> str:
         """``node#attempt/agent#round/step/call``: stable across re-executions of a run
         (``m`` is the step's model call, ``t0``, ``t1`` ... its tool calls)."""
         return (f"{self.node_id or '-'}#{self.attempt}/{self.agent_id or '-'}#{self.round}/"
                 f"{self.step or 0}/{call}")
+
+    def seed(self) -> str:
+        """What anything random about this call derives from (tool-call ids a provider did not
+        send, ...): the run id and the call key, so a replayed request is the same request."""
+        return f"{self.run_id or '-'}/{self.call_key()}"
 
 
 _CURRENT: ContextVar[CallContext | None] = ContextVar("agentkit_model_call", default=None)
@@ -69,11 +75,11 @@ def attempt_scope(attempt: int) -> Iterator[None]:
 @contextmanager
 def call_scope(node_id: str | None = None, *, agent_id: str | None = None,
                step: int | None = None, budget: Budget | None = None,
-               round: int = 1) -> Iterator[CallContext]:
+               round: int = 1, run_id: str | None = None) -> Iterator[CallContext]:
     """Model calls made inside this block are attributed to `node_id` (and `step`) and
     reserved from `budget`."""
     ctx = CallContext(node_id=node_id, agent_id=agent_id, step=step, budget=budget,
-                      attempt=_ATTEMPT.get(), round=round)
+                      attempt=_ATTEMPT.get(), round=round, run_id=run_id)
     token = _CURRENT.set(ctx)
     try:
         yield ctx

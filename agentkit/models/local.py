@@ -23,7 +23,6 @@ import asyncio
 import concurrent.futures
 import os
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,9 @@ from agentkit.clock import Clock
 from agentkit.errors import ProviderResponseError, SetupError
 from agentkit.messages import Message, TextPart, ToolSpec, Turn, Usage
 from agentkit.models import _local_actions as actions
+from agentkit.models._parsing import stable_id
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
+from agentkit.models.context import current_call
 from agentkit.models.weights import resolve_model_path
 from agentkit.task import ModelSpec
 
@@ -269,7 +270,7 @@ class LocalModel:
         return chat, grammar
 
     def _turn(self, gen: Generation, tools: Sequence[ToolSpec], settings: ModelSettings) -> Turn:
-        call_id = f"call_{uuid.uuid4().hex[:12]}"
+        call_id = stable_id(current_call().seed())  # the same on a replayed call
         if settings.response_schema is not None or not tools:
             reasoning, rest = actions.split_think(gen.text)
             parts: list[Any] = [actions.reasoning_part(reasoning)] if reasoning else []

@@ -36,6 +36,7 @@ from agentkit.budget import Budget, ModelHold
 from agentkit.clock import Clock
 from agentkit.errors import ProviderError, ProviderUnavailable
 from agentkit.events import Emitter
+from agentkit.journal import Journal
 from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolSpec, Turn, Usage
 from agentkit.models.base import DeltaCallback, ModelSettings
 from agentkit.models.context import current_call, tagged
@@ -109,6 +110,9 @@ class ManagedModel:
         self._emit = tagged(events)
         self.price, self.resolve = price, resolve
         self.holds = HoldEstimator()
+        #: a resumed or replayed run's journal: calls it holds answers for are answered from it
+        #: (no request, no usage counted: the run's usage was restored from the ledger)
+        self.journal: Journal | None = None
 
     async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                    settings: ModelSettings | None = None, *,
@@ -136,28 +140,33 @@ class ManagedModel:
                                     on_delta: DeltaCallback | None = None) -> PricedTurn:
         """One reserved, audited, counted call to this model only."""
         settings = self._settings(settings)
+        request = {"model": self.name, "messages": [m.model_dump(mode="json") for m in messages],
+                   "tools": [t.model_dump(mode="json") for t in tools],
+                   "settings": settings.model_dump(mode="json", exclude_none=True)}
+        if self.journal is not None:  # a resumed or replayed run: a completed call is not made
+            recorded = self.journal.model_answer(current_call().call_key(),
+                                                 request_fingerprint(request), request)
+            if recorded is not None:
+                return _recorded_turn(recorded)
         budget = current_call().budget
         if budget is None or not budget.limits_model_calls():
-            return await self._call(messages, tools, settings, on_delta, None)
+            return await self._call(request, messages, tools, settings, on_delta, None)
         prompt = estimate_tokens(messages, tools, chars_per_token=BUDGET_CHARS_PER_TOKEN)
         output = settings.max_tokens or self.resilient.default_max_tokens
         await self.holds.admit()
         usage: Usage | None = None
         try:
-            turn = await self._call(messages, tools, settings, on_delta,
+            turn = await self._call(request, messages, tools, settings, on_delta,
                                     await self._reserve(budget, prompt, output))
             usage = turn.usage
             return turn
         finally:  # answered, failed or refused: calls waiting for calibration go on
             self.holds.learn(prompt, output, usage)
 
-    async def _call(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
-                    settings: ModelSettings, on_delta: DeltaCallback | None,
-                    hold: ModelHold | None) -> PricedTurn:
+    async def _call(self, request: dict[str, Any], messages: Sequence[Message],
+                    tools: Sequence[ToolSpec], settings: ModelSettings,
+                    on_delta: DeltaCallback | None, hold: ModelHold | None) -> PricedTurn:
         call = current_call()
-        request = {"model": self.name, "messages": [m.model_dump(mode="json") for m in messages],
-                   "tools": [t.model_dump(mode="json") for t in tools],
-                   "settings": settings.model_dump(mode="json", exclude_none=True)}
         key, fingerprint = call.call_key(), request_fingerprint(request)
         self._emit("model.request", {**request, "provider_model": self.spec.model,
                                      "profile": self.spec.profile, "call_key": key,
@@ -211,6 +220,16 @@ def request_fingerprint(request: dict[str, Any]) -> str:
     executions of a run that built the same request have the same fingerprint."""
     text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _recorded_turn(data: dict[str, Any]) -> PricedTurn:
+    """A `model.response` record as the turn it recorded."""
+    return PricedTurn(message=Message.model_validate(data["message"]),
+                      usage=Usage.model_validate(data.get("usage") or {}),
+                      finish_reason=data.get("finish_reason"), model=data.get("provider_model"),
+                      provider=data.get("provider"), response_id=data.get("response_id"),
+                      provider_cost_usd=data.get("provider_cost_usd"),
+                      cost_usd=float(data.get("cost_usd") or 0.0), model_name=data.get("model"))
 
 
 def _response_data(name: str, turn: Turn, cost: float, priced: bool,

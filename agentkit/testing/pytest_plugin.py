@@ -14,6 +14,15 @@ async plugin runs them); every server is stopped when the test ends::
 The factory takes the constructor's arguments (dialect first; `port` too, if you need a fixed
 one). ``fake_clock``: a fresh `FakeClock` (virtual time: sleeps return at once, time moves by
 the amount slept).
+
+``recorded_run``: record once against a real provider, replay forever (offline, in CI). The
+first run (or any run with ``AGENTKIT_RECORD=1``) calls the provider and writes the run's
+ledger to the path you give; every later run replays that ledger with no network, no Docker
+and no keys, and fails naming the first call the code now makes differently::
+
+    async def test_my_task(recorded_run):
+        result = await recorded_run("tests/cassettes/my_task.jsonl", "my_task.yaml")
+        assert "Oslo" in result.answer
 """
 
 from __future__ import annotations
@@ -24,10 +33,11 @@ from typing import Any
 
 import pytest
 
+from agentkit.testing._recording import record_or_replay
 from agentkit.testing.clock import FakeClock
 from agentkit.testing.server import ScriptedModelServer
 
-__all__ = ["fake_clock", "scripted_model_server"]
+__all__ = ["fake_clock", "recorded_run", "scripted_model_server"]
 
 
 @pytest.fixture
@@ -45,3 +55,10 @@ def scripted_model_server() -> Iterator[Callable[..., ScriptedModelServer]]:
 def fake_clock() -> FakeClock:
     """A `FakeClock` at its default epoch; pass it where agentkit takes a clock."""
     return FakeClock()
+
+
+@pytest.fixture
+def recorded_run() -> Callable[..., Any]:
+    """``await recorded_run(ledger, task, **start_options)``: replay `ledger` if it exists,
+    else run `task` live and record it there (`agentkit.testing._recording.record_or_replay`)."""
+    return record_or_replay
