@@ -267,19 +267,11 @@ def start(task: TaskSpec | str | Path, *,
     the file a `TaskSpec` was read from (its sha256 is recorded at ``run.started``; a path
     given as `task` is that file already).
     """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
-                          "in async code or `run_sync(...)` in a script") from None
+    _require_loop()
     spec = _task_of(task)
     task_file = task_file if task_file is not None else (
         task if isinstance(task, str | Path) else None)
-    if isinstance(executor, ExecutorSpec):
-        spec, executor = spec.model_copy(update={"executor": executor}), None
-    if executor is None:
-        check_executor(spec)  # the [ray] extra, before anything starts
-    check_telemetry(spec, environ if environ is not None else os.environ)
+    spec, executor = _checked_executor(spec, executor, environ)
     if ledger_dir is FROM_TASK:
         ledger_dir = spec.output or "runs"
     runtime = Runtime(spec, run_id=run_id, clock=clock, sinks=sinks,
@@ -287,17 +279,43 @@ def start(task: TaskSpec | str | Path, *,
                       workspace=workspace, environ=environ, rate_limits=rate_limits,
                       tools=tools)
     runtime.task_file = _file_hash(task_file) if task_file is not None else None
-    parts: dict[Role, object] = {"worker": executor, "planner": planner, "synthesizer": synthesizer}
-    found = problems(spec, workspace=runtime.workspace, environ=runtime.environ,
+    _preflight(runtime, {"worker": executor, "planner": planner, "synthesizer": synthesizer})
+    overrides = {"executor": executor, "replanner": replanner, "planner": planner,
+                 "synthesizer": synthesizer}
+    return Run(runtime, overrides)
+
+
+def _require_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise ConfigError("agentkit.start() needs a running event loop; use `await arun(...)` "
+                          "in async code or `run_sync(...)` in a script") from None
+
+
+def _checked_executor(spec: TaskSpec, executor: NodeExecutor | ExecutorSpec | None,
+                      environ: dict[str, str] | None) -> tuple[TaskSpec, NodeExecutor | None]:
+    """The task with an `ExecutorSpec` given to `start` in it, and the executor object (if one
+    was given); the ``[ray]`` and ``[otel]`` extras the task needs are checked here, before
+    anything starts."""
+    if isinstance(executor, ExecutorSpec):
+        spec, executor = spec.model_copy(update={"executor": executor}), None
+    if executor is None:
+        check_executor(spec)
+    check_telemetry(spec, environ if environ is not None else os.environ)
+    return spec, executor
+
+
+def _preflight(runtime: Runtime, parts: dict[Role, object]) -> None:
+    """Every configuration problem of the run as one `ConfigError` (parts the caller replaced,
+    in `parts`, are not checked)."""
+    found = problems(runtime.task, workspace=runtime.workspace, environ=runtime.environ,
                      replaced=[role for role, part in parts.items() if part is not None])
     try:  # a tool that cannot be imported, or two tools with one name: one more problem
         runtime.resolve_tools()
     except ConfigError as exc:
         found.append((("tools",), str(exc)))
     raise_problems(found)
-    overrides = {"executor": executor, "replanner": replanner, "planner": planner,
-                 "synthesizer": synthesizer}
-    return Run(runtime, overrides)
 
 
 async def arun(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:
