@@ -210,8 +210,7 @@ class Runtime:
         `SetupError`, a refused address or missing variable a `ConfigError`."""
         registry = self.resolve_tools()
         if self._tools_ready or not self.task.mcp_references():
-            self._tools_ready = True
-            return self._check_approvals(registry)
+            return await self._ready(registry)
         clash = sorted(set(self.task.mcp_references()) & set(registry.names()))
         if clash:
             raise ConfigError(f"{', '.join(map(repr, clash))} names both an MCP server and a "
@@ -226,8 +225,17 @@ class Runtime:
             registry.add(tool, replace=False)
         registry.groups.update(groups)
         self._apply_limits(registry)
-        self._tools_ready = True
-        return self._check_approvals(registry)
+        return await self._ready(registry)
+
+    async def _ready(self, registry: ToolRegistry) -> ToolRegistry:
+        """Check the approvals against the tools, and let each tool start what its first call
+        would wait for (once per run)."""
+        self._check_approvals(registry)
+        if not self._tools_ready:
+            self._tools_ready = True
+            for tool in registry:
+                await tool.prepare(self.tool_context())
+        return registry
 
     def _check_approvals(self, registry: ToolRegistry) -> ToolRegistry:
         """Every entry of ``approval.tools`` names a tool of the run (else a `ConfigError`)."""

@@ -150,6 +150,10 @@ class Tool:
         """The deadline for one call (a tool may let the arguments shorten or extend it)."""
         return self.timeout_s
 
+    async def prepare(self, ctx: ToolContext) -> None:
+        """Called once when the run starts, before any node: start what the first call would
+        otherwise wait for (web_fetch's extraction workers). Must return at once."""
+
     async def replayed(self, arguments: dict[str, Any], ctx: ToolContext) -> None:
         """A resumed run handed back this call's recorded result instead of running it. A tool
         whose later calls depend on state an earlier call left (run_code's sandbox session)

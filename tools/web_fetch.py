@@ -129,8 +129,9 @@ class WebFetch(Tool):
                                   "hops": hops})
 
     async def prepare(self, ctx: ToolContext) -> None:
-        """Start the run's extraction workers now, so that their start-up (Python and
-        trafilatura, ~0.3 s) overlaps other work instead of the first page; idempotent."""
+        """Start the run's extraction workers when the run starts, so that their start-up
+        (Python and trafilatura, ~0.3 s) overlaps the first model turns instead of delaying
+        the first page; idempotent."""
         await (await self._pool(ctx)).start()
 
     async def _client(self, ctx: ToolContext) -> httpx.AsyncClient:
