@@ -500,6 +500,9 @@ class VerifyResult:
     count: int
     head: str = GENESIS
     state: VerifyState = "intact"
+    #: whether the last complete line is ``run.finished``: False for a run still going, or one
+    #: that was killed (``agentkit resume`` continues it)
+    finished: bool = False
 
 
 def verify_ledger(path: str | Path, *, expected_head: str | None = None,
@@ -510,7 +513,7 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None,
     last line (``incomplete``) from tampering. `on_record` gets each verified record as it is
     read (one pass for readers such as the run report, instead of parsing the file twice)."""
     path = Path(path)
-    prev, seq = GENESIS, 0
+    prev, seq, last = GENESIS, 0, b""
     with path.open("rb") as fh:
         for line in fh:
             if not line.endswith(b"\n") and expected_head is None and _torn(line, seq, prev):
@@ -521,12 +524,13 @@ def verify_ledger(path: str | Path, *, expected_head: str | None = None,
             reason = _check_line(line, seq, prev, path if check_blobs else None, on_record)
             if reason is not None:
                 return VerifyResult(False, seq, reason, seq, prev, state="tampered")
-            prev = line[-67:-3].decode()
+            prev, last = line[-67:-3].decode(), line
             seq += 1
     if expected_head is not None and expected_head != prev:
         return VerifyResult(False, seq, "the last line is not the expected head: lines were "
                                         "removed from the end", seq, prev, state="tampered")
-    return VerifyResult(True, None, None, seq, prev)
+    return VerifyResult(True, None, None, seq, prev,
+                        finished=bool(last) and json.loads(last).get("kind") == "run.finished")
 
 
 def _torn(line: bytes, seq: int, prev: str) -> bool:

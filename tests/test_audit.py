@@ -56,6 +56,20 @@ def test_chain_verifies_and_links_every_line(tmp_path: Path) -> None:
     assert result.ok and result.count == 6 and result.head == records[-1]["hash"]
     code, output = verify_cli(path)
     assert code == 0 and "intact, 6 records" in output
+    assert result.finished and "has not finished" not in output
+
+
+def test_verify_says_when_the_run_never_finished(tmp_path: Path) -> None:
+    """A chain that is intact but has no ``run.finished`` at its end (a run still going, or a
+    killed one) verifies (exit 0) and says the run has not finished, and how to continue it."""
+    path = tmp_path / "run.jsonl"
+    with Ledger(path) as ledger:
+        bus = EventBus("r1", sinks=[ledger.append])
+        bus.emit("run.started", {"goal": "t"})
+        bus.emit("node.started", {}, node_id="a")
+    assert not verify_ledger(path).finished
+    code, output = verify_cli(path)
+    assert code == 0 and "intact, 2 records" in output and "agentkit resume" in output
 
 
 def _line_of(data: bytes, pos: int) -> int:

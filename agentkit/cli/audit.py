@@ -37,7 +37,9 @@ def audit_verify(
 
     result = verify_ledger(_ledger_file(ledger), expected_head=_expected_head(expect_head))
     if result.ok:
-        out(f"{ledger}: intact, {result.count} records, head {result.head}")
+        unfinished = ("" if result.finished else "; the run has not finished (no run.finished: "
+                      "still running, or stopped; `agentkit resume` continues it)")
+        out(f"{ledger}: intact, {result.count} records, head {result.head}{unfinished}")
         return
     if result.state == "incomplete":
         out(f"{ledger}: INCOMPLETE (torn last line at seq {result.first_bad_seq}): "
