@@ -36,6 +36,7 @@ from agentkit.messages import Message, TextPart, ToolSpec, Turn, Usage
 from agentkit.models import _local_actions as actions
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
 from agentkit.models.weights import resolve_model_path
+from agentkit.plan import PlanToolSpec
 from agentkit.task import ModelSpec
 
 __all__ = ["LOADED_MODELS", "LoadedModel", "LoadedModels", "LocalModel"]
@@ -256,7 +257,9 @@ class LocalModel:
             guide = ("First think step by step inside <think> ... </think>. Then reply with one "
                      "JSON object." if self.think else "Reply with one JSON object only.")
         elif tools and settings.tool_choice != "none":
+            tools = actions.after_rejected_plan(messages, tools) or tools
             allow_final = (settings.tool_choice != "required"
+                           and not any(isinstance(t, PlanToolSpec) for t in tools)
                            and not actions.after_failed_program(messages, tools))
             grammar = actions.action_grammar(tools, think=self.think, allow_final=allow_final)
             guide = actions.describe_actions(tools, think=self.think, allow_final=allow_final)
