@@ -78,7 +78,8 @@ def describe_plan_action(name: str, description: str, shape: PlanShape) -> list[
     tools = ", ".join(json.dumps(t) for t in sorted(set(shape.tools))) or "none"
     one, two = shape.node_id(0), shape.node_id(1)
     example = ('{"nodes": [{"id": "' + one + '", "goal": "<a complete, self-contained sub-task>", '
-               '"depends_on": [], "tools": [<tools it needs>]}, {"id": "' + two + '", ...}]}')
+               '"depends_on": [], "tools": [<tools it needs>]}, {"id": "' + two + '", "goal": '
+               '"<another sub-task>", "depends_on": [], "tools": [<tools it needs>]}]}')
     lines = [f"To use {name} ({description.strip()}), write:", f"Action: {name}", example,
              f"Number the nodes {one}, {two}, ... in order; at most "
              f"{min(shape.max_nodes, MAX_GRAMMAR_NODES)} nodes. \"depends_on\" lists only ids "

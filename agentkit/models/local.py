@@ -250,7 +250,12 @@ class LocalModel:
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
                  settings: ModelSettings) -> tuple[list[dict[str, str]], str]:
-        """Chat messages for the template, and the grammar constraining the reply."""
+        """Chat messages for the template, and the grammar constraining the reply.
+
+        `final` is not offered after a failed program, nor to a planner (a `PlanToolSpec` among
+        the tools: its work ends only with an accepted plan); after a rejected plan the plan
+        tool is the only action offered.
+        """
         chat = actions.render_history(messages, tools)
         if settings.response_schema is not None:
             grammar = actions.schema_grammar(settings.response_schema, think=self.think)
