@@ -142,12 +142,17 @@ class Planner:
                      "only to nodes whose work has several independent parts)")
         return text
 
+    def _shape_tools(self) -> tuple[str, ...]:
+        """The tools a grammar-built plan may name: the task's own, not `delegate`. The 1.5B
+        model, offered it, gave every node of a two-question CSV task to a sub-team (whose
+        planner copied the prompt's example) instead of run_code."""
+        return tuple(t for t in known_tools(self.ctx.runtime, self.depth) if t != DELEGATE)
+
     async def plan(self) -> PlanGraph:
         task = self.ctx.runtime.task
         values = {"goal": self.goal, "tools": self._tools_text(),
                   "max_nodes": task.budget.max_nodes, "files": _files(self.ctx.runtime)}
-        shape = PlanShape(max_nodes=task.budget.max_nodes,
-                          tools=known_tools(self.ctx.runtime, self.depth))
+        shape = PlanShape(max_nodes=task.budget.max_nodes, tools=self._shape_tools())
         return await self._run("planner", values, self._validate, shape,
                                node_id=f"{self.scope}planner")
 
@@ -159,7 +164,7 @@ class Planner:
                   "finished": finished}
         kept = [n for n in request.graph.order if n not in request.removed]
         shape = PlanShape.after(kept, max_nodes=self.ctx.runtime.task.budget.max_nodes,
-                                tools=known_tools(self.ctx.runtime, self.depth))
+                                tools=self._shape_tools())
         return await self._run("replanner", values, request.accept, shape,
                                node_id=f"{self.scope}replan:{request.failed.id}")
 

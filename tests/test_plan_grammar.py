@@ -157,3 +157,20 @@ async def test_real_model_asked_for_four_questions_with_two_nodes_writes_a_valid
     plan = Plan.model_validate(call.arguments)
     validate_plan(plan, known_tools=["run_code"], max_nodes=2)
     assert [n.id for n in plan.nodes] == ["n1", "n2"][:len(plan.nodes)]
+
+
+async def test_grammar_built_plans_name_the_tasks_own_tools_not_delegate() -> None:
+    """`delegate` (a sub-team) is offered to nodes while depth allows, but not in the shape a
+    grammar enforces: the 1.5B model gave every node of a CSV task to a sub-team."""
+    from agentkit.budget import Budget
+    from agentkit.runtime import Runtime
+    from agentkit.swarm.agents import DELEGATE, Planner, known_tools
+    from agentkit.swarm.context import SwarmContext
+    from agentkit.task import TaskSpec
+
+    task = TaskSpec(name="t", goal="g", model="m", models={"m": ModelSpec(model="x")},
+                    tools=["run_code"])
+    async with Runtime(task) as rt:
+        ctx = SwarmContext(runtime=rt, budget=Budget.root(task.budget, emit=rt.emit, clock=rt.clock))
+        assert DELEGATE in known_tools(rt, 0)
+        assert Planner(ctx)._shape_tools() == ("run_code",)

@@ -12,7 +12,8 @@ are one fixed-layout JSON object, the fields in the order the model is shown:
 - the k-th node's id is ``shape.node_id(k)``: unique, matching the id pattern;
 - ``depends_on`` of node k is a strictly increasing list drawn from ``shape.existing`` and the
   ids of nodes 1..k-1: no unknown id, no duplicate, no cycle;
-- ``tools`` is a strictly increasing list drawn from ``shape.tools`` (possibly empty);
+- ``tools`` is a list drawn from ``shape.tools``, in that order, without repeats (possibly
+  empty);
 - ``goal`` is a non-empty JSON string.
 
 The grammar size grows with the square of the node count (each node has its own list of earlier
@@ -60,7 +61,7 @@ def plan_rules(shape: PlanShape, root: str) -> list[str]:
     count = min(shape.max_nodes, MAX_GRAMMAR_NODES)
     rules = [f'{root} ::= "{{\\"nodes\\": [" {p}-node0 {p}-more0 "]}}"' if count > 1
              else f'{root} ::= "{{\\"nodes\\": [" {p}-node0 "]}}"']
-    rules += _increasing(f"{p}-tools", sorted(set(shape.tools)))
+    rules += _increasing(f"{p}-tools", list(dict.fromkeys(shape.tools)))
     for k in range(count):
         earlier = [*shape.existing, *(shape.node_id(i) for i in range(k))]
         rules += _increasing(f"{p}-deps{k}", earlier)
@@ -75,7 +76,7 @@ def plan_rules(shape: PlanShape, root: str) -> list[str]:
 
 def describe_plan_action(name: str, description: str, shape: PlanShape) -> list[str]:
     """The system-prompt lines that teach the plan format (the grammar enforces it)."""
-    tools = ", ".join(json.dumps(t) for t in sorted(set(shape.tools))) or "none"
+    tools = ", ".join(json.dumps(t) for t in dict.fromkeys(shape.tools)) or "none"
     one, two = shape.node_id(0), shape.node_id(1)
     example = ('{"nodes": [{"id": "' + one + '", "goal": "<a complete, self-contained sub-task>", '
                '"depends_on": [], "tools": [<tools it needs>]}, {"id": "' + two + '", "goal": '
