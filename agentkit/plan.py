@@ -5,10 +5,16 @@ Shape: ``{"nodes": [{"id", "goal", "depends_on": [ids], "tools": [names], "model
 plan with networkx and builds its `PlanGraph`; a plan that cannot run is a `PlanError` listing
 every problem at once, in words the planner can act on (it gets the exact message back and
 revises: one revision, not five).
+
+`PlanShape` states, for one planning request, what every acceptable plan looks like in a form a
+grammar can enforce (node count, tool names, numbered ids, dependencies only on earlier ids);
+`PlanToolSpec` carries it to the model with the `submit_plan` tool, so a constrained local
+model cannot write an invalid plan at all (`agentkit.models._plan_grammar`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
@@ -18,8 +24,14 @@ import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentkit.errors import PlanError
+from agentkit.messages import ToolSpec
 
-__all__ = ["NodeBudget", "Plan", "PlanGraph", "PlanNode", "validate_plan"]
+__all__ = ["NUMBERED_ID", "NodeBudget", "Plan", "PlanGraph", "PlanNode", "PlanShape", "PlanToolSpec",
+           "validate_plan"]
+
+#: the ids a grammar-built plan uses: n1, n2, ... in order (a context-free grammar cannot
+#: check that a dependency names an id written earlier unless ids are known in advance)
+NUMBERED_ID = re.compile(r"^n([0-9]+)$")
 
 
 class _PlanModel(BaseModel):
@@ -61,6 +73,44 @@ class PlanNode(_PlanModel):
 class Plan(_PlanModel):
     nodes: list[PlanNode] = Field(min_length=1, max_length=1000)
     """The sub-tasks; together they must form a DAG (no cycles)."""
+
+
+class PlanShape(_PlanModel):
+    """What every acceptable plan of one planning request looks like, grammar-checkable.
+
+    New nodes are numbered: the k-th is ``n{first + k - 1}``; a node may depend only on
+    `existing` ids (a re-plan's kept nodes) and on new nodes written before it, so ids are
+    unique, valid and acyclic by construction; at most `max_nodes` new nodes; tools only from
+    `tools`. Every plan of this shape passes `validate_plan` (models aside, which the shape
+    leaves unset).
+    """
+
+    max_nodes: int = Field(ge=1)
+    tools: tuple[str, ...]
+    existing: tuple[str, ...] = ()
+    first: int = Field(default=1, ge=1)
+
+    def node_id(self, k: int) -> str:
+        """The id of the k-th new node (0-based)."""
+        return f"n{self.first + k}"
+
+    @classmethod
+    def after(cls, kept: Iterable[str], *, max_nodes: int, tools: Iterable[str]) -> PlanShape:
+        """The shape of a re-plan: new numbered ids after every kept ``nK``, total node count
+        within `max_nodes` (at least one new node, so the request stays answerable)."""
+        kept = tuple(kept)
+        used = [int(m.group(1)) for m in map(NUMBERED_ID.match, kept) if m]
+        return cls(max_nodes=max(1, max_nodes - len(kept)), tools=tuple(tools), existing=kept,
+                   first=max(used, default=0) + 1)
+
+
+class PlanToolSpec(ToolSpec):
+    """The `submit_plan` tool as a model sees it, plus the `PlanShape` of this request.
+
+    Hosted models read only the JSON schema; the local model builds its grammar from `shape`.
+    """
+
+    shape: PlanShape
 
 
 @dataclass(frozen=True)

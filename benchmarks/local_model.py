@@ -9,11 +9,15 @@ Prints:
 - quickstart correctness over N seeded full runs (planner -> sandboxed nodes -> synthesizer);
   the expected numbers are computed here from the CSV with the csv module, and a run is correct
   when the answer contains every one of them; plus the wall time split into planning,
-  execution and synthesis (from the run's events).
+  execution and synthesis (from the run's events);
+- with ``--family``, instead: the task family of `_local_family` (other files and question
+  kinds, written with the default prompts, the quickstart's model, consensus and budget),
+  --runs seeds per task, correctness per task and overall.
 
 Usage (from the repository root, sandbox image built):
     python benchmarks/local_model.py [--plans 10] [--runs 10] [--skip-speed]
-Each quickstart run takes minutes on 2 shared cores; use --runs 1 for a quick look.
+    python benchmarks/local_model.py --family [--runs 10] [--only orders,staff]
+Each run takes minutes on 2 shared cores; use --runs 1 for a quick look.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _local_family import DATA, FAMILY, FamilyTask, check  # noqa: E402  (beside this file)
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
@@ -166,21 +173,75 @@ async def plan_once(seed: int) -> tuple[bool, str, float]:
     return ok, info, time.perf_counter() - t0
 
 
-async def run_once(seed: int, facts: dict[str, Any]) -> dict[str, Any]:
+def _family_task(seed: int, item: FamilyTask) -> Any:
+    """The quickstart's task (model, consensus, budget, sandbox) with another goal and files,
+    and the default prompts."""
+    task = _task(seed)
+    sandbox = task.sandbox.model_copy(update={"inputs": list(item.inputs)})
+    return task.model_copy(update={"name": f"family-{item.name}", "goal": item.goal,
+                                   "workspace": str(DATA), "sandbox": sandbox, "prompts": {}})
+
+
+async def _timed_run(task: Any) -> tuple[Any, list[Any], float]:
     from agentkit.run import arun
 
     events: list[Any] = []
     t0 = time.perf_counter()
-    result = await arun(_task(seed), sinks=[events.append],
+    result = await arun(task, sinks=[events.append],
                         ledger_dir=tempfile.mkdtemp(prefix="agentkit-bench-"))
-    wall = time.perf_counter() - t0
+    return result, events, time.perf_counter() - t0
+
+
+def _split(events: list[Any]) -> dict[str, float]:
+    """Planning, execution and synthesis seconds, from the run's events."""
     ts = {e.kind: e.ts for e in events if e.kind in ("run.started", "plan.created")}
     node_end = max((e.ts for e in events if e.kind in ("node.finished", "node.failed")), default=None)
     finished = next((e.ts for e in events if e.kind == "run.finished"), None)
-    split = {}
     if "plan.created" in ts and node_end is not None and finished is not None:
-        split = {"planning": ts["plan.created"] - ts["run.started"],
-                 "execution": node_end - ts["plan.created"], "synthesis": finished - node_end}
+        return {"planning": ts["plan.created"] - ts["run.started"],
+                "execution": node_end - ts["plan.created"], "synthesis": finished - node_end}
+    return {}
+
+
+async def family_once(seed: int, item: FamilyTask) -> dict[str, Any]:
+    result, events, wall = await _timed_run(_family_task(seed, item))
+    problems = check(result.answer or "", item.facts())
+    plans = [e.data for e in events if e.kind == "plan.created"]
+    return {"seed": seed, "status": result.status, "correct": not problems, "problems": problems,
+            "wall": wall, "split": _split(events),
+            "nodes": len(plans[0]["nodes"]) if plans else 0,
+            "rejected": sum(1 for e in events if e.kind == "plan.rejected"),
+            "answer": (result.answer or str(result.error or ""))[:400]}
+
+
+async def family(runs: int, only: list[str]) -> None:
+    chosen = [t for t in FAMILY if not only or t.name in only]
+    totals = []
+    for item in chosen:
+        print(f"task {item.name}: {item.goal}\n  expected: "
+              f"{'; '.join(f'{f.label}={f.value:g}' for f in item.facts())}", flush=True)
+        rows = []
+        for seed in range(runs):
+            row = await family_once(seed, item)
+            rows.append(row)
+            split = " ".join(f"{k} {v:.0f}s" for k, v in row["split"].items())
+            print(f"  {item.name} seed={seed}: {row['status']:9s} correct={row['correct']} "
+                  f"wall {row['wall']:.0f}s [{split}] nodes={row['nodes']} "
+                  f"plan_rejections={row['rejected']} missing={row['problems']}", flush=True)
+            if not row["correct"]:
+                print("    answer: " + row["answer"].replace("\n", " | "), flush=True)
+        correct = sum(r["correct"] for r in rows)
+        totals.append((correct, len(rows)))
+        print(f"  {item.name}: {correct}/{len(rows)} correct, median wall "
+              f"{statistics.median(r['wall'] for r in rows):.0f} s", flush=True)
+    correct, n = sum(c for c, _ in totals), sum(k for _, k in totals)
+    print(f"family: {correct}/{n} seeded runs correct over {len(totals)} tasks "
+          f"(goal: >= 8/10 per task on average)")
+
+
+async def run_once(seed: int, facts: dict[str, Any]) -> dict[str, Any]:
+    result, events, wall = await _timed_run(_task(seed))
+    split = _split(events)
     starts = {e.node_id: e.ts for e in events if e.kind == "node.started"}
     ends = {e.node_id: e.ts for e in events if e.kind in ("node.finished", "node.failed")}
     overlap = any(starts[a] < ends.get(b, 0) and starts[b] < ends.get(a, 0)
@@ -196,7 +257,13 @@ async def main() -> int:
     parser.add_argument("--plans", type=int, default=10)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--family", action="store_true",
+                        help="run the task family (default prompts) instead, --runs seeds each")
+    parser.add_argument("--only", default="", help="family tasks to run, comma-separated")
     args = parser.parse_args()
+    if args.family:
+        await family(args.runs, [n for n in args.only.split(",") if n])
+        return 0
     if not args.skip_speed:
         speed()
     if args.plans:

@@ -19,12 +19,13 @@ from pydantic import Field
 from agentkit.agent import Agent, AgentResult, no_answer_reason
 from agentkit.budget import Budget
 from agentkit.errors import PlanError, RunFailed, ToolError
-from agentkit.messages import ToolResultPart
+from agentkit.messages import ToolResultPart, ToolSpec
 from agentkit.models import ModelSettings
-from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.plan import Plan, PlanGraph, PlanNode, PlanShape, PlanToolSpec, validate_plan
 from agentkit.runtime import Runtime
 from agentkit.swarm.consensus import last_program_stdout, vote
 from agentkit.swarm.context import SwarmContext
+from agentkit.swarm.inputs import describe_inputs
 from agentkit.swarm.scheduler import NodeOutput, ReplanRequest
 from agentkit.tools import Tool, ToolArgs, ToolContext, ToolOutput, ToolRegistry
 
@@ -58,10 +59,20 @@ class SubmitPlan(Tool):
     #: handing in the plan is engine control, not work: the tool_calls budget does not pay
     counts_against_budget = False
 
-    def __init__(self, check: Callable[[list[PlanNode]], PlanGraph], attempts: int) -> None:
-        self.check, self.attempts = check, attempts
+    def __init__(self, check: Callable[[list[PlanNode]], PlanGraph], attempts: int,
+                 shape: PlanShape | None = None) -> None:
+        self.check, self.attempts, self.shape = check, attempts, shape
         self.accepted: PlanGraph | None = None
         self.rejections: list[PlanError] = []
+
+    def spec(self) -> ToolSpec:
+        """With a `shape`, a `PlanToolSpec`: a grammar-constrained model writes only plans of
+        that shape (hosted models see the same JSON schema either way)."""
+        base = super().spec()
+        if self.shape is None:
+            return base
+        return PlanToolSpec(name=base.name, description=base.description,
+                            parameters=base.parameters, shape=self.shape)
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         if self.accepted is not None:
@@ -131,11 +142,19 @@ class Planner:
                      "only to nodes whose work has several independent parts)")
         return text
 
+    def _shape_tools(self) -> tuple[str, ...]:
+        """The tools a grammar-built plan may name: the task's own, not `delegate`. The 1.5B
+        model, offered it, gave every node of a two-question CSV task to a sub-team (whose
+        planner copied the prompt's example) instead of run_code."""
+        return tuple(t for t in known_tools(self.ctx.runtime, self.depth) if t != DELEGATE)
+
     async def plan(self) -> PlanGraph:
         task = self.ctx.runtime.task
         values = {"goal": self.goal, "tools": self._tools_text(),
-                  "max_nodes": task.budget.max_nodes}
-        return await self._run("planner", values, self._validate, node_id=f"{self.scope}planner")
+                  "max_nodes": task.budget.max_nodes, "files": _files(self.ctx.runtime)}
+        shape = PlanShape(max_nodes=task.budget.max_nodes, tools=self._shape_tools())
+        return await self._run("planner", values, self._validate, shape,
+                               node_id=f"{self.scope}planner")
 
     async def replan(self, request: ReplanRequest) -> PlanGraph:
         finished = "\n".join(f"- {k}: {v[:500]}" for k, v in request.finished.items()) or "(none)"
@@ -143,13 +162,17 @@ class Planner:
                   "failed_id": request.failed.id, "failed_goal": request.failed.goal,
                   "error": request.error, "removed": ", ".join(request.removed),
                   "finished": finished}
-        return await self._run("replanner", values, request.accept,
+        kept = [n for n in request.graph.order if n not in request.removed]
+        shape = PlanShape.after(kept, max_nodes=self.ctx.runtime.task.budget.max_nodes,
+                                tools=self._shape_tools())
+        return await self._run("replanner", values, request.accept, shape,
                                node_id=f"{self.scope}replan:{request.failed.id}")
 
     async def _run(self, prompt: str, values: Mapping[str, Any],
-                   check: Callable[[list[PlanNode]], PlanGraph], node_id: str) -> PlanGraph:
+                   check: Callable[[list[PlanNode]], PlanGraph], shape: PlanShape,
+                   node_id: str) -> PlanGraph:
         ctx, task = self.ctx, self.ctx.runtime.task
-        submit = SubmitPlan(check, task.retry.plan_attempts)
+        submit = SubmitPlan(check, task.retry.plan_attempts, shape)
         tools = ToolRegistry([*(ctx.runtime.tools.get(n) for n in ctx.runtime.tools.names()
                                 if n in PLANNER_TOOLS), submit])
         budget = ctx.budget.child(node_id)
@@ -187,7 +210,8 @@ class AgentExecutor:
         deps = "\n\n".join(f"### Output of `{k}`\n{v}" for k, v in inputs.items())
         values = {"goal": node.goal, "tools": ", ".join(node.tools) or "none",
                   "expected": f"Expected output: {node.expected_output}" if node.expected_output
-                  else "", "inputs": f"Results you build on:\n\n{deps}" if deps else ""}
+                  else "", "inputs": f"Results you build on:\n\n{deps}" if deps else "",
+                  "files": _files(ctx.runtime)}
         system = prompts.render("worker.system", **values)
         user = prompts.render("worker.user", **values)
 
@@ -210,6 +234,11 @@ class AgentExecutor:
             raise RunFailed(f"node {node.id!r} gave no answer: "
                             f"{no_answer_reason(result, task.budget.max_steps)}")
         return NodeOutput(output=with_program_output(result), sources=_tool_texts(result))
+
+
+def _files(runtime: Runtime) -> str:
+    """The ``$files`` placeholder: the sandbox's input files as they look (`describe_inputs`)."""
+    return describe_inputs(runtime.workspace, runtime.task.sandbox.inputs)
 
 
 def with_program_output(result: AgentResult) -> str:

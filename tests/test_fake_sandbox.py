@@ -11,7 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_swarm_e2e import ENV, Planner, Workers, events_of, nodes, serve, task_for, tool_results
+from test_swarm_e2e import (
+    ENV,
+    PLANNER,
+    WORKER,
+    Planner,
+    Workers,
+    events_of,
+    nodes,
+    serve,
+    task_for,
+    tool_results,
+)
 
 from agentkit.audit import verify_ledger
 from agentkit.errors import SandboxError, ToolError
@@ -199,3 +210,8 @@ async def test_the_quickstart_flow_runs_on_the_fake_sandbox(tmp_path: Path) -> N
     assert "answer.checked" in [e["kind"] for e in events] and result.ungrounded == []
     assert verify_ledger(result.ledger or "").ok
     assert fake.sessions == {} and fake.created >= 9
+    # the default prompts show the planner and every worker the input file as it is ($files)
+    header = f"- sales.csv: CSV, {len(SALES.splitlines()) - 1} data rows; header: {SALES.splitlines()[0]}"
+    for model in (PLANNER, WORKER):
+        firsts = [r for r in srv.requests_for(model) if len(r.messages) == 2]
+        assert firsts and all(header in r.messages[1]["content"] for r in firsts), model

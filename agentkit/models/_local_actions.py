@@ -32,10 +32,12 @@ from typing import Any
 from agentkit._extras import require
 from agentkit.messages import Message, Part, ReasoningPart, TextPart, ToolCallPart, ToolResultPart, ToolSpec
 from agentkit.models._parsing import ThinkSplitter, extract_text_tool_calls, make_tool_call
+from agentkit.models._plan_grammar import describe_plan_action, plan_rules
+from agentkit.plan import PlanToolSpec
 
-__all__ = ["action_grammar", "after_failed_program", "describe_actions", "free_text_grammar",
-           "is_code_tool", "parse_output", "reasoning_part", "render_history", "schema_grammar",
-           "split_think"]
+__all__ = ["action_grammar", "after_failed_program", "after_rejected_plan", "describe_actions",
+           "free_text_grammar", "is_code_tool", "parse_output", "reasoning_part", "render_history",
+           "schema_grammar", "split_think"]
 
 THINK_TAGS = (("<think>", "</think>"),)
 _HEADER = re.compile(r"^\s*Action:\s*([A-Za-z0-9_.\-]+)[ \t]*\n?(.*)$", re.S)
@@ -144,7 +146,10 @@ def action_grammar(tools: Sequence[ToolSpec], *, think: bool, allow_final: bool)
     rules: list[str] = [_GBNF_THINK]
     for n, tool in enumerate(tools):
         header = _literal(f"Action: {tool.name}\n")
-        if is_code_tool(tool):
+        if isinstance(tool, PlanToolSpec):  # only plans of this request's shape
+            rules += plan_rules(tool.shape, f"ak-plan-{n}")
+            rules.append(f"ak-call-{n} ::= {header} ak-plan-{n}")
+        elif is_code_tool(tool):
             fence = _literal(f"```{_code_language(tool)}\n")
             rules.append(f"ak-call-{n} ::= {header} {fence} ak-line+ \"```\"")
         else:
@@ -166,7 +171,9 @@ def describe_actions(tools: Sequence[ToolSpec], *, think: bool, allow_final: boo
         lines.append("First think step by step inside <think> ... </think>, then write the action.")
     for tool in tools:
         lines.append("")
-        if is_code_tool(tool):
+        if isinstance(tool, PlanToolSpec):
+            lines += describe_plan_action(tool.name, tool.description, tool.shape)
+        elif is_code_tool(tool):
             lang = _code_language(tool)
             lines += [f"To use {tool.name} ({tool.description.strip()}), write:",
                       f"Action: {tool.name}", f"```{lang}", "<the complete program>", "```",
@@ -228,6 +235,20 @@ def after_failed_program(messages: Sequence[Message], tools: Sequence[ToolSpec])
     return any(isinstance(p, ToolResultPart) and p.name in code_tools and p.metadata
                and p.metadata.get("exit_code") not in (None, 0)
                for p in messages[-1].parts)
+
+
+def after_rejected_plan(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[ToolSpec]:
+    """The plan tool alone if the last message is its error (a rejected plan), else [].
+
+    Then the only action offered is submitting the plan again: after a rejection the 1.5B
+    model answered in prose, repeating the error, and the run failed at planning.
+    """
+    if not messages or messages[-1].role != "tool":
+        return []
+    plan_tools = {t.name: t for t in tools if isinstance(t, PlanToolSpec)}
+    rejected = [p.name for p in messages[-1].parts
+                if isinstance(p, ToolResultPart) and p.is_error and p.name in plan_tools]
+    return [plan_tools[rejected[0]]] if rejected else []
 
 
 def free_text_grammar(*, think: bool) -> str:

@@ -37,6 +37,7 @@ from agentkit.models._parsing import stable_id
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
 from agentkit.models.context import current_call
 from agentkit.models.weights import resolve_model_path
+from agentkit.plan import PlanToolSpec
 from agentkit.task import ModelSpec
 
 __all__ = ["LOADED_MODELS", "LoadedModel", "LoadedModels", "LocalModel"]
@@ -250,14 +251,21 @@ class LocalModel:
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
                  settings: ModelSettings) -> tuple[list[dict[str, str]], str]:
-        """Chat messages for the template, and the grammar constraining the reply."""
+        """Chat messages for the template, and the grammar constraining the reply.
+
+        `final` is not offered after a failed program, nor to a planner (a `PlanToolSpec` among
+        the tools: its work ends only with an accepted plan); after a rejected plan the plan
+        tool is the only action offered.
+        """
         chat = actions.render_history(messages, tools)
         if settings.response_schema is not None:
             grammar = actions.schema_grammar(settings.response_schema, think=self.think)
             guide = ("First think step by step inside <think> ... </think>. Then reply with one "
                      "JSON object." if self.think else "Reply with one JSON object only.")
         elif tools and settings.tool_choice != "none":
+            tools = actions.after_rejected_plan(messages, tools) or tools
             allow_final = (settings.tool_choice != "required"
+                           and not any(isinstance(t, PlanToolSpec) for t in tools)
                            and not actions.after_failed_program(messages, tools))
             grammar = actions.action_grammar(tools, think=self.think, allow_final=allow_final)
             guide = actions.describe_actions(tools, think=self.think, allow_final=allow_final)
