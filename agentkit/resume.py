@@ -11,7 +11,8 @@ recorded at ``run.started`` and answer every call that already completed from th
   the tool. Only the rest is made live. A request that differs from the recorded one under the
   same key stops the run with a `DivergenceError` (``from_divergence=True`` continues live).
   A side-effecting call that was in flight at the crash is re-run only if its tool is
-  idempotent or checks its journalled intent (`write_file`); otherwise the model reads an
+  idempotent or checks its journalled intent (`write_file`); otherwise, when the task has
+  ``approval``, a person is asked (a yes re-runs it), and without it the model reads an
   ``in_flight_at_crash`` tool error.
 - `replay` answers *everything* from the ledger: no model request, no tool runs (so no
   network, no Docker, no API keys); the first call without a recorded answer stops it with a
