@@ -30,16 +30,10 @@ def role_models(base_url: str, key_env: str, max_tokens: int = 256) -> dict[str,
     return {"plan": spec(PLANNER), "work": spec(WORKER), "write": spec(WRITER), "solo": spec(SOLO)}
 
 
-def text_of(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
 
 def user_text(req: RecordedRequest) -> str:
     """The request's user messages: the task or node goal (which the benchmark wrote)."""
-    return "\n".join(text_of(m) for m in req.messages if m.get("role") == "user")
+    return "\n".join(req.texts("user"))
 
 
 def number_in(req: RecordedRequest, pattern: str) -> int:

@@ -214,6 +214,16 @@ async def family_once(seed: int, item: FamilyTask) -> dict[str, Any]:
             "answer": (result.answer or str(result.error or ""))[:400]}
 
 
+def print_row(label: str, row: dict[str, Any], extra: str) -> None:
+    """One seeded run: status, correctness, wall time and its split, `extra`, what was
+    missing, and the answer when it was wrong."""
+    split = " ".join(f"{k} {v:.0f}s" for k, v in row["split"].items())
+    print(f"{label}: {row['status']:9s} correct={row['correct']} wall {row['wall']:.0f}s "
+          f"[{split}] {extra} missing={row['problems']}", flush=True)
+    if not row["correct"]:
+        print("    answer: " + row["answer"].replace("\n", " | "), flush=True)
+
+
 async def family(runs: int, only: list[str]) -> None:
     chosen = [t for t in FAMILY if not only or t.name in only]
     totals = []
@@ -224,12 +234,8 @@ async def family(runs: int, only: list[str]) -> None:
         for seed in range(runs):
             row = await family_once(seed, item)
             rows.append(row)
-            split = " ".join(f"{k} {v:.0f}s" for k, v in row["split"].items())
-            print(f"  {item.name} seed={seed}: {row['status']:9s} correct={row['correct']} "
-                  f"wall {row['wall']:.0f}s [{split}] nodes={row['nodes']} "
-                  f"plan_rejections={row['rejected']} missing={row['problems']}", flush=True)
-            if not row["correct"]:
-                print("    answer: " + row["answer"].replace("\n", " | "), flush=True)
+            print_row(f"  {item.name} seed={seed}", row,
+                      f"nodes={row['nodes']} plan_rejections={row['rejected']}")
         correct = sum(r["correct"] for r in rows)
         totals.append((correct, len(rows)))
         print(f"  {item.name}: {correct}/{len(rows)} correct, median wall "
@@ -284,12 +290,8 @@ async def main() -> int:
         for seed in range(args.runs):
             row = await run_once(seed, facts)
             rows.append(row)
-            split = " ".join(f"{k} {v:.0f}s" for k, v in row["split"].items())
-            print(f"run seed={seed}: {row['status']:9s} correct={row['correct']} wall {row['wall']:.0f}s "
-                  f"[{split}] overlap={row['overlap']} ungrounded={row['ungrounded']} "
-                  f"missing={row['problems']}", flush=True)
-            if not row["correct"]:
-                print("    answer: " + row["answer"].replace("\n", " | "), flush=True)
+            print_row(f"run seed={seed}", row,
+                      f"overlap={row['overlap']} ungrounded={row['ungrounded']}")
         correct = sum(r["correct"] for r in rows)
         print(f"quickstart correctness: {correct}/{len(rows)} (goal >= 9/10)")
         for part in ("planning", "execution", "synthesis"):

@@ -26,16 +26,10 @@ DAG: dict[str, list[str]] = {
 }
 
 
-def text_of(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
 
 def node_of(req: RecordedRequest) -> str:
     """The node a worker request is for: its goal, which this file wrote."""
-    users = " ".join(text_of(m) for m in req.messages if m.get("role") == "user")
+    users = " ".join(req.texts("user"))
     found = re.search(r"Report on node ([a-z]+)\.", users)
     assert found is not None, users[:300]
     return found[1]
@@ -61,7 +55,7 @@ def worker_answer(req: RecordedRequest, *, echo_key: str | None = "alpha",
 
 
 def writer_answer(req: RecordedRequest) -> Reply:
-    users = " ".join(text_of(m) for m in req.messages if m.get("role") == "user")
+    users = " ".join(req.texts("user"))
     seen = sorted(set(re.findall(r"Node ([a-z]+) is ready", users)))
     return reply(f"All of {', '.join(seen)} reported ready.", reasoning="Summarise.")
 

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sandbox_helpers import containers_of, make_runtime
+
+from agentkit.events import Event
+from agentkit.runtime import Runtime
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +50,14 @@ def _docker_gate(request: pytest.FixtureRequest) -> None:
     if os.environ.get("AGENTKIT_REQUIRE_DOCKER") == "1":
         pytest.fail(f"AGENTKIT_REQUIRE_DOCKER=1 but the Docker engine is unavailable: {problem}")
     pytest.skip(f"Docker engine unavailable: {problem}")
+
+
+@pytest.fixture
+async def rt() -> AsyncIterator[Runtime]:
+    """A runtime with a Docker sandbox (8 s per call) for the sandbox tests; on the way out,
+    no container of its run may be left behind."""
+    events: list[Event] = []
+    runtime = make_runtime(events, timeout_s=8.0)
+    yield runtime
+    await runtime.aclose()
+    assert containers_of(runtime.run_id) == [], "a container of the run was left behind"

@@ -51,15 +51,9 @@ FIRST_CALL = "agent#1/agent#1/1/t0"
 KEY_OF_W = "w#1/w#1/1/t0"
 
 
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
 
 def tool_results(req: RecordedRequest) -> list[str]:
-    return [_text(m) for m in req.messages if m.get("role") == "tool"]
+    return req.texts("tool")
 
 
 def writes_then_reports(path: str = "report.txt") -> Callable[[RecordedRequest], Reply]:
@@ -141,7 +135,7 @@ async def test_denied_call_is_an_error_the_model_reads_and_other_nodes_go_on(tmp
     w_waits = asyncio.Event()
 
     async def workers(req: RecordedRequest) -> Reply:
-        text = "\n".join(_text(m) for m in req.messages if m.get("role") == "user")
+        text = "\n".join(req.texts("user"))
         if "Recall the number." in text:
             await w_waits.wait()  # r answers only once w is waiting for its decision
             return reply("The number is 42.", reasoning="Known.")

@@ -10,27 +10,17 @@ import ipaddress
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from sandbox_helpers import containers_of, make_runtime, run_code
+from sandbox_helpers import containers_of, run_code
 
 from agentkit.errors import SandboxError
-from agentkit.events import Event
 from agentkit.runtime import Runtime
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-async def rt() -> AsyncIterator[Runtime]:
-    events: list[Event] = []
-    runtime = make_runtime(events, timeout_s=8.0)
-    yield runtime
-    await runtime.aclose()
-    assert containers_of(runtime.run_id) == [], "a container of the run was left behind"
 
 
 def host_has(*paths: str) -> list[str]:

@@ -9,24 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-from sandbox_helpers import containers_of, make_runtime, run_code
+from sandbox_helpers import run_code
 
-from agentkit.events import Event
 from agentkit.runtime import Runtime
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-async def rt() -> AsyncIterator[Runtime]:
-    events: list[Event] = []
-    runtime = make_runtime(events, timeout_s=8.0)
-    yield runtime
-    await runtime.aclose()
-    assert containers_of(runtime.run_id) == [], "a container of the run was left behind"
 
 
 async def assert_next_call_works(rt: Runtime) -> None:

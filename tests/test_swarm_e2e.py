@@ -28,7 +28,15 @@ from agentkit import RunResult, arun, start
 from agentkit.audit import verify_ledger
 from agentkit.events import Event
 from agentkit.task import TaskSpec
-from agentkit.testing import RecordedRequest, Reply, ScriptedModelServer, call, error, reply
+from agentkit.testing import (
+    RecordedRequest,
+    Reply,
+    ScriptedModelServer,
+    call,
+    error,
+    message_text,
+    reply,
+)
 
 ARTICLE = (b"<html><head><title>Fjord facts</title></head><body><article><h1>Fjord facts</h1>"
            + b"<p>The Sognefjord is 205 kilometres long and reaches a depth of 1308 metres. "
@@ -42,20 +50,14 @@ PLANNER, WORKER, WRITER = "planner-model", "worker-model", "writer-model"
 Handler = Callable[[RecordedRequest], Any]
 
 
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content") or ""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return str(content)
-
 
 def user_text(req: RecordedRequest) -> str:
     """What the request carries as user messages (the task or node goal, inputs)."""
-    return "\n".join(_text(m) for m in req.messages if m.get("role") == "user")
+    return "\n".join(req.texts("user"))
 
 
 def tool_results(req: RecordedRequest) -> list[str]:
-    return [_text(m) for m in req.messages if m.get("role") == "tool"]
+    return req.texts("tool")
 
 
 def offered_tools(req: RecordedRequest) -> list[str]:
@@ -388,8 +390,8 @@ async def test_a_sub_agent_delegates_to_a_sub_team_one_level_deeper(tmp_path: Pa
     top_planner, nested_planner = (
         next(r for r in srv.requests_for(PLANNER) if nested == ("cover north and south" in user_text(r)))
         for nested in (False, True))
-    assert "delegate" in _text(top_planner.messages[0])
-    assert "delegate" not in _text(nested_planner.messages[0])
+    assert "delegate" in message_text(top_planner.messages[0])
+    assert "delegate" not in message_text(nested_planner.messages[0])
 
 
 async def test_delegate_is_not_a_known_tool_when_max_depth_is_zero(tmp_path: Path) -> None:

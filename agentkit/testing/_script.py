@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["ErrorReply", "Raw", "RecordedRequest", "Reply", "Reset", "ScriptItem", "ScriptedCall",
-           "call", "error", "raw", "reply", "reset"]
+           "call", "error", "message_text", "raw", "reply", "reset"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,18 @@ class RecordedRequest:
     @property
     def messages(self) -> list[dict[str, Any]]:
         return list((self.body or {}).get("messages") or [])
+
+    def texts(self, role: str) -> list[str]:
+        """The text of each message of `role` ("user", "tool", ...), in order."""
+        return [message_text(m) for m in self.messages if m.get("role") == role]
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A wire message's text: its content as a string, or its text parts joined."""
+    content = message.get("content") or ""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return str(content)
 
 
 ScriptItem = (Reply | ErrorReply | Reset | Raw
