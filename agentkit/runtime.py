@@ -233,8 +233,9 @@ class Runtime:
         self._check_approvals(registry)
         if not self._tools_ready:
             self._tools_ready = True
+            ctx = self.tool_context()
             for tool in registry:
-                await tool.prepare(self.tool_context())
+                await tool.prepare(ctx)
         return registry
 
     def _check_approvals(self, registry: ToolRegistry) -> ToolRegistry:
