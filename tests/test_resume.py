@@ -86,18 +86,23 @@ def cli(*args: str) -> subprocess.Popen[bytes]:
                             env={**os.environ, **ENV, "AGENTKIT_RAY_TEST_KEY": "k"})
 
 
-def responses(ledger: Path) -> int:
+def count(ledger: Path, kind: str) -> int:
     if not ledger.exists():
         return 0
-    return ledger.read_bytes().count(b'"kind":"model.response"')
+    return ledger.read_bytes().count(b'"kind":"%s"' % kind.encode())
 
 
 def kill_after(proc: subprocess.Popen[bytes], ledger_of: Callable[[], Path | None],
-               n: int) -> None:
-    """SIGKILL `proc` once the ledger holds `n` model answers (or it ended first)."""
+               n: int, resumed: int = 0) -> None:
+    """SIGKILL `proc` once the ledger holds `n` model answers and, for the `resumed`-th
+    resume, that segment's ``run.resumed`` (or it ended first). Without the second condition
+    a segment could be killed before it wrote anything, when the one before it had already run
+    past `n` (the test polls; under load the killed process may write a few more answers)."""
     def ready() -> bool:
         ledger = ledger_of()
-        return proc.poll() is not None or (ledger is not None and responses(ledger) >= n)
+        return proc.poll() is not None or (
+            ledger is not None and count(ledger, "run.resumed") >= resumed
+            and count(ledger, "model.response") >= n)
     wait_until(ready, f"{n} model responses")
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate()
@@ -135,9 +140,9 @@ def test_kill_9_and_resume_many_times_gives_the_uninterrupted_answer(tmp_path: P
         kill_after(proc, first_ledger(runs), moments[0])
         ledger = ledger_in(runs)
         kills = [(len(srv.requests), answered(ledger))]
-        for n in moments[1:]:
+        for segment, n in enumerate(moments[1:], start=1):
             proc = cli("resume", str(ledger))
-            kill_after(proc, lambda: ledger, n)
+            kill_after(proc, lambda: ledger, n, resumed=segment)
             kills.append((len(srv.requests), answered(ledger)))
         final = cli("resume", str(ledger), "--json")
         out, err = final.communicate(timeout=300)
