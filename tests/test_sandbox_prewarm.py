@@ -31,6 +31,7 @@ from test_swarm_e2e import (
 
 from agentkit.errors import SandboxError
 from agentkit.events import Event
+from agentkit.journal import Journal
 from agentkit.plan import Plan, PlanGraph, validate_plan
 from agentkit.run import arun, start
 from agentkit.runtime import Runtime
@@ -226,6 +227,17 @@ async def test_every_tool_hears_of_the_runs_plan_and_of_a_sub_teams_plan(tmp_pat
                             ledger_dir=tmp_path, environ=ENV)
     assert result.status == "succeeded", result.error
     assert recorder.plans == [(None, ["top"]), ("top", ["top.sub1.north", "top.sub1.south"])]
+
+
+async def test_a_strict_replay_tells_no_tool_and_starts_no_container(tmp_path: Path) -> None:
+    """Proves: a strict replay (which runs nothing live) skips the hook: no plan reaches a
+    tool and run_code makes no pool, so no container starts."""
+    recorder = PlanRecorder()
+    journal = Journal(path=tmp_path / "old.jsonl", strict=True)
+    async with Runtime(_task(), workspace=tmp_path, tools=[recorder], journal=journal) as rt:
+        fake = FakeSandboxClient(rt.task.sandbox).install(rt)
+        await rt.planned(FAN_OUT)
+        assert recorder.plans == [] and fake.created == 0
 
 
 # -- on the real engine -------------------------------------------------------------------------
