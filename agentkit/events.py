@@ -39,6 +39,8 @@ EventKind = Literal[
     "tool.intent", "tool.in_flight", "sandbox.rebuilt",
     "file.diff", "url.fetched", "url.blocked", "url.cited", "search.results",
     "sandbox.created", "sandbox.exec", "sandbox.removed", "sandbox.relaxed",
+    # the warm pool sized from a plan: how many run_code agents can run at once
+    "sandbox.prewarm",
     # MCP servers a run started (command or URL, never secrets), stopped, and the tools offered
     "mcp.started", "mcp.stopped", "mcp.tools",
     # the plan and its nodes

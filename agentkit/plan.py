@@ -118,7 +118,8 @@ class PlanGraph:
     """A validated plan as a DAG: nodes by id, dependencies and dependents, shape figures.
 
     `critical_path` counts nodes on the longest dependency chain (the run's serial depth);
-    `width` is the largest set of nodes that can run at once (the widest topological generation).
+    `width` is the widest topological generation, a lower bound of how many nodes can run at
+    once (`max_parallel` gives the exact figure).
     """
 
     plan: Plan
@@ -133,6 +134,37 @@ class PlanGraph:
 
     def descendants(self, node_id: str) -> set[str]:
         return set(nx.descendants(self.graph, node_id))
+
+    def max_parallel(self, among: Iterable[str] | None = None, *,
+                     at_most: int | None = None) -> int:
+        """The most nodes of `among` (default: every node) that can be running at once: the
+        largest set of them in which none depends on another, directly or through any other
+        node (a maximum antichain). Exact, by Dilworth's theorem: ``len(among)`` minus a
+        maximum matching of the bipartite graph of pairs (u, v) where v depends on u
+        (Hopcroft-Karp; a few ms for a hundred nodes). With `at_most`, the answer is capped
+        there, and when one topological generation alone reaches the cap (a fan-out), no
+        matching is needed."""
+        chosen = set(self.order if among is None else among)
+        cap = len(chosen) if at_most is None else min(at_most, len(chosen))
+        generations = nx.topological_generations(self.graph)
+        if max((len(chosen.intersection(g)) for g in generations), default=0) >= cap:
+            return cap
+        before = [("before", u) for u in chosen]
+        pairs = nx.Graph()
+        pairs.add_nodes_from(before)
+        pairs.add_edges_from((("before", u), ("after", v)) for u in chosen
+                             for v in nx.descendants(self.graph, u) if v in chosen)
+        matched = nx.bipartite.hopcroft_karp_matching(pairs, top_nodes=before)
+        return min(cap, len(chosen) - len(matched) // 2)
+
+    def without(self, done: Iterable[str]) -> PlanGraph:
+        """The plan of the nodes not in `done`, their dependencies on `done` dropped (a resumed
+        run's still-to-run part). Exact for `max_parallel` when `done` holds every ancestor of
+        its members, as a set of finished nodes does. At least one node must remain."""
+        gone = set(done)
+        kept = [n.model_copy(update={"depends_on": [d for d in n.depends_on if d not in gone]})
+                for n in self.plan.nodes if n.id not in gone]
+        return _shape(Plan(nodes=kept), self.graph.subgraph(n.id for n in kept).copy())
 
     def sinks(self) -> list[str]:
         """Nodes nothing depends on: their outputs are what the synthesizer reads first."""

@@ -26,6 +26,7 @@ from agentkit.events import Event, EventBus, EventKind, EventSink
 from agentkit.journal import Journal
 from agentkit.limits import ResourceLimits
 from agentkit.models import ManagedModel, RateLimits, api_key_envs, build_model, price_for
+from agentkit.plan import PlanGraph
 from agentkit.prompting import Prompts
 from agentkit.resources import Resources
 from agentkit.retry import RetryPolicy
@@ -237,6 +238,16 @@ class Runtime:
             for tool in registry:
                 await tool.prepare(ctx)
         return registry
+
+    async def planned(self, plan: PlanGraph, *, node_id: str | None = None) -> None:
+        """Tell every tool of the run that `plan`'s nodes are about to start (`Tool.planned`;
+        `node_id`: the node that delegated it). A strict replay runs nothing live: no tool
+        is told."""
+        if self.journal is not None and self.journal.strict:
+            return
+        ctx = self.tool_context(node_id=node_id)
+        for tool in self.tools:
+            await tool.planned(plan, ctx)
 
     def _check_approvals(self, registry: ToolRegistry) -> ToolRegistry:
         """Every entry of ``approval.tools`` names a tool of the run (else a `ConfigError`)."""

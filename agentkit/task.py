@@ -221,6 +221,9 @@ class SandboxSettings(_Spec):
     """Most stdout/stderr bytes kept per call (the rest is cut, and says so)."""
     pool_size: int = Field(default=2, ge=0, le=256)
     """Containers started ahead of time (warm pool)."""
+    max_pool: int = Field(default=16, ge=0, le=256)
+    """Most containers pre-warmed once the plan is known: one per run_code agent that can run at
+    once, up to this (never fewer than pool_size; 0: no pre-warming)."""
     max_concurrency: int = Field(default=4, ge=1, le=256)
     """run_code calls in flight at once in the run."""
     persistent: bool = False

@@ -15,6 +15,21 @@ measured in the same invocation:
 Goals (issue 5): warm p50 <= 50 ms and p99 <= 200 ms; cold <= 1 s.
 
     python benchmarks/sandbox_latency.py [--n 200] [--parallel 1,4,16] [--skip-cold]
+
+With ``--plan-width W`` it instead measures the plan-sized pool (issue 19) against today's in
+one invocation: W agents (the plan's parallel run_code nodes) start together, each first
+"thinks" for ``--think`` seconds (a simulated model turn, the same in both arms), then makes
+``--calls`` run_code-style calls (the run's pool from `sandbox_pool`, lease of its own key,
+exec of a snippet). Timed per call: pool + lease + exec, as `run_code` does it.
+
+* today        the pool made on the first call with ``pool_size`` (2) warm containers
+* plan-sized   the same, plus the engine's `Runtime.planned` call when the plan is known:
+               run_code's hook grows the pool to the plan's width and starts warming then
+
+Arms alternate for ``--rounds`` rounds (each a fresh run: new client, pool and containers);
+p50/p99 of first calls and of all calls per arm, and today's / plan-sized.
+
+    python benchmarks/sandbox_latency.py --plan-width 16 [--think 1.0] [--calls 3] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -26,9 +41,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from agentkit.plan import Plan, PlanGraph, PlanNode, validate_plan
+from agentkit.runtime import Runtime
 from agentkit.sandboxes.docker import DockerSandboxClient, container_kwargs, owner_label
 from agentkit.sandboxes.pool import SandboxPool
-from agentkit.task import SandboxSettings
+from agentkit.task import BudgetSpec, ModelSpec, SandboxSettings, TaskSpec
+from agentkit.tools.run_code import sandbox_pool
 
 RUN_ID = "bench-sandbox-latency"
 
@@ -99,7 +117,7 @@ async def bench_level(n: int, parallel: int, skip_cold: bool) -> dict[str, list[
         for mode, persistent in (("warm", False), ("persistent", True)):
             pool_settings = settings.model_copy(update={"persistent": persistent})
             async with SandboxPool(client, pool_settings, close_client=False) as pool:
-                await wait_warm(pool, parallel)
+                await pool.warmed()
 
                 async def one(w: int, i: int, pool: SandboxPool = pool) -> None:
                     async with pool.lease(f"agent-{w}") as session:
@@ -110,11 +128,72 @@ async def bench_level(n: int, parallel: int, skip_cold: bool) -> dict[str, list[
     return out
 
 
-async def wait_warm(pool: SandboxPool, size: int) -> None:
-    for _ in range(600):
-        if pool.stats()["idle"] >= size:
-            return
-        await asyncio.sleep(0.05)
+# -- the plan-sized pool against today's (--plan-width) ------------------------------------------
+
+ARMS = ("today", "plan-sized")
+
+
+def fan_out(width: int) -> tuple[TaskSpec, PlanGraph]:
+    """A task with run_code and a plan of `width` parallel run_code nodes."""
+    task = TaskSpec(name="bench-prewarm", goal="g", model="m", models={"m": ModelSpec(model="unused")},
+                    tools=["run_code"], budget=BudgetSpec(max_agents=width),
+                    sandbox=SandboxSettings(timeout_s=30, max_pool=width))
+    plan = Plan(nodes=[PlanNode(id=f"n{i}", goal="g", tools=["run_code"]) for i in range(width)])
+    return task, validate_plan(plan, known_tools=["run_code"])
+
+
+async def plan_arm(width: int, think_s: float, calls: int,
+                   prewarm: bool) -> tuple[list[float], list[float], dict[str, Any]]:
+    """One run: (first-call seconds, all-call seconds, the pool's stats at the end)."""
+    task, graph = fan_out(width)
+    first: list[float] = []
+    every: list[float] = []
+    async with Runtime(task) as rt:
+        await rt.prepare_tools()
+        if prewarm:
+            await rt.planned(graph)  # what the engine does once the plan is accepted
+
+        async def agent(i: int) -> None:
+            await asyncio.sleep(think_s)  # the node's first model turn (simulated)
+            ctx = rt.tool_context(node_id=f"n{i}", agent_id=f"n{i}")
+            for k in range(calls):
+                start = time.perf_counter()
+                pool = await sandbox_pool(ctx)  # as run_code: the run's pool, then a lease
+                async with pool.lease(f"n{i}") as session:
+                    result = await session.exec(snippet(i * calls + k))
+                every.append(time.perf_counter() - start)
+                if k == 0:
+                    first.append(every[-1])
+                assert result.exit_code == 0, result.stderr
+
+        async with asyncio.TaskGroup() as tg:
+            for i in range(width):
+                tg.create_task(agent(i))
+        stats = (await sandbox_pool(rt.tool_context())).stats()
+    return first, every, stats
+
+
+async def plan_main(width: int, think_s: float, calls: int, rounds: int) -> None:
+    samples: dict[str, tuple[list[float], list[float]]] = {arm: ([], []) for arm in ARMS}
+    print(f"{width} agents, think {think_s:.1f} s, {calls} calls each, {rounds} rounds per arm")
+    for r in range(rounds):
+        for arm in ARMS:
+            first, every, stats = await plan_arm(width, think_s, calls, arm == "plan-sized")
+            samples[arm][0].extend(first)
+            samples[arm][1].extend(every)
+            print(f"  round {r + 1} {arm:<11} cold creates {stats['cold']:>3}, first p50 "
+                  f"{percentiles(first)[0]:.0f} ms", flush=True)
+    print(f"{'arm':<12}{'first n':>8}{'first p50':>11}{'first p99':>11}"
+          f"{'all n':>7}{'all p50':>9}{'all p99':>9}   (ms: pool + lease + exec)")
+    figures = {}
+    for arm in ARMS:
+        first, every = samples[arm]
+        figures[arm] = (*percentiles(first), *percentiles(every))
+        f50, f99, a50, a99 = figures[arm]
+        print(f"{arm:<12}{len(first):>8}{f50:>11.1f}{f99:>11.1f}{len(every):>7}{a50:>9.1f}{a99:>9.1f}")
+    ratios = [t / p for t, p in zip(figures["today"], figures["plan-sized"], strict=True)]
+    print(f"{'today/plan':<12}{'':>8}{ratios[0]:>10.1f}x{ratios[1]:>10.1f}x"
+          f"{'':>7}{ratios[2]:>8.1f}x{ratios[3]:>8.1f}x")
 
 
 async def main() -> None:
@@ -123,7 +202,16 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="snippets per mode and level")
     parser.add_argument("--parallel", default="1,4,16", help="concurrency levels")
     parser.add_argument("--skip-cold", action="store_true", help="skip the slow cold baseline")
+    parser.add_argument("--plan-width", type=int, default=0,
+                        help="instead: the plan-sized pool vs today's, with this many agents")
+    parser.add_argument("--think", type=float, default=1.0,
+                        help="plan mode: simulated model latency before the first call, s")
+    parser.add_argument("--calls", type=int, default=3, help="plan mode: calls per agent")
+    parser.add_argument("--rounds", type=int, default=2, help="plan mode: runs per arm")
     args = parser.parse_args()
+    if args.plan_width:
+        await plan_main(args.plan_width, args.think, args.calls, args.rounds)
+        return
     print(f"{'mode':<12}{'parallel':>9}{'n':>6}{'p50 ms':>10}{'p99 ms':>10}{'p50 vs cold':>14}")
     for parallel in (int(p) for p in args.parallel.split(",")):
         results = await bench_level(args.n, parallel, args.skip_cold)

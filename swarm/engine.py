@@ -50,6 +50,8 @@ async def run_swarm(ctx: SwarmContext, *, executor: NodeExecutor | None = None,
     planner = planner or Planner(ctx)
     remote = await start_executor(ctx) if executor is None else None
     graph = await _plan(ctx, planner)
+    if executor is None and remote is None:  # the nodes run here, with this runtime's tools
+        await _announce(ctx, graph)
     if remote is not None:
         await remote.ready()
     scheduler = Scheduler(
@@ -88,6 +90,14 @@ async def _plan(ctx: SwarmContext, planner: PlanSource) -> PlanGraph:
         source = "planner"
     ctx.runtime.emit("plan.created", {"source": source, **graph.summary()})
     return graph
+
+
+async def _announce(ctx: SwarmContext, graph: PlanGraph) -> None:
+    """Tell the tools the plan is known (`Tool.planned`: run_code pre-warms sandboxes), with
+    only the nodes still to run on a resumed run."""
+    if all(n in ctx.restored for n in graph.order):
+        return
+    await ctx.runtime.planned(graph.without(ctx.restored) if ctx.restored else graph)
 
 
 async def _synthesize(ctx: SwarmContext, scheduler: Scheduler, done: list[str],

@@ -66,6 +66,7 @@ class Delegate(Tool):
             self.ctx.runtime.emit("plan.created", {"source": "delegate", "parent": self.parent.id,
                                                    "depth": budget.depth, **graph.summary()},
                                   node_id=self.parent.id)
+            await self.ctx.runtime.planned(graph, node_id=self.parent.id)
             sched = Scheduler(graph, AgentExecutor(self.ctx, delegate_factory(self.ctx)),
                               budget=budget,
                               emit=self.ctx.runtime.emit, clock=self.ctx.runtime.clock,

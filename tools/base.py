@@ -28,6 +28,7 @@ from agentkit.errors import ConfigError, ToolError
 from agentkit.events import Emitter, Event, EventKind
 from agentkit.limits import ResourceLimits
 from agentkit.messages import ToolSpec
+from agentkit.plan import PlanGraph
 from agentkit.resources import Resources
 from agentkit.task import TaskSpec
 
@@ -153,6 +154,16 @@ class Tool:
     async def prepare(self, ctx: ToolContext) -> None:
         """Called once when the run starts, before any node: start what the first call would
         otherwise wait for (web_fetch's extraction workers). Must return at once."""
+
+    async def planned(self, plan: PlanGraph, ctx: ToolContext) -> None:
+        """Called when a plan is accepted, before any of its nodes starts: the run's plan
+        (from the task file or the planner; on a resumed run, the nodes still to run) and
+        each sub-team's plan made by ``delegate`` (`ctx.node_id` is then the delegating
+        node). Not called for a re-plan of a failed subtree, for nodes run elsewhere (the Ray
+        executor's workers run their own tools) or in a strict replay (nothing runs live).
+        Start what the plan's nodes will wait for (run_code warms one sandbox per node that
+        can run at once). Must return at once, and a failure here must not fail the run:
+        keep it for the first call to report."""
 
     async def replayed(self, arguments: dict[str, Any], ctx: ToolContext) -> None:
         """A resumed run handed back this call's recorded result instead of running it. A tool

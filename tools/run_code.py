@@ -14,6 +14,10 @@ so the next call works.
 On a resumed run, a session whose earlier calls were answered from the ledger is rebuilt
 before its first live call by re-running those recorded cells in a fresh container
 (`_rebuild` states the rule).
+
+Once a plan is known (`RunCode.planned`), the pool is made and grown at once to one container
+per run_code agent that can run at the same time (`prewarm_size`), so those containers start
+while the nodes' first model turns run instead of on their first call.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from __future__ import annotations
 import asyncio
 import difflib
 import weakref
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from pydantic import Field
 
 from agentkit.errors import SandboxError, ToolError
+from agentkit.plan import PlanGraph
 from agentkit.sandboxes.base import (
     REPLACE_CODES,
     ExecResult,
@@ -36,10 +42,11 @@ from agentkit.sandboxes.base import (
 )
 from agentkit.sandboxes.docker import DockerSandboxClient
 from agentkit.sandboxes.pool import SANDBOX_CLIENT, SandboxPool
+from agentkit.task import TaskSpec
 from agentkit.tools.base import Tool, ToolArgs, ToolContext, ToolOutput
 from agentkit.tools.files import read_workspace_file
 
-__all__ = ["SANDBOX_CLIENT", "RunCode", "RunCodeArgs", "sandbox_pool"]
+__all__ = ["SANDBOX_CLIENT", "Prewarm", "RunCode", "RunCodeArgs", "prewarm_size", "sandbox_pool"]
 
 #: contents last seen per sandbox and /workspace path (the "before" of the next diff)
 Seen = weakref.WeakKeyDictionary[SandboxSession, dict[str, bytes]]
@@ -77,6 +84,18 @@ class RunCode(Tool):
     async def replayed(self, arguments: dict[str, Any], ctx: ToolContext) -> None:
         """On resume: the recorded cells of this session, to re-run before its first live call."""
         (await _pending_cells(ctx)).setdefault(_session_key(ctx), []).append(arguments)
+
+    async def planned(self, plan: PlanGraph, ctx: ToolContext) -> None:
+        """Pre-warm the run's pool for `plan` (`prewarm_size`), recorded as a
+        ``sandbox.prewarm`` event. Returns at once: the containers start in tasks the pool
+        owns, and a Docker failure is kept by the pool for the first call to raise. Nothing
+        happens for a plan without run_code nodes or with ``sandbox.max_pool: 0``."""
+        size = prewarm_size(plan, ctx.task)
+        if size.nodes == 0 or ctx.task.sandbox.max_pool == 0:
+            return
+        pool = await sandbox_pool(ctx)
+        pool.grow_to(size.warm, agents=size.agents)
+        ctx.emit("sandbox.prewarm", {**asdict(size), "pool_size": pool.size})
 
     async def call(self, args: Any, ctx: ToolContext) -> ToolOutput:
         pool = await sandbox_pool(ctx)
@@ -149,9 +168,38 @@ async def _rebuild(session: SandboxSession, cells: list[dict[str, Any]], ctx: To
                                  "session": _session_key(ctx)})
 
 
+@dataclass(frozen=True)
+class Prewarm:
+    """How a plan sizes the warm pool (`prewarm_size`)."""
+
+    #: plan nodes whose tools include run_code (a node without tools gets none)
+    nodes: int
+    #: the most of them that can run at once (a maximum antichain of the plan), at most
+    #: ``budget.max_agents``, the run's cap on nodes running at once
+    width: int
+    #: the sandbox sessions those nodes open (each node's agent; with consensus, the
+    #: ``agree`` samples it runs at once)
+    agents: int
+    #: containers to keep warm: `width` times the sessions per node, at most ``sandbox.max_pool``
+    warm: int
+
+
+def prewarm_size(plan: PlanGraph, task: TaskSpec) -> Prewarm:
+    """How many containers `plan`'s nodes can use at the same time. A node may call run_code
+    only if it lists it (`AgentExecutor` gives a node without tools none; ``delegate``
+    sub-teams announce their own plans); each running node holds one session per agent
+    (consensus runs ``agree`` samples at once, each with its own session)."""
+    users = [n for n in plan.order if RunCode.name in plan.nodes[n].tools]
+    per_node = min(task.consensus.agree, task.consensus.samples)
+    width = plan.max_parallel(users, at_most=task.budget.max_agents)
+    return Prewarm(nodes=len(users), width=width, agents=len(users) * per_node,
+                   warm=min(width * per_node, task.sandbox.max_pool))
+
+
 async def sandbox_pool(ctx: ToolContext) -> SandboxPool:
-    """The run's warm pool, made on the first `run_code` call and closed with the run (which
-    removes every container of the run, then the client's leftovers)."""
+    """The run's warm pool, made when the plan is known (`RunCode.planned`) or else on the
+    first `run_code` call, and closed with the run (which removes every container of the
+    run, then the client's leftovers). Making it does no I/O: warming runs in its tasks."""
 
     async def make_client() -> SandboxClient:
         return DockerSandboxClient(ctx.task.sandbox, run_id=ctx.run_id, emit=ctx.events)
