@@ -211,6 +211,28 @@ def test_secrets_are_redacted_before_writing(tmp_path: Path) -> None:
     assert verify_ledger(path).ok
 
 
+CREDENTIAL_KEYS = ["authorization", "Proxy-Authorization", "X-API-KEY", "x-goog-api-key",
+                   "api-key", "api_key", "apiKey", "cookie", "Set-Cookie", "passwd", "Password",
+                   "secret", "client_secret", "token", "refresh_token", "X-Auth-Token",
+                   "db-password", "openai_api_key", "Stripe-Api-Key"]
+
+
+@pytest.mark.parametrize("key", CREDENTIAL_KEYS)
+@pytest.mark.parametrize("nested", [False, True])
+def test_every_credential_key_form_is_redacted(tmp_path: Path, key: str, nested: bool) -> None:
+    """Each form a credential key takes, alone in an event (so no other key lets it through
+    the cheap pre-check), as a plain value and holding a mapping; counts are kept."""
+    path = tmp_path / "run.jsonl"
+    value: Any = {"v": "s3cr3t-value"} if nested else "s3cr3t-value"
+    with Ledger(path) as ledger:
+        ledger.record("tool.result", {"result": {key: value}, "max_tokens": 9, "tokens": 3},
+                      run_id="r", node_id=None, ts=1.0)
+    text = path.read_text()
+    assert "s3cr3t-value" not in text
+    data = json.loads(text)["data"]
+    assert data["result"][key] == REDACTED and data["max_tokens"] == 9 and data["tokens"] == 3
+
+
 def test_runtime_ledger_redacts_the_keys_its_models_name(tmp_path: Path) -> None:
     import asyncio
 
@@ -309,6 +331,33 @@ def test_blob_threshold_counts_utf8_bytes_and_odd_text_never_crashes(tmp_path: P
     assert data["cjk"]["size"] == 90_000 and read_blob(path, data["cjk"]) == "中" * 30_000
     assert data["odd"] == "a?b" and data["7"] == "int key"
     assert verify_ledger(path).ok
+
+
+def test_data_orjson_refuses_is_still_recorded_in_canonical_form(tmp_path: Path) -> None:
+    """The ledger encodes with orjson and falls back to json's encoder for what orjson
+    refuses: integers beyond 64 bits, keys that are not strings, nesting deeper than 254.
+    Either way the line holds canonical JSON (sorted keys, no spaces, UTF-8), the same text
+    json.dumps writes, and the chain verifies."""
+    deep: Any = "bottom"
+    for _ in range(300):
+        deep = [deep]
+    samples: list[dict[Any, Any]] = [
+        {"b": 2**80, "a": -(2**70)},
+        {3: "int key", "z": {"y": 1, "x": [1.5, None, True]}},
+        {"deep": deep},
+        {"z": "naïve café ✓ 中", "a": {"c": 0.30000000000000004, "b": "\u2028\n\"q\""}},
+    ]
+    path = tmp_path / "run.jsonl"
+    with Ledger(path) as ledger:
+        for i, data in enumerate(samples):
+            ledger.record("x", data, run_id="r", node_id=None, ts=float(i))
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # not splitlines: U+2028
+    for data, line in zip(samples, lines, strict=True):
+        written = line[len('{"data":'):line.index(',"kind":"x"')]
+        canonical = {str(k): v for k, v in data.items()}
+        assert written == json.dumps(canonical, sort_keys=True, separators=(",", ":"),
+                                     ensure_ascii=False)
+    assert verify_ledger(path).ok and verify_ledger(path).count == len(samples)
 
 
 @pytest.mark.parametrize("fsync, written_at_once", [("always", True), ("interval", True),
