@@ -37,8 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-
+from agentkit._canonical import dumps, encoder, quote
 from agentkit._timeline import timeline
 from agentkit.errors import ConfigError, RunFailed
 from agentkit.events import Event
@@ -64,71 +63,6 @@ _WRITE_THROUGH = frozenset({"run.started", "run.finished", "run.resumed", "plan.
 
 FsyncPolicy = Literal["close", "always", "never", "interval"]
 _HASH_SUFFIX = re.compile(rb',"hash":"([0-9a-f]{64})"\}\n\Z')
-
-
-_quote: Callable[[str], str] = getattr(json.encoder, "c_encode_basestring", None) or \
-    json.encoder.py_encode_basestring  # what json.dumps(ensure_ascii=False) uses for a str
-
-
-def _dumps(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, UTF-8 (what is hashed)."""
-    try:
-        return _ENCODER.encode(obj)
-    except TypeError:  # mixed key types cannot be sorted: make every key a string
-        return _ENCODER.encode(_str_keys(obj))
-
-
-def _str_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _str_keys(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_str_keys(v) for v in value]
-    return value
-
-
-def _json_default(obj: Any) -> Any:
-    dump = getattr(obj, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    if isinstance(obj, bytes):
-        return {"$bytes": len(obj), "sha256": hashlib.sha256(obj).hexdigest()}
-    if isinstance(obj, set | frozenset):
-        return sorted(obj, key=str)
-    return str(obj)
-
-
-# one encoder, made once: json.dumps with options builds a new one on every call
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                            default=_json_default)
-
-
-#: orjson writes the same canonical text as `_dumps` (sorted keys, no spaces, UTF-8) about five
-#: times faster: encoding was half of an event's cost. It refuses what `_dumps` accepts (keys
-#: that are not str, integers beyond 64 bits, lone surrogates, nesting deeper than 254), and
-#: those events take `_dumps`. Datetimes and dataclasses go to `_json_default`, as with json;
-#: NaN and infinities are written as null (valid JSON, which ``NaN`` is not).
-_ORJSON_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | \
-    orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def _encoder() -> Callable[[Any], str]:
-    """`_dumps` for one ledger: orjson, then json's C encoder (built once: ``JSONEncoder.encode``
-    builds it on every call) for what orjson refuses. Not for concurrent use (the C encoder
-    keeps its circular-reference markers between calls); a ledger calls it under its lock."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        slow: Callable[[Any], str] = _dumps
-    else:
-        c_encode = make({}, _json_default, _quote, None, ":", ",", True, False, True)
-        slow = lambda obj: "".join(c_encode(obj, 0))  # noqa: E731
-
-    def encode(obj: Any) -> str:
-        try:
-            return orjson.dumps(obj, default=_json_default, option=_ORJSON_OPTIONS).decode()
-        except orjson.JSONEncodeError:
-            return slow(obj)
-
-    return encode
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +146,7 @@ class Ledger:
         self.batch_bytes = 0 if fsync == "always" else batch_bytes
         self.flush_events, self.flush_after_s = flush_events, flush_after_s
         self.redactors = redactors if redactors is not None else redaction_pipeline(secrets)
-        self._encode = _encoder()
+        self._encode = encoder()
         self._time = time_fn
         self._fd: int | None = None
         self._buffer: list[bytes] = []
@@ -251,17 +185,17 @@ class Ledger:
         try:
             data_text = self._encode(data)
         except (TypeError, ValueError):  # mixed key types, or a cycle: the slow path says so
-            self._encode = _encoder()  # a failed call may leave markers behind
-            data_text = _dumps(data)
+            self._encode = encoder()  # a failed call may leave markers behind
+            data_text = dumps(data)
         if len(data_text) * 4 > BLOB_THRESHOLD and _has_big_string(data):  # maybe > 64 KB UTF-8
-            data_text = _dumps(_offload(data, self._store_blob))
+            data_text = dumps(_offload(data, self._store_blob))
         for redact in self.redactors:
             data_text = redact(data_text)
         # the canonical form of the record: keys in sorted order, as json.dumps would write them
-        node = "null" if node_id is None else _quote(node_id)
-        stamp = repr(ts) if type(ts) is float and math.isfinite(ts) else _dumps(ts)
-        body = (f'{{"data":{data_text},"kind":{_quote(kind)},"node_id":{node},'
-                f'"prev":"{self.head}","run_id":{_quote(run_id)},"seq":{self._seq},'
+        node = "null" if node_id is None else quote(node_id)
+        stamp = repr(ts) if type(ts) is float and math.isfinite(ts) else dumps(ts)
+        body = (f'{{"data":{data_text},"kind":{quote(kind)},"node_id":{node},'
+                f'"prev":"{self.head}","run_id":{quote(run_id)},"seq":{self._seq},'
                 f'"ts":{stamp}}}').encode("utf-8", "replace")  # lone surrogates -> ?
         self.head = hashlib.sha256(body).hexdigest()
         self._seq += 1

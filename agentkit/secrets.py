@@ -21,14 +21,14 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from agentkit._canonical import dumps
+
 __all__ = ["REDACTED", "Redactor", "TextRedactor", "looks_like_secret", "redact_keys",
            "redact_patterns", "redact_values", "redaction_pipeline"]
 
 REDACTED = "[REDACTED]"
 #: a redactor rewrites the canonical JSON text of an event's `data` (a JSON object)
 Redactor = Callable[[str], str]
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                            default=str)
 
 # A key names a credential if it is one of these, or ends in -token/-secret/-password/-api-key
 # (so "max_tokens" and "tokens" are kept: they are counts, not credentials).
@@ -62,7 +62,7 @@ def redact_keys(text: str) -> str:
     if not _may_hold_secret_key(text.lower()):  # fast path: most events
         return text
     if _SECRET_KEY_NESTED.search(text):  # rare: a credential key holding a list or mapping
-        return _ENCODER.encode(_redact_keys_deep(json.loads(text)))
+        return dumps(_redact_keys_deep(json.loads(text)))
     return _SECRET_KEY.sub(lambda m: m.group(0).split('":', 1)[0] + f'":"{REDACTED}"', text)
 
 
@@ -107,7 +107,7 @@ def redact_values(secrets: Iterable[str]) -> Redactor:
             json.loads(out)
             return out
         except ValueError:  # a secret spanned JSON syntax: replace inside strings only
-            return _ENCODER.encode(_map_strings(json.loads(text), values))
+            return dumps(_map_strings(json.loads(text), values))
 
     return rewrite
 

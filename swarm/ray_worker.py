@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentkit._canonical import dumps
 from agentkit.budget import Budget, ModelHold, Reservation
 from agentkit.clock import Clock, SystemClock
 from agentkit.errors import ConfigError
@@ -56,7 +57,6 @@ __all__ = ["NodeWorker", "RemoteBudget", "RemoteRateLimits"]
 
 #: one message to the driver (see `agentkit.swarm.remote`)
 Message = tuple[Any, ...]
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 #: the node attempt whose work runs in this asyncio task (its events and requests go there)
 _STREAM: ContextVar[_Stream | None] = ContextVar("agentkit_ray_stream", default=None)
 
@@ -322,7 +322,7 @@ class NodeWorker:
 
     def _sink(self, event: Event) -> None:
         """Forward an event to the node it belongs to (its data as redacted JSON)."""
-        message = ("event", event.kind, event.node_id, self._redact(_ENCODER.encode(event.data)))
+        message = ("event", event.kind, event.node_id, self._redact(dumps(event.data)))
         stream = _STREAM.get()
         if stream is None or stream.closed:
             self._orphans.append(message)
@@ -331,6 +331,6 @@ class NodeWorker:
 
     def _scrub(self, value: Any) -> Any:
         """`value` with this machine's secret values redacted (they are not the driver's)."""
-        text = _ENCODER.encode(value)
+        text = dumps(value)
         redacted = self._redact(text)
         return value if redacted is text else json.loads(redacted)
