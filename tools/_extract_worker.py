@@ -69,3 +69,6 @@ def _serve() -> None:
 
 if __name__ == "__main__":
     _serve()
+    # Nothing to clean up (every answer was flushed): skip the interpreter's teardown of
+    # trafilatura and lxml, ~50 ms that the end of every run waited for.
+    os._exit(0)
