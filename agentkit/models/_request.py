@@ -47,8 +47,9 @@ class RenderedRequests:
 
     Messages are keyed by identity and held (so an id is never reused while its entry lives);
     past `capacity` the oldest entries go, and are rendered again if sent again. Tool specs
-    are built afresh each turn, so they are keyed by name and description and used only if
-    their schema is equal (a C-speed comparison, much cheaper than rendering it).
+    (the same object every turn for most tools, a new one for some) are keyed by name and
+    description and used only if their schema is equal (a C-speed comparison, much cheaper
+    than rendering it).
     """
 
     def __init__(self, capacity: int = 16384) -> None:
@@ -80,7 +81,7 @@ class RenderedRequests:
     def _tool(self, spec: ToolSpec) -> tuple[dict[str, Any], str]:
         key = (spec.name, spec.description)
         hit = self._tools.get(key)
-        if hit is not None and hit[0].parameters == spec.parameters:
+        if hit is not None and (hit[0] is spec or hit[0].parameters == spec.parameters):
             return hit[1], hit[2]
         dump = spec.model_dump(mode="json")
         if len(self._tools) >= self.capacity:
