@@ -60,7 +60,7 @@ class RenderedRequests:
     def request(self, model: str, messages: Sequence[Message], tools: Sequence[ToolSpec],
                 settings: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """(the request as recorded, its fingerprint), equal to `request_fingerprint`'s."""
-        sent = [self._message(m) for m in messages]
+        sent = [self.message(m) for m in messages]
         specs = [self._tool(t) for t in tools]
         request = {"model": model, "messages": [d for d, _ in sent],
                    "tools": [d for d, _ in specs], "settings": settings}
@@ -68,7 +68,9 @@ class RenderedRequests:
                 f'"settings":{canonical(settings)},"tools":[{",".join(t for _, t in specs)}]}}')
         return request, _digest(text)
 
-    def _message(self, message: Message) -> tuple[dict[str, Any], str]:
+    def message(self, message: Message) -> tuple[dict[str, Any], str]:
+        """(JSON form, canonical text) of one message; an answer's, recorded in its
+        ``model.response``, is then reused when the history is sent on the next turn."""
         hit = self._messages.get(id(message))
         if hit is not None and hit[0] is message:
             return hit[1], hit[2]

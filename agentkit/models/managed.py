@@ -188,8 +188,8 @@ class ManagedModel:
         if hold is not None:
             hold.budget.settle_model(hold, turn.usage, cost)
         self._emit("model.response", {
-            **_response_data(self.name, turn, cost, self.price is not None,
-                             self.clock.monotonic() - started),
+            **_response_data(self.name, turn, self._rendered.message(turn.message)[0], cost,
+                             self.price is not None, self.clock.monotonic() - started),
             "call_key": key, "fingerprint": fingerprint})
         return PricedTurn(**dict(turn), cost_usd=cost, model_name=self.name)
 
@@ -226,8 +226,8 @@ def _recorded_turn(data: dict[str, Any]) -> PricedTurn:
                       cost_usd=float(data.get("cost_usd") or 0.0), model_name=data.get("model"))
 
 
-def _response_data(name: str, turn: Turn, cost: float, priced: bool,
-                   latency: float) -> dict[str, Any]:
+def _response_data(name: str, turn: Turn, message_json: dict[str, Any], cost: float,
+                   priced: bool, latency: float) -> dict[str, Any]:
     message = turn.message
     return {
         "model": name, "provider_model": turn.model, "provider": turn.provider,
@@ -237,7 +237,7 @@ def _response_data(name: str, turn: Turn, cost: float, priced: bool,
         "tool_calls": [{"id": p.id, "name": p.name, "arguments": p.arguments,
                         "parse_error": p.parse_error}
                        for p in message.parts if isinstance(p, ToolCallPart)],
-        "message": message.model_dump(mode="json"),
+        "message": message_json,
         "usage": turn.usage.model_dump(), "cost_usd": cost, "priced": priced,
         # what the provider itself says the call cost (OpenRouter), beside our own figure
         "provider_cost_usd": turn.provider_cost_usd, "latency_s": latency}
