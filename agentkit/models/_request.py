@@ -27,9 +27,14 @@ from agentkit.messages import Message, ToolSpec
 __all__ = ["RenderedRequests", "canonical", "request_fingerprint"]
 
 
+#: made once: json.dumps with options builds a new encoder on every call (encode() keeps no
+#: state between calls, so one instance serves every caller)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(value: Any) -> str:
     """Canonical JSON: sorted keys, no whitespace, not ASCII-escaped (what is fingerprinted)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL.encode(value)
 
 
 def request_fingerprint(request: dict[str, Any]) -> str:
