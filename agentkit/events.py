@@ -90,6 +90,9 @@ class Event(BaseModel):
 
 EventSink = Callable[[Event], None]
 
+#: the fields-set of every emitted event (all fields are given); never changed: Event is frozen
+_EVERY_FIELD = set(Event.model_fields)
+
 
 class Emitter(Protocol):
     """What producers call: ``emit(kind, data, node_id=...)`` (the bus, or a tagged wrapper)."""
@@ -115,9 +118,11 @@ class EventBus:
     def emit(self, kind: EventKind, data: dict[str, Any] | None = None, *,
              node_id: str | None = None) -> Event:
         # model_construct: the fields are ours and already of the right types; validating
-        # every event would cost more than writing it to the ledger
-        event = Event.model_construct(kind=kind, run_id=self.run_id, node_id=node_id,
-                                      seq=self._seq, ts=self.clock.time(), data=data or {})
+        # every event would cost more than writing it to the ledger. Every field is set, so
+        # the events share one fields-set (a run keeps its events: one set less each)
+        event = Event.model_construct(_EVERY_FIELD, kind=kind, run_id=self.run_id,
+                                      node_id=node_id, seq=self._seq, ts=self.clock.time(),
+                                      data=data or {})
         self._seq += 1
         for sink in self.sinks:
             sink(event)

@@ -140,6 +140,10 @@ class Run:
         self._recorded = recorded
         self.run_id = runtime.run_id
         self._history: list[Event] = []
+        #: False when no one can ever call `events` (`arun` keeps the handle to itself): then
+        #: the run does not hold on to every event it emitted (4,000 of them, with their data,
+        #: in benchmarks/swarm_scale.py: memory, and objects for every full GC pass to walk)
+        self._keeps_history = True
         self._readers: list[asyncio.Queue[Event | None]] = []
         self._done = False
         self._started = self._cancel_requested = False
@@ -149,7 +153,8 @@ class Run:
             self._main(overrides), name=f"agentkit-run:{self.run_id}")
 
     def _record(self, event: Event) -> None:
-        self._history.append(event)
+        if self._keeps_history:
+            self._history.append(event)
         for queue in self._readers:
             queue.put_nowait(event)
 
@@ -320,7 +325,9 @@ def _preflight(runtime: Runtime, parts: dict[Role, object]) -> None:
 
 async def arun(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:
     """Run a task to the end and return its result (the async entry point)."""
-    return await start(task, **kwargs).result()
+    handle = start(task, **kwargs)
+    handle._keeps_history = False  # the handle never leaves this function: nobody reads events
+    return await handle.result()
 
 
 def run_sync(task: TaskSpec | str | Path, **kwargs: Any) -> RunResult:

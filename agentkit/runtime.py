@@ -100,6 +100,8 @@ class Runtime:
         self.bus = EventBus(self.run_id, clock=self.clock, sinks=sinks)
         self.environ: Mapping[str, str] = environ if environ is not None else os.environ
         self.ledger_dir = Path(ledger_dir) if ledger_dir is not None else None
+        #: the ledger folder, resolved on first use (one path walk a run, not one a tool call)
+        self._protected: tuple[Path, ...] | None = None
         self.ledger_path: Path | None = None
         self.fsync = fsync
         self.workspace = Path(workspace or task.workspace or ".").resolve()
@@ -274,13 +276,14 @@ class Runtime:
                      call_id: str | None = None, call_key: str | None = None) -> ToolContext:
         """What a tool call made by `node_id`/`agent_id` may use (on a resumed run, with what
         the ledger says of the call if it was in flight at the crash)."""
-        protected = (self.ledger_dir.resolve(),) if self.ledger_dir is not None else ()
+        if self._protected is None:
+            self._protected = (self.ledger_dir.resolve(),) if self.ledger_dir is not None else ()
         in_flight = None
         if self.journal is not None and call_key is not None:
             in_flight = self.journal.in_flight_call(call_key)
         return ToolContext(task=self.task, workspace=self.workspace, events=self.emit,
                            clock=self.clock, limits=self.limits, resources=self.resources,
-                           run_id=self.run_id, protected=protected, node_id=node_id,
+                           run_id=self.run_id, protected=self._protected, node_id=node_id,
                            agent_id=agent_id, call_id=call_id, call_key=call_key,
                            in_flight=in_flight)
 

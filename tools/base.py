@@ -130,8 +130,7 @@ class Tool:
     concurrency_limit: ClassVar[int | None] = None
 
     def spec(self) -> ToolSpec:
-        return ToolSpec(name=self.name, description=self.description,
-                        parameters=_parameters(self.args_model))
+        return _spec(self.args_model, self.name, self.description)
 
     def parse_arguments(self, arguments: dict[str, Any]) -> Any:
         """Validate raw arguments (raise pydantic's ValidationError or a `ToolError`)."""
@@ -245,6 +244,22 @@ def _parameters(args_model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+#: argument model -> (name, description) -> the tool's spec, made once: every turn lists the
+#: tools, and building a `ToolSpec` validates (copies) the whole schema
+_SPECS: weakref.WeakKeyDictionary[type[BaseModel], dict[tuple[str, str], ToolSpec]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _spec(args_model: type[BaseModel], name: str, description: str) -> ToolSpec:
+    """The (frozen, shared) spec of a tool with these arguments, name and description."""
+    specs = _SPECS.setdefault(args_model, {})
+    spec = specs.get((name, description))
+    if spec is None:
+        spec = specs[name, description] = ToolSpec(name=name, description=description,
+                                                   parameters=_parameters(args_model))
+    return spec
+
+
 def _describe(tool: Tool) -> str:
     origin = tool.origin
     if origin.get("source") == "python":
@@ -283,7 +298,9 @@ async def invoke_tool(tool: Tool, arguments: dict[str, Any], ctx: ToolContext) -
         timeout = tool.timeout_for(args)
         async with ctx.limits.slot(tool.concurrency_class):
             try:
-                output = await asyncio.wait_for(tool.call(args, ctx), timeout)
+                # a deadline on this task, not wait_for's extra task, future and callbacks
+                async with asyncio.timeout(timeout):
+                    output = await tool.call(args, ctx)
             except TimeoutError:
                 raise ToolError("timeout", f"the call took longer than {timeout:g} s",
                                 tool=tool.name, retry_hint="simplify the request or retry once") from None

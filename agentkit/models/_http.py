@@ -81,6 +81,14 @@ class Clients:
         self._clients: list[httpx.AsyncClient] = []
         self._busy: list[int] = []
         self._tls: ssl.SSLContext | None = None
+        self._urls: dict[str, httpx.URL] = {}
+
+    def url(self, url: str) -> httpx.URL:
+        """`url` parsed once (httpx parses a string URL twice for every request)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+        return parsed
 
     @asynccontextmanager
     async def lease(self) -> AsyncIterator[httpx.AsyncClient]:
@@ -231,7 +239,7 @@ async def post(clients: Clients, url: str, *, body: dict[str, Any],
     deadline = asyncio.timeout(limits.deadline_s)
     try:
         async with deadline, clients.lease() as client, \
-                client.stream("POST", url, json=body, headers=headers) as resp:
+                client.stream("POST", clients.url(url), json=body, headers=headers) as resp:
             if resp.status_code >= 300:
                 raw = await Body(resp, ep, CallLimits(limits.deadline_s, ERROR_BODY_BYTES,
                                                       limits.setting)).text(truncate=True)

@@ -45,6 +45,9 @@ _FINISH = {"tool_calls": "tool_calls", "function_call": "tool_calls", "stop": "s
            "eos": "stop", "end_turn": "stop", "length": "length", "max_tokens": "length",
            "content_filter": "content_filter"}
 _ALNUM = string.ascii_letters + string.digits
+#: json.dumps(ensure_ascii=False), its encoder made once: every turn re-sends the arguments of
+#: every tool call in the history, and json.dumps with options builds an encoder per call
+_ARGUMENTS = json.JSONEncoder(ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +176,7 @@ def _echoed(stored: Any) -> dict[str, Any]:
 
 def _wire_call(profile: Profile, c: ToolCallPart) -> dict[str, Any]:
     wire: dict[str, Any] = {"id": wire_call_id(profile, c.id), "type": "function", "function": {
-        "name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+        "name": c.name, "arguments": _ARGUMENTS.encode(c.arguments)}}
     extra = c.extra or {}
     if profile.replay.extra_content and extra.get("provider") == profile.name:
         wire.update(_echoed(extra))

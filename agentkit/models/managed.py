@@ -26,8 +26,6 @@ request the provider rejects as invalid would be rejected by the fallback too, s
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -38,6 +36,7 @@ from agentkit.errors import ProviderError, ProviderUnavailable
 from agentkit.events import Emitter
 from agentkit.journal import Journal
 from agentkit.messages import Message, ReasoningPart, TextPart, ToolCallPart, ToolSpec, Turn, Usage
+from agentkit.models._request import RenderedRequests, request_fingerprint
 from agentkit.models.base import DeltaCallback, ModelSettings
 from agentkit.models.context import current_call, tagged
 from agentkit.models.pricing import call_cost
@@ -47,7 +46,7 @@ from agentkit.task import ModelSpec, PriceSpec
 from agentkit.usage import RunUsage
 
 __all__ = ["BUDGET_CHARS_PER_TOKEN", "HoldEstimator", "ManagedModel", "ModelResolver",
-           "PricedTurn"]
+           "PricedTurn", "request_fingerprint"]
 
 #: characters per prompt token assumed when a call is reserved from a budget: fewer than the
 #: ~4 of English text for BPE tokenizers, so that the hold is an estimate from above
@@ -113,6 +112,8 @@ class ManagedModel:
         #: a resumed or replayed run's journal: calls it holds answers for are answered from it
         #: (no request, no usage counted: the run's usage was restored from the ledger)
         self.journal: Journal | None = None
+        #: each message rendered once for the ledger and the fingerprint, not once a turn
+        self._rendered = RenderedRequests()
 
     async def turn(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = (),
                    settings: ModelSettings | None = None, *,
@@ -140,12 +141,11 @@ class ManagedModel:
                                     on_delta: DeltaCallback | None = None) -> PricedTurn:
         """One reserved, audited, counted call to this model only."""
         settings = self._settings(settings)
-        request = {"model": self.name, "messages": [m.model_dump(mode="json") for m in messages],
-                   "tools": [t.model_dump(mode="json") for t in tools],
-                   "settings": settings.model_dump(mode="json", exclude_none=True)}
+        request = self._rendered.request(self.name, messages, tools,
+                                         settings.model_dump(mode="json", exclude_none=True))
         if self.journal is not None:  # a resumed or replayed run: a completed call is not made
-            recorded = self.journal.model_answer(current_call().call_key(),
-                                                 request_fingerprint(request), request)
+            recorded = self.journal.model_answer(current_call().call_key(), request[1],
+                                                 request[0])
             if recorded is not None:
                 return _recorded_turn(recorded)
         budget = current_call().budget
@@ -163,12 +163,13 @@ class ManagedModel:
         finally:  # answered, failed or refused: calls waiting for calibration go on
             self.holds.learn(prompt, output, usage)
 
-    async def _call(self, request: dict[str, Any], messages: Sequence[Message],
+    async def _call(self, request: tuple[dict[str, Any], str], messages: Sequence[Message],
                     tools: Sequence[ToolSpec], settings: ModelSettings,
                     on_delta: DeltaCallback | None, hold: ModelHold | None) -> PricedTurn:
+        """`request`: the request as recorded and its fingerprint."""
         call = current_call()
-        key, fingerprint = call.call_key(), request_fingerprint(request)
-        self._emit("model.request", {**request, "provider_model": self.spec.model,
+        key, fingerprint = call.call_key(), request[1]
+        self._emit("model.request", {**request[0], "provider_model": self.spec.model,
                                      "profile": self.spec.profile, "call_key": key,
                                      "fingerprint": fingerprint})
         started = self.clock.monotonic()
@@ -187,8 +188,8 @@ class ManagedModel:
         if hold is not None:
             hold.budget.settle_model(hold, turn.usage, cost)
         self._emit("model.response", {
-            **_response_data(self.name, turn, cost, self.price is not None,
-                             self.clock.monotonic() - started),
+            **_response_data(self.name, turn, self._rendered.message(turn.message)[0], cost,
+                             self.price is not None, self.clock.monotonic() - started),
             "call_key": key, "fingerprint": fingerprint})
         return PricedTurn(**dict(turn), cost_usd=cost, model_name=self.name)
 
@@ -215,13 +216,6 @@ class ManagedModel:
         return settings.model_copy(update=updates) if updates else settings
 
 
-def request_fingerprint(request: dict[str, Any]) -> str:
-    """sha256 of a request's canonical JSON: model name, messages, tools, settings. Two
-    executions of a run that built the same request have the same fingerprint."""
-    text = json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 def _recorded_turn(data: dict[str, Any]) -> PricedTurn:
     """A `model.response` record as the turn it recorded."""
     return PricedTurn(message=Message.model_validate(data["message"]),
@@ -232,8 +226,8 @@ def _recorded_turn(data: dict[str, Any]) -> PricedTurn:
                       cost_usd=float(data.get("cost_usd") or 0.0), model_name=data.get("model"))
 
 
-def _response_data(name: str, turn: Turn, cost: float, priced: bool,
-                   latency: float) -> dict[str, Any]:
+def _response_data(name: str, turn: Turn, message_json: dict[str, Any], cost: float,
+                   priced: bool, latency: float) -> dict[str, Any]:
     message = turn.message
     return {
         "model": name, "provider_model": turn.model, "provider": turn.provider,
@@ -243,7 +237,7 @@ def _response_data(name: str, turn: Turn, cost: float, priced: bool,
         "tool_calls": [{"id": p.id, "name": p.name, "arguments": p.arguments,
                         "parse_error": p.parse_error}
                        for p in message.parts if isinstance(p, ToolCallPart)],
-        "message": message.model_dump(mode="json"),
+        "message": message_json,
         "usage": turn.usage.model_dump(), "cost_usd": cost, "priced": priced,
         # what the provider itself says the call cost (OpenRouter), beside our own figure
         "provider_cost_usd": turn.provider_cost_usd, "latency_s": latency}

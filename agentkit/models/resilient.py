@@ -71,7 +71,9 @@ class ResilientModel:
         limiter = self.limiter
         max_tokens = (settings.max_tokens if settings and settings.max_tokens
                       else self.default_max_tokens)
-        reserve = estimate_tokens(messages, tools) + max_tokens
+        # what a rate limiter holds for the call; without one, nothing to estimate (the
+        # estimate walks the whole conversation, every turn)
+        reserve = 0 if limiter is None else estimate_tokens(messages, tools) + max_tokens
         previous: Channel | None = None
         last_error: ProviderError | None = None
         tried: set[str] = set()
