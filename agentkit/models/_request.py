@@ -18,23 +18,13 @@ Messages and tool specs are frozen values; the cached JSON forms are shared by t
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
+from agentkit._canonical import dumps as canonical
 from agentkit.messages import Message, ToolSpec
 
-__all__ = ["RenderedRequests", "canonical", "request_fingerprint"]
-
-
-#: made once: json.dumps with options builds a new encoder on every call (encode() keeps no
-#: state between calls, so one instance serves every caller)
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def canonical(value: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace, not ASCII-escaped (what is fingerprinted)."""
-    return _CANONICAL.encode(value)
+__all__ = ["RenderedRequests", "request_fingerprint"]
 
 
 def request_fingerprint(request: dict[str, Any]) -> str:
