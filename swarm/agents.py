@@ -43,6 +43,12 @@ __all__ = ["DELEGATE", "AgentExecutor", "DelegateFactory", "Planner", "SubmitPla
 DelegateFactory = Callable[[PlanNode, Budget], Tool]
 
 
+
+#: what a node reads before the outputs it depends on: a small model otherwise takes an
+#: upstream node's question for its own (benchmarks/local_model.py --family, weather)
+_UPSTREAM_HEADING = ("Results of earlier sub-tasks (use them only where your own sub-task needs "
+                    "them; they are not your question):\n\n")
+
 class SubmitPlanArgs(ToolArgs):
     nodes: list[PlanNode] = Field(min_length=1, max_length=1000,
                                   description="the sub-tasks; each lists the ids it depends on")
@@ -210,7 +216,7 @@ class AgentExecutor:
         deps = "\n\n".join(f"### Output of `{k}`\n{v}" for k, v in inputs.items())
         values = {"goal": node.goal, "tools": ", ".join(node.tools) or "none",
                   "expected": f"Expected output: {node.expected_output}" if node.expected_output
-                  else "", "inputs": f"Results you build on:\n\n{deps}" if deps else "",
+                  else "", "inputs": _UPSTREAM_HEADING + deps if deps else "",
                   "files": _files(ctx.runtime)}
         system = prompts.render("worker.system", **values)
         user = prompts.render("worker.user", **values)
