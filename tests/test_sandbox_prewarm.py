@@ -25,6 +25,7 @@ from test_swarm_e2e import (
     events_of,
     nodes,
     serve,
+    serve_delegation,
     task_for,
     tool_results,
 )
@@ -203,26 +204,9 @@ class PlanRecorder(Tool):
 async def test_every_tool_hears_of_the_runs_plan_and_of_a_sub_teams_plan(tmp_path: Path) -> None:
     """Proves: `Tool.planned` is called with the run's plan (no node) and, when a node
     delegates, with its sub-team's plan (the delegating node's id, the sub-nodes' ids)."""
-    top = nodes(("top", "Survey both regions.", [], ["delegate"]))
-    sub = nodes(("north", "Survey the north.", [], []), ("south", "Survey the south.", [], []))
-
-    def planner(req: RecordedRequest) -> Reply:
-        if tool_results(req):
-            return reply("Plan submitted.", reasoning="ok")
-        nested = "cover north and south" in "\n".join(req.texts("user"))
-        return reply(reasoning="split", tool_calls=[call("submit_plan", sub if nested else top)])
-
-    def surveyor(req: RecordedRequest) -> Reply:
-        if not tool_results(req):
-            return reply(reasoning="Delegate.",
-                         tool_calls=[call("delegate", {"goal": "cover north and south"})])
-        return reply("North 12, south 34.", reasoning="Got both.")
-
     recorder = PlanRecorder()
     async with ScriptedModelServer("deepseek") as srv:
-        serve(srv, planner, Workers({"Survey both regions.": surveyor,
-                                     "Survey the north.": answer_with("north: 12"),
-                                     "Survey the south.": answer_with("south: 34")}), "done")
+        serve_delegation(srv)
         result = await arun(task_for(srv, tmp_path, budget={"max_depth": 1}), tools=[recorder],
                             ledger_dir=tmp_path, environ=ENV)
     assert result.status == "succeeded", result.error

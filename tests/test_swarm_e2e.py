@@ -351,7 +351,9 @@ async def test_concurrent_runs_over_http_do_not_interfere(tmp_path: Path, n_runs
         assert res.answer == f"answer to run number {k}" and set(res.nodes) == {f"r{k}"}
 
 
-async def test_a_sub_agent_delegates_to_a_sub_team_one_level_deeper(tmp_path: Path) -> None:
+def serve_delegation(srv: ScriptedModelServer) -> None:
+    """One node ("top") whose agent delegates "cover north and south"; the nested planner
+    splits it into two sub-nodes, each answering with its figure."""
     top = nodes(("top", "Survey both regions.", [], ["delegate"]))
     sub = nodes(("north", "Survey the north.", [], []), ("south", "Survey the south.", [], []))
 
@@ -367,11 +369,15 @@ async def test_a_sub_agent_delegates_to_a_sub_team_one_level_deeper(tmp_path: Pa
                          tool_calls=[call("delegate", {"goal": "cover north and south"})])
         return reply("North 12, south 34.", reasoning="Got both.")
 
+    serve(srv, planner, Workers({"Survey both regions.": surveyor,
+                                 "Survey the north.": answer_with("north: 12"),
+                                 "Survey the south.": answer_with("south: 34")}),
+          "North 12, south 34.")
+
+
+async def test_a_sub_agent_delegates_to_a_sub_team_one_level_deeper(tmp_path: Path) -> None:
     async with ScriptedModelServer("deepseek") as srv:
-        serve(srv, planner, Workers({"Survey both regions.": surveyor,
-                                     "Survey the north.": answer_with("north: 12"),
-                                     "Survey the south.": answer_with("south: 34")}),
-              "North 12, south 34.")
+        serve_delegation(srv)
         result = await arun(task_for(srv, tmp_path, budget={"max_depth": 1}),
                             ledger_dir=tmp_path, environ=ENV)
     assert result.status == "succeeded", result.error
