@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from agentkit._canonical import dumps as canonical
 from agentkit.messages import Message, ToolSpec
 
 __all__ = ["RenderedRequests", "request_fingerprint"]
+
+_Frozen = TypeVar("_Frozen", Message, ToolSpec)
 
 
 def request_fingerprint(request: dict[str, Any]) -> str:
@@ -67,21 +69,23 @@ class RenderedRequests:
         """(JSON form, canonical text) of one message; an answer's, recorded in its
         ``model.response``, is then reused when the history is sent on the next turn."""
         hit = self._messages.get(id(message))
-        if hit is not None and hit[0] is message:
-            return hit[1], hit[2]
-        dump = message.model_dump(mode="json")
-        if len(self._messages) >= self.capacity:
-            del self._messages[next(iter(self._messages))]
-        self._messages[id(message)] = (message, dump, canonical(dump))
-        return dump, self._messages[id(message)][2]
+        if hit is None or hit[0] is not message:
+            hit = self._messages[id(message)] = _render(message, self._messages, self.capacity)
+        return hit[1], hit[2]
 
     def _tool(self, spec: ToolSpec) -> tuple[dict[str, Any], str]:
         key = (spec.name, spec.description)
         hit = self._tools.get(key)
-        if hit is not None and (hit[0] is spec or hit[0].parameters == spec.parameters):
-            return hit[1], hit[2]
-        dump = spec.model_dump(mode="json")
-        if len(self._tools) >= self.capacity:
-            del self._tools[next(iter(self._tools))]
-        self._tools[key] = (spec, dump, canonical(dump))
-        return dump, self._tools[key][2]
+        if hit is None or (hit[0] is not spec and hit[0].parameters != spec.parameters):
+            hit = self._tools[key] = _render(spec, self._tools, self.capacity)
+        return hit[1], hit[2]
+
+
+def _render(value: _Frozen, cache: dict[Any, tuple[_Frozen, dict[str, Any], str]],
+            capacity: int) -> tuple[_Frozen, dict[str, Any], str]:
+    """`value` with its JSON form and canonical text, making room in `cache` (oldest first)
+    for the caller to store it."""
+    if len(cache) >= capacity:
+        del cache[next(iter(cache))]
+    dump = value.model_dump(mode="json")
+    return value, dump, canonical(dump)

@@ -141,35 +141,35 @@ class ManagedModel:
                                     on_delta: DeltaCallback | None = None) -> PricedTurn:
         """One reserved, audited, counted call to this model only."""
         settings = self._settings(settings)
-        request = self._rendered.request(self.name, messages, tools,
-                                         settings.model_dump(mode="json", exclude_none=True))
+        request, fingerprint = self._rendered.request(
+            self.name, messages, tools, settings.model_dump(mode="json", exclude_none=True))
         if self.journal is not None:  # a resumed or replayed run: a completed call is not made
-            recorded = self.journal.model_answer(current_call().call_key(), request[1],
-                                                 request[0])
+            recorded = self.journal.model_answer(current_call().call_key(), fingerprint,
+                                                 request)
             if recorded is not None:
                 return _recorded_turn(recorded)
         budget = current_call().budget
         if budget is None or not budget.limits_model_calls():
-            return await self._call(request, messages, tools, settings, on_delta, None)
+            return await self._call(request, fingerprint, messages, tools, settings, on_delta, None)
         prompt = estimate_tokens(messages, tools, chars_per_token=BUDGET_CHARS_PER_TOKEN)
         output = settings.max_tokens or self.resilient.default_max_tokens
         await self.holds.admit()
         usage: Usage | None = None
         try:
-            turn = await self._call(request, messages, tools, settings, on_delta,
+            turn = await self._call(request, fingerprint, messages, tools, settings, on_delta,
                                     await self._reserve(budget, prompt, output))
             usage = turn.usage
             return turn
         finally:  # answered, failed or refused: calls waiting for calibration go on
             self.holds.learn(prompt, output, usage)
 
-    async def _call(self, request: tuple[dict[str, Any], str], messages: Sequence[Message],
-                    tools: Sequence[ToolSpec], settings: ModelSettings,
-                    on_delta: DeltaCallback | None, hold: ModelHold | None) -> PricedTurn:
-        """`request`: the request as recorded and its fingerprint."""
+    async def _call(self, request: dict[str, Any], fingerprint: str,
+                    messages: Sequence[Message], tools: Sequence[ToolSpec],
+                    settings: ModelSettings, on_delta: DeltaCallback | None,
+                    hold: ModelHold | None) -> PricedTurn:
         call = current_call()
-        key, fingerprint = call.call_key(), request[1]
-        self._emit("model.request", {**request[0], "provider_model": self.spec.model,
+        key = call.call_key()
+        self._emit("model.request", {**request, "provider_model": self.spec.model,
                                      "profile": self.spec.profile, "call_key": key,
                                      "fingerprint": fingerprint})
         started = self.clock.monotonic()
