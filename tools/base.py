@@ -227,36 +227,28 @@ class ToolRegistry:
         return iter([self._tools[n] for n in self.names()])
 
 
-#: argument model -> its JSON schema; weak, so models made per run (Python and MCP tools) go
-#: with their run
-_SCHEMAS: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _parameters(args_model: type[BaseModel]) -> dict[str, Any]:
-    """The JSON schema of a tool's arguments, built once per model class: generating it took a
-    quarter of the engine's CPU in `benchmarks/swarm_scale.py` (every turn lists the tools).
-    Shared and read-only: the adapters copy it onto the wire, never change it."""
-    schema = _SCHEMAS.get(args_model)
-    if schema is None:
-        schema = args_model.model_json_schema()
-        schema.pop("title", None)
-        _SCHEMAS[args_model] = schema
-    return schema
-
-
-#: argument model -> (name, description) -> the tool's spec, made once: every turn lists the
-#: tools, and building a `ToolSpec` validates (copies) the whole schema
-_SPECS: weakref.WeakKeyDictionary[type[BaseModel], dict[tuple[str, str], ToolSpec]] = \
+#: argument model -> its JSON schema, and the specs made with it by (name, description). Every
+#: turn lists the tools: generating the schema took a quarter of the engine's CPU in
+#: `benchmarks/swarm_scale.py`, and building a `ToolSpec` validates (copies) it. Weak, so models
+#: made per run (Python and MCP tools) go with their run. Shared and read-only: the adapters
+#: copy a spec onto the wire, never change it.
+_SPECS: weakref.WeakKeyDictionary[
+    type[BaseModel], tuple[dict[str, Any], dict[tuple[str, str], ToolSpec]]] = \
     weakref.WeakKeyDictionary()
 
 
 def _spec(args_model: type[BaseModel], name: str, description: str) -> ToolSpec:
     """The (frozen, shared) spec of a tool with these arguments, name and description."""
-    specs = _SPECS.setdefault(args_model, {})
+    entry = _SPECS.get(args_model)
+    if entry is None:
+        schema = args_model.model_json_schema()
+        schema.pop("title", None)
+        entry = _SPECS[args_model] = (schema, {})
+    schema, specs = entry
     spec = specs.get((name, description))
     if spec is None:
         spec = specs[name, description] = ToolSpec(name=name, description=description,
-                                                   parameters=_parameters(args_model))
+                                                   parameters=schema)
     return spec
 
 
