@@ -6,11 +6,12 @@ following that schema; with tools offered it is one action in the format of
 constrained JSON, or a final answer). The result is a standard `Turn`, so the agent loop and the
 ledger see the same parts as from any other provider.
 
-Reproducibility: llama.cpp reuses the KV cache of the previous prompt's common prefix, which
-changed a model's output between identical runs. Each request therefore starts from a reset
-state, and the sampling seed is `ModelSettings.seed`, or else the spec's ``extra_body.seed``
-(default 0) plus the number of tool results so far, so each step after a (failed) tool run
-draws anew: the same request with the same seed gives the same output.
+Reproducibility: the sampling seed is `ModelSettings.seed`, or else the spec's
+``extra_body.seed`` (default 0) plus the number of tool results so far, so each step after a
+(failed) tool run draws anew. The KV cache keeps the prompt prefix a request shares with the
+one before it, evaluated in chunks whose bounds depend on the prompt alone
+(`agentkit.models._llama_decode`), so the same request with the same seed gives the same
+output whatever ran before it.
 
 Concurrency: generation runs on a single worker thread owned by the loaded model, so the event
 loop never blocks and one generation at a time runs per loaded model, process-wide (several
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import os
 import threading
 from collections.abc import Sequence
@@ -33,6 +35,7 @@ from agentkit.clock import Clock
 from agentkit.errors import ProviderResponseError, SetupError
 from agentkit.messages import Message, TextPart, ToolSpec, Turn, Usage
 from agentkit.models import _local_actions as actions
+from agentkit.models._llama_decode import Decoder, Generation, Sampling
 from agentkit.models._parsing import stable_id
 from agentkit.models.base import Delta, DeltaCallback, ModelSettings
 from agentkit.models.context import current_call
@@ -45,6 +48,7 @@ __all__ = ["LOADED_MODELS", "LoadedModel", "LoadedModels", "LocalModel"]
 DEFAULT_CONTEXT = 8192
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_TEMPERATURE = 0.2
+DEFAULT_TOP_P = 0.95
 #: seed distance between independent samples of one request (`ModelSettings.sample`)
 _SAMPLE_SEED_STRIDE = 1_000_003
 
@@ -57,14 +61,6 @@ class LoadKey:
 
 
 @dataclass
-class Generation:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str
-
-
-@dataclass
 class LoadedModel:
     """One llama.cpp model in memory, with the single thread that runs its generations."""
 
@@ -73,28 +69,19 @@ class LoadedModel:
     formatter: Any
     #: the llama_cpp module (an optional extra, imported when a model is first loaded)
     lib: Any
+    decoder: Decoder
     worker: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="agentkit-llama"))
 
-    def generate(self, chat: list[dict[str, str]], grammar_text: str, *, max_tokens: int,
-                 temperature: float, top_p: float | None, seed: int, stop: list[str],
+    def generate(self, chat: list[dict[str, str]], grammar: str, sampling: Sampling,
                  cancel: threading.Event) -> Generation:
-        """Blocking; runs on `worker`. Resets llama.cpp state first (see module docstring)."""
+        """Blocking; runs on `worker` (see `_llama_decode` for prefix reuse and sampling)."""
         rendered = self.formatter(messages=chat)
-        grammar = self.lib.LlamaGrammar.from_string(grammar_text, verbose=False) \
-            if grammar_text else None
         stops = [*(rendered.stop if isinstance(rendered.stop, list) else [rendered.stop] if
-                   rendered.stop else []), *stop]
-        self.llm.reset()
-        result = self.llm.create_completion(
-            rendered.prompt, max_tokens=max_tokens, temperature=temperature,
-            top_p=top_p if top_p is not None else 0.95, seed=seed, stop=stops, grammar=grammar,
-            stopping_criteria=self.lib.StoppingCriteriaList([lambda _ids, _logits: cancel.is_set()]))
-        choice, usage = result["choices"][0], result["usage"]
-        return Generation(text=choice["text"], prompt_tokens=usage["prompt_tokens"],
-                          completion_tokens=usage["completion_tokens"],
-                          finish_reason=choice.get("finish_reason") or "stop")
+                   rendered.stop else []), *sampling.stop]
+        return self.decoder.generate(rendered.prompt, grammar,
+                                     dataclasses.replace(sampling, stop=stops), cancel)
 
     def close(self) -> None:
         self.worker.shutdown(wait=True)
@@ -107,7 +94,8 @@ class LoadedModels:
     Why process-wide rather than per run: a GGUF model takes seconds to load and about 1 GB of
     memory; every agent and every runtime in the process must share one copy, and one llama.cpp
     context must not run two generations at once. Runs stay independent otherwise: the model
-    holds no per-run state (each request resets it). Keyed by (path, context size, threads).
+    holds no per-run state (its KV cache changes only the time a request takes). Keyed by
+    (path, context size, threads).
     """
 
     def __init__(self) -> None:
@@ -154,7 +142,17 @@ def _load(key: LoadKey) -> LoadedModel:
         formatter = chat_format.Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
     else:
         formatter = _chatml
-    return LoadedModel(key=key, llm=llm, formatter=formatter, lib=llama_cpp)
+    return LoadedModel(key=key, llm=llm, formatter=formatter, lib=llama_cpp,
+                       decoder=Decoder(llm, llama_cpp, _message_start(llm, formatter)))
+
+
+def _message_start(llm: Any, formatter: Any) -> int | None:
+    """The token the chat template opens each message with (after any BOS), if there is one."""
+    rendered = formatter(messages=[{"role": "user", "content": "x"}])
+    tokens = llm.tokenize(rendered.prompt.encode("utf-8"), add_bos=True, special=True)
+    if tokens and tokens[0] == llm.token_bos():
+        tokens = tokens[1:]
+    return int(tokens[0]) if tokens else None
 
 
 def _token_text(llm: Any, token: int) -> str:
@@ -211,12 +209,12 @@ class LocalModel:
         loaded = await self.load()
         chat, grammar = self._request(messages, tools, settings)
         cancel = threading.Event()
-        job = loaded.worker.submit(
-            loaded.generate, chat, grammar,
+        sampling = Sampling(
             max_tokens=settings.max_tokens or self.spec.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=_first(settings.temperature, self.spec.temperature, DEFAULT_TEMPERATURE),
-            top_p=settings.top_p, seed=self._seed(messages, settings),
-            stop=settings.stop or [], cancel=cancel)
+            top_p=_first(settings.top_p, DEFAULT_TOP_P), seed=self._seed(messages, settings),
+            stop=tuple(settings.stop or ()))
+        job = loaded.worker.submit(loaded.generate, chat, grammar, sampling, cancel)
         try:
             gen = await asyncio.wrap_future(job)
         except asyncio.CancelledError:
@@ -289,7 +287,8 @@ class LocalModel:
         finish = "length" if gen.finish_reason == "length" else (
             "tool_calls" if message.tool_calls else "stop")
         return Turn(message=message, finish_reason=finish, model=self.name, provider="local",
-                    usage=Usage(input_tokens=gen.prompt_tokens, output_tokens=gen.completion_tokens))
+                    usage=Usage(input_tokens=gen.prompt_tokens, output_tokens=gen.completion_tokens,
+                                cached_tokens=gen.cached_tokens))
 
     async def aclose(self) -> None:
         """Nothing per instance: the loaded model is shared process-wide (`LOADED_MODELS`)."""
