@@ -7,6 +7,8 @@ way, so a node with ``consensus.samples > 1`` runs up to that many samples and s
 ``consensus.agree`` of them agree. The vote is on execution results (what the sample's last
 successful program printed); a sample with no successful program votes with the numbers of its
 answer only when no sample has program output, since numbers no program printed are guesses.
+Among samples tied on votes, one whose answer states only numbers its own program printed is
+chosen before one that answers with numbers of its own.
 
 Samples run ``agree`` at a time first (the common case ends there), then one by one. Each
 sample's outcome and the vote are recorded as ``node.sample`` and ``node.consensus`` events.
@@ -127,11 +129,25 @@ async def vote(run_sample: Callable[[int], Awaitable[AgentResult]], spec: Consen
 
 
 def _leader(samples: list[Sample]) -> tuple[Sample | None, int]:
-    """The earliest sample of the most common key, among the best evidence any sample has."""
+    """A sample of the most common key, among the best evidence any sample has.
+
+    Among tied samples, one whose answer states only numbers its program printed comes
+    first (an answer that drops its program's output for numbers of its own is a guess),
+    then the earliest.
+    """
     for evidence in ("program", "answer"):
         voters = [s for s in samples if s.evidence == evidence]
         if voters:
             counts = Counter(s.key for s in voters)
             top = max(counts.values())
-            return next(s for s in voters if counts[s.key] == top), top
+            tied = [s for s in voters if counts[s.key] == top]
+            return min(tied, key=lambda s: (not _answer_from_program(s), s.index)), top
     return None, 0
+
+
+def _answer_from_program(sample: Sample) -> bool:
+    """Whether every number in the sample's answer is one its program printed."""
+    if sample.evidence != "program" or sample.result is None:
+        return True
+    stated = {k for k in _normalise(sample.result.answer) if _NUMBER.fullmatch(k)}
+    return stated <= set(sample.key)

@@ -84,6 +84,17 @@ async def test_without_agreement_the_earliest_of_the_most_common_answer_wins() -
     assert asked == [0, 1, 2] and voted.chosen.index == 0 and voted.votes == 1
 
 
+async def test_in_a_tie_an_answer_stating_its_programs_numbers_beats_an_invented_one() -> None:
+    """Seen with the embedded model: two samples printed rainfall totals, then answered a
+    frost-days question with "0"; the third printed and answered 10."""
+    voted, _, events = await run_vote([
+        result("Days below 0 degrees in Oslo: 0.", "Bergen: 135.30\nOslo: 65.00"),
+        result("It was below 0 degrees on 0 days.", "Oslo rainfall: 65.0"),
+        result("Days below 0 degrees in Oslo: 10", "Days below 0 degrees in Oslo: 10")])
+    assert voted.chosen.index == 2 and voted.votes == 1
+    assert events[-1][1]["chosen"] == 2
+
+
 async def test_a_failed_sample_does_not_vote_and_all_failed_raises_the_first_error() -> None:
     over = BudgetExceeded("tokens", 100, 120)
     voted, _, events = await run_vote([over, result("A", "7"), result("B", "7")])
