@@ -16,7 +16,7 @@ Prints:
 
 Usage (from the repository root, sandbox image built):
     python benchmarks/local_model.py [--plans 10] [--runs 10] [--skip-speed]
-    python benchmarks/local_model.py --family [--runs 10] [--only orders,staff]
+    python benchmarks/local_model.py --family [--runs 10] [--first-seed 0] [--only orders,staff]
 Each run takes minutes on 2 shared cores; use --runs 1 for a quick look.
 """
 
@@ -247,14 +247,14 @@ def print_row(label: str, row: dict[str, Any], extra: str) -> None:
         print("    answer: " + row["answer"].replace("\n", " | "), flush=True)
 
 
-async def family(runs: int, only: list[str]) -> None:
+async def family(runs: int, only: list[str], first_seed: int = 0) -> None:
     chosen = [t for t in FAMILY if not only or t.name in only]
     totals = []
     for item in chosen:
         print(f"task {item.name}: {item.goal}\n  expected: "
               f"{'; '.join(f'{f.label}={f.value:g}' for f in item.facts())}", flush=True)
         rows = []
-        for seed in range(runs):
+        for seed in range(first_seed, first_seed + runs):
             row = await family_once(seed, item)
             rows.append(row)
             print_row(f"  {item.name} seed={seed}", row,
@@ -289,9 +289,11 @@ async def main() -> int:
     parser.add_argument("--family", action="store_true",
                         help="run the task family (default prompts) instead, --runs seeds each")
     parser.add_argument("--only", default="", help="family tasks to run, comma-separated")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="family: seeds first-seed .. first-seed + runs - 1 (to add runs)")
     args = parser.parse_args()
     if args.family:
-        await family(args.runs, [n for n in args.only.split(",") if n])
+        await family(args.runs, [n for n in args.only.split(",") if n], args.first_seed)
         return 0
     if not args.skip_speed:
         speed()
