@@ -135,9 +135,8 @@ def speed() -> None:
     code = RunCode()
     tool = ToolSpec(name=code.name, description=code.description,
                     parameters=code.args_model.model_json_schema())
-    system = describe_actions([tool], think=False, allow_final=False)
     prompt = loaded.formatter(messages=[
-        {"role": "system", "content": system},
+        {"role": "system", "content": describe_actions([tool], think=False, allow_final=False)},
         {"role": "user", "content": "Write Python that reads sales.csv with the csv module and "
                                     "prints the sum of the units column."}]).prompt
     base_s, _ = timed(prompt, 1)
