@@ -306,7 +306,7 @@ async def test_sandbox_inputs_are_copied_from_the_workspace(tmp_path: Path) -> N
 
 def test_grammar_schema_has_a_fixed_shape_and_steps_resample() -> None:
     """Optional nullable keys go, the rest become required (one shape to fill, a small grammar);
-    without an explicit seed each step after a tool result draws with a new seed."""
+    without an explicit seed each step after a tool result, and each retry, draws with a new seed."""
     from agentkit.messages import Message, ToolResultPart
     from agentkit.models._local_actions import _simplify
     from agentkit.models.base import ModelSettings
@@ -326,6 +326,15 @@ def test_grammar_schema_has_a_fixed_shape_and_steps_resample() -> None:
     # independent samples of the same request (node consensus) draw with other seeds
     seeds = {model._seed(history, ModelSettings(sample=i)) for i in range(3)}
     assert len(seeds) == 3 and 40 in seeds
+    # a node's retry (and an agent's fix round) does not repeat the failed attempt's draws
+    from agentkit.models.context import attempt_scope, call_scope
+    retries = set()
+    for attempt in (1, 2, 3):
+        with attempt_scope(attempt), call_scope("n1"):
+            retries.add(model._seed(history, ModelSettings()))
+    with call_scope("n1", round=2):
+        retries.add(model._seed(history, ModelSettings()))
+    assert len(retries) == 4 and 40 in retries
 
 
 def test_after_a_failed_program_the_grammar_offers_no_final_answer() -> None:

@@ -8,7 +8,8 @@ ledger see the same parts as from any other provider.
 
 Reproducibility: the sampling seed is `ModelSettings.seed`, or else the spec's
 ``extra_body.seed`` (default 0) plus the number of tool results so far, so each step after a
-(failed) tool run draws anew. The KV cache keeps the prompt prefix a request shares with the
+(failed) tool run draws anew, and plus the node's attempt, so a retried node does not repeat
+its failed attempt token for token. The KV cache keeps the prompt prefix a request shares with the
 one before it, evaluated in chunks whose bounds depend on the prompt alone
 (`agentkit.models._llama_decode`), so the same request with the same seed gives the same
 output whatever ran before it.
@@ -51,6 +52,9 @@ DEFAULT_TEMPERATURE = 0.2
 DEFAULT_TOP_P = 0.95
 #: seed distance between independent samples of one request (`ModelSettings.sample`)
 _SAMPLE_SEED_STRIDE = 1_000_003
+#: seed distances between attempts of a node and fix rounds of an agent, so a retry draws anew
+_RETRY_SEED_STRIDE = 7_919
+_ROUND_SEED_STRIDE = 613
 
 
 @dataclass(frozen=True)
@@ -235,16 +239,21 @@ class LocalModel:
 
     def _seed(self, messages: Sequence[Message], settings: ModelSettings) -> int:
         """`settings.seed`, else ``extra_body.seed`` of the spec (0) plus one per tool result;
-        plus a stride per `settings.sample`, so independent samples of a node draw apart.
+        plus a stride per `settings.sample`, so independent samples of a node draw apart, and
+        one per retry of the node (its attempt) or fix round of the agent.
 
         The step offset resamples after every tool run, so a failed program is not simply
-        written again with the same draw; the sequence stays reproducible for a given base.
+        written again with the same draw; the attempt offset does the same for a node retry,
+        which would otherwise repeat the failed attempt token for token. The sequence stays
+        reproducible for a given base.
         """
         if settings.seed is not None:
             base = settings.seed
         else:
             base = int(self.spec.extra_body.get("seed", 0))
             base += sum(1 for m in messages if m.role == "tool")
+        call = current_call()
+        base += _RETRY_SEED_STRIDE * (call.attempt - 1) + _ROUND_SEED_STRIDE * (call.round - 1)
         return (base + _SAMPLE_SEED_STRIDE * settings.sample) % 2**31
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
