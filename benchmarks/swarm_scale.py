@@ -109,7 +109,8 @@ PeerRun = Callable[[str, int, Path], Awaitable[int]]
 def pydantic_ai_runner() -> PeerRun | None:
     """The same workload on pydantic-ai (``pip install pydantic-ai-slim[openai]``; skipped if
     absent): `agents` agents with the same `list_files` (the same workspace listing, in a worker
-    thread as agentkit runs it) on the same scripted server, ``asyncio.gather``-ed, then one
+    thread; agentkit lists a folder this small on the event loop: `Workspace.small_listing`)
+    on the same scripted server, ``asyncio.gather``-ed, then one
     synthesizer turn over their answers. No ledger, budgets or rate limits."""
     try:
         from pydantic_ai import Agent

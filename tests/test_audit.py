@@ -4,12 +4,15 @@ redaction at one point, blob offload, and failing loudly when the disk refuses a
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from agentkit import secrets
+from agentkit._canonical import dumps
 from agentkit.audit import GENESIS, Ledger, read_blob, show_ledger, verify_ledger
 from agentkit.cli import app
 from agentkit.errors import ConfigError, RunFailed
@@ -231,6 +234,54 @@ def test_every_credential_key_form_is_redacted(tmp_path: Path, key: str, nested:
     assert "s3cr3t-value" not in text
     data = json.loads(text)["data"]
     assert data["result"][key] == REDACTED and data["max_tokens"] == 9 and data["tokens"] == 3
+
+
+def test_a_credential_key_after_keys_that_only_end_like_one_is_redacted(tmp_path: Path) -> None:
+    """The cheap pre-check looks at every key ending like a credential's: a harmless one
+    (``call_key``, ``monkey``, ``tokens``) before the real one does not let the event through,
+    nor does a name spelt with the characters a case-insensitive regex reads as ASCII."""
+    path = tmp_path / "run.jsonl"
+    keys = ["openai_api_key", "\u017fecret", "api_\u212aey", "db-pa\u017f\u017fword"]
+    with Ledger(path) as ledger:
+        for key in keys:
+            ledger.record("tool.result", {"call_key": "a#1/a#1/1/t0", "monkey": "banana",
+                                          "max_tokens": 9, "z": {key: "s3cr3t-value"}},
+                          run_id="r", node_id=None, ts=1.0)
+    lines = path.read_text().splitlines()
+    assert "s3cr3t-value" not in "".join(lines)
+    for key, line in zip(keys, lines, strict=True):
+        data = json.loads(line)["data"]
+        assert data["z"][key] == REDACTED
+        assert (data["call_key"], data["monkey"], data["max_tokens"]) == ("a#1/a#1/1/t0", "banana", 9)
+
+
+def test_key_redaction_equals_the_regex_pass_it_skips() -> None:
+    """Seeded random events whose keys are glued from credential-like pieces: the pre-check
+    never lets through an event the key regexes would change (and changes what they do)."""
+    def regex_only(text: str) -> str:
+        if secrets._SECRET_KEY_NESTED.search(text):
+            return dumps(secrets._redact_keys_deep(json.loads(text)))
+        return secrets._SECRET_KEY.sub(
+            lambda m: m.group(0).split('":', 1)[0] + f'":"{REDACTED}"', text)
+
+    pieces = ["api_key", "call_key", "KEY", "x-api-key", "monkey", "Token", "tokens", "refresh_",
+              'a"token', "passwd", "pass", "word", "secret", "client_", "cookie", "Set-",
+              "authorization", "Proxy-", "apiKey", "-", "_", " ", "\\", "\u0130", "\u0131",
+              "\u017f", "\u212a", "e", "y", "\u00e9"]
+    values: list[Any] = ["v", 1, None, True, [1, "x"], {"k": "v"}, "", 'token":']
+    rng = random.Random(7)
+
+    def event(depth: int = 0) -> dict[str, Any]:
+        return {"".join(rng.choices(pieces, k=rng.randint(1, 3))):
+                event(depth + 1) if depth < 2 and rng.random() < 0.3 else rng.choice(values)
+                for _ in range(rng.randint(1, 4))}
+
+    changed = 0
+    for _ in range(3000):
+        text = dumps(event())
+        assert secrets.redact_keys(text) == regex_only(text), text
+        changed += secrets.redact_keys(text) != text
+    assert 500 < changed < 2500  # both kinds of event were drawn
 
 
 def test_runtime_ledger_redacts_the_keys_its_models_name(tmp_path: Path) -> None:

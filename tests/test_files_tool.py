@@ -3,10 +3,12 @@ and a unified diff with before/after SHA-256 in the ledger for every write."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,7 @@ from agentkit.errors import ToolError
 from agentkit.events import Event
 from agentkit.runtime import Runtime
 from agentkit.task import FilesSettings, ModelSpec, TaskSpec
-from agentkit.tools import build_registry, invoke_tool
+from agentkit.tools import _workspace, build_registry, invoke_tool
 
 
 def make_runtime(tmp_path: Path, events: list[Event], **files: int) -> Runtime:
@@ -55,6 +57,32 @@ async def test_read_and_list_inside_workspace(tmp_path: Path) -> None:
     assert await call(rt, "read_file", path="d/f.txt") == "hello"
     listing = await call(rt, "list_files", recursive=True)
     assert listing.splitlines() == ["d/", "d/f.txt (5 bytes)"]
+
+
+async def test_a_small_folder_is_listed_on_the_event_loop(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Proves: list_files of a small folder makes no hop to a worker thread; a folder over the
+    size limit and a recursive listing do; the folder's listing is the same either way."""
+    rt = make_runtime(tmp_path, [])
+    (rt.workspace / "d").mkdir()
+    (rt.workspace / "d" / "f.txt").write_text("hello")
+    (rt.workspace / "g.txt").write_text("x")
+    hops: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn.__name__)
+        return await to_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", counted)
+    small = await call(rt, "list_files")
+    assert (small, hops) == ("d/\ng.txt (1 bytes)", [])
+    assert await call(rt, "list_files", recursive=True) == "d/\ng.txt (1 bytes)\nd/f.txt (5 bytes)"
+    assert hops == ["listing"]
+    monkeypatch.setattr(_workspace, "SMALL_FOLDER_BYTES", -1)  # every folder is large now
+    assert await call(rt, "list_files") == small
+    assert await call(rt, "list_files", path="d") == "d/f.txt (5 bytes)"
+    assert hops == ["listing"] * 3
 
 
 @pytest.mark.parametrize("path", ["../x", "a/../../x", "/etc/passwd", "~/.ssh/id_rsa"])

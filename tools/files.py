@@ -208,8 +208,12 @@ class ListFiles(Tool):
         ws = _workspace(ctx, self.name)
         path = "." if args.path in ("", "./") else args.path
         try:
-            entries = await asyncio.to_thread(ws.listing, path, recursive=args.recursive,
-                                              max_entries=self.max_entries)
+            # a small folder is listed here, on the event loop; a large one or a tree on a
+            # worker thread (see Workspace.small_listing)
+            entries = None if args.recursive else ws.small_listing(path)
+            if entries is None:
+                entries = await asyncio.to_thread(ws.listing, path, recursive=args.recursive,
+                                                  max_entries=self.max_entries)
         except OSError as err:
             raise _os_error(err, args.path, self.name) from None
         shown = entries[: self.max_entries]

@@ -55,10 +55,11 @@ _HINTS = {
 #: connections per httpx client. httpcore's pool does work quadratic in its connections on every
 #: request it queues or releases, and its default keeps 20 idle of 100 (a fan-out of 100 agents
 #: on one model reopened a connection for almost every call: 379 connects for 400 requests).
-#: So a model's calls are spread over clients of `SHARD` connections each, all kept alive
-#: (4: measured best of 4 and 16 on swarm_scale, where the pool's checks of every idle
-#: connection cost more than the clients).
-SHARD = 4
+#: So a model's calls are spread over clients of `SHARD` connections each, all kept alive.
+#: 1: the pool then checks one connection per request and release (each check builds anyio's
+#: socket attributes anew); on swarm_scale, interleaved A/B over 5 runs each, 1 beat 4 by
+#: 3-5% of makespan and 4% of CPU (4 had beaten 16 before).
+SHARD = 1
 _SHARD_LIMITS = httpx.Limits(max_connections=SHARD, max_keepalive_connections=SHARD,
                              keepalive_expiry=20.0)
 
