@@ -8,7 +8,9 @@ way, so a node with ``consensus.samples > 1`` runs up to that many samples and s
 successful program printed); a sample with no successful program votes with the numbers of its
 answer only when no sample has program output, since numbers no program printed are guesses.
 Among samples tied on votes, one whose answer states only numbers its own program printed is
-chosen before one that answers with numbers of its own.
+chosen before one that answers with numbers of its own, then one whose programs failed fewer
+times (a program patched around its own error, ``if 'city' in row``, is often patched into a
+wrong answer).
 
 Samples run ``agree`` at a time first (the common case ends there), then one by one. Each
 sample's outcome and the vote are recorded as ``node.sample`` and ``node.consensus`` events.
@@ -47,6 +49,13 @@ def last_program_stdout(result: AgentResult) -> tuple[str, str] | None:
     return None
 
 
+def _failed_programs(result: AgentResult) -> int:
+    """How many programs the sample ran that exited non-zero (from the structured results)."""
+    return sum(1 for message in result.messages for part in message.parts
+               if isinstance(part, ToolResultPart) and part.metadata
+               and part.metadata.get("exit_code") not in (None, 0))
+
+
 def _normalise(text: str) -> tuple[str, ...]:
     """The numbers of `text`, rounded to cents and sorted (labels and order do not vote);
     for text without numbers, its words."""
@@ -78,6 +87,8 @@ class Sample:
     error: AgentkitError | None
     evidence: Evidence
     key: tuple[str, ...]
+    #: how many of the sample's programs ran and failed before its answer
+    failed_programs: int = 0
 
 
 @dataclass
@@ -104,9 +115,10 @@ async def vote(run_sample: Callable[[int], Awaitable[AgentResult]], spec: Consen
             sample = Sample(i, None, err, "none", ())
         else:
             evidence, key = answer_key(result)
-            sample = Sample(i, result, None, evidence, key)
+            sample = Sample(i, result, None, evidence, key, _failed_programs(result))
         emit("node.sample", {"sample": i, "ok": sample.result is not None and sample.result.ok,
                              "evidence": sample.evidence, "key": list(sample.key)[:20],
+                             "failed_programs": sample.failed_programs,
                              "error": sample.error.to_dict() if sample.error else None})
         return sample
 
@@ -133,7 +145,7 @@ def _leader(samples: list[Sample]) -> tuple[Sample | None, int]:
 
     Among tied samples, one whose answer states only numbers its program printed comes
     first (an answer that drops its program's output for numbers of its own is a guess),
-    then the earliest.
+    then the one whose programs failed fewest times, then the earliest.
     """
     for evidence in ("program", "answer"):
         voters = [s for s in samples if s.evidence == evidence]
@@ -141,7 +153,8 @@ def _leader(samples: list[Sample]) -> tuple[Sample | None, int]:
             counts = Counter(s.key for s in voters)
             top = max(counts.values())
             tied = [s for s in voters if counts[s.key] == top]
-            return min(tied, key=lambda s: (not _answer_from_program(s), s.index)), top
+            return min(tied, key=lambda s: (not _answer_from_program(s), s.failed_programs,
+                                            s.index)), top
     return None, 0
 
 

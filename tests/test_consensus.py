@@ -22,8 +22,13 @@ from agentkit.task import ConsensusSpec, load_task_text
 from agentkit.testing import RecordedRequest, Reply, ScriptedModelServer, reply
 
 
-def result(answer: str, stdout: str | None = None, *, ok: bool = True) -> AgentResult:
+def result(answer: str, stdout: str | None = None, *, ok: bool = True,
+           failed: int = 0) -> AgentResult:
+    """An agent's result: `failed` programs that exited 1, then one that printed `stdout`."""
     messages = [Message.user("go")]
+    messages += [Message(role="tool", parts=(ToolResultPart(
+        call_id=f"f{n}", name="run_code", content="exit code 1 (0.01 s)\n--- stderr ---\nKeyError",
+        is_error=True, metadata={"exit_code": 1, "stdout": ""}),)) for n in range(failed)]
     if stdout is not None:
         messages.append(Message(role="tool", parts=(ToolResultPart(
             call_id="c", name="run_code", content=f"exit code 0 (0.01 s)\n--- stdout ---\n{stdout}",
@@ -93,6 +98,18 @@ async def test_in_a_tie_an_answer_stating_its_programs_numbers_beats_an_invented
         result("Days below 0 degrees in Oslo: 10", "Days below 0 degrees in Oslo: 10")])
     assert voted.chosen.index == 2 and voted.votes == 1
     assert events[-1][1]["chosen"] == 2
+
+
+async def test_in_a_tie_a_program_that_ran_clean_beats_one_patched_around_its_error() -> None:
+    """Seen with the embedded model (family staff, seed 0): one sample hit KeyError 'city',
+    "fixed" it with ``if 'city' in employee`` and printed 0; another printed 13 on its first
+    run; the third never got a program through."""
+    voted, _, events = await run_vote([
+        result("Number of employees in Oslo: 0", "Number of employees in Oslo: 0", failed=1),
+        result("Number of employees in Oslo: 13", "Number of employees in Oslo: 13"),
+        result("", failed=4, ok=False)])
+    assert voted.chosen.index == 1 and voted.votes == 1
+    assert [d["failed_programs"] for k, d in events if k == "node.sample"] == [1, 0, 4]
 
 
 async def test_a_failed_sample_does_not_vote_and_all_failed_raises_the_first_error() -> None:

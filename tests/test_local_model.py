@@ -339,8 +339,9 @@ def test_grammar_schema_has_a_fixed_shape_and_steps_resample() -> None:
 
 def test_after_a_failed_program_the_grammar_offers_no_final_answer() -> None:
     """A program that ran and failed must be fixed, not answered with made-up numbers; a tool
-    error that is no program failure (budget refused, timeout) leaves `final` open."""
-    from agentkit.messages import Message, ToolResultPart, ToolSpec
+    error that is no program failure (budget refused, timeout) leaves `final` open; and it is
+    written at a higher temperature."""
+    from agentkit.messages import Message, TextPart, ToolResultPart, ToolSpec
     from agentkit.models._local_actions import after_failed_program
     from agentkit.tools.run_code import RunCode
 
@@ -373,6 +374,14 @@ def test_after_a_failed_program_the_grammar_offers_no_final_answer() -> None:
     _, grammar = model._request([Message.user("go"), msg], tools, ModelSettings())
     _, fresh = model._request([Message.user("go")], tools, ModelSettings())
     assert "ak-final" not in grammar and "ak-final" in fresh
+    # each failed program in a row raises the temperature (to 0.8); a success resets it
+    call = Message(role="assistant", parts=(TextPart(text="Action: run_code"),))
+    ok = Message(role="tool", parts=(result(0),))
+    history = [Message.user("go"), call, msg, call, msg, call, msg]
+    heat = [round(model._temperature(history[:n], tools, ModelSettings()), 2) for n in (1, 3, 5, 7)]
+    assert heat == [0.2, 0.5, 0.8, 0.8]
+    assert model._temperature([*history, call, ok], tools, ModelSettings()) == 0.2
+    assert model._temperature([*history, call, ok, call, msg], tools, ModelSettings()) == 0.5
 
 
 @pytest.mark.local_model

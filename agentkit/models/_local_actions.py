@@ -36,8 +36,8 @@ from agentkit.models._plan_grammar import describe_plan_action, plan_rules
 from agentkit.plan import PlanToolSpec
 
 __all__ = ["action_grammar", "after_failed_program", "after_rejected_plan", "describe_actions",
-           "free_text_grammar", "is_code_tool", "parse_output", "reasoning_part", "render_history",
-           "schema_grammar", "split_think"]
+           "failed_program_streak", "free_text_grammar", "is_code_tool", "parse_output",
+           "reasoning_part", "render_history", "schema_grammar", "split_think"]
 
 THINK_TAGS = (("<think>", "</think>"),)
 _HEADER = re.compile(r"^\s*Action:\s*([A-Za-z0-9_.\-]+)[ \t]*\n?(.*)$", re.S)
@@ -229,12 +229,22 @@ def after_failed_program(messages: Sequence[Message], tools: Sequence[ToolSpec])
     with numbers they made up instead of fixing the program. A tool error that is not a
     program's failure (a budget refusal, a timeout) leaves `final` open.
     """
-    if not messages or messages[-1].role != "tool":
-        return False
+    return failed_program_streak(messages, tools) > 0
+
+
+def failed_program_streak(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> int:
+    """How many tool results in a row, back from the last message, are failed programs."""
     code_tools = {t.name for t in tools if is_code_tool(t)}
-    return any(isinstance(p, ToolResultPart) and p.name in code_tools and p.metadata
-               and p.metadata.get("exit_code") not in (None, 0)
-               for p in messages[-1].parts)
+    streak = 0
+    for msg in reversed(messages):
+        if msg.role == "assistant":
+            continue
+        if msg.role != "tool" or not any(
+                isinstance(p, ToolResultPart) and p.name in code_tools and p.metadata
+                and p.metadata.get("exit_code") not in (None, 0) for p in msg.parts):
+            return streak
+        streak += 1
+    return streak
 
 
 def after_rejected_plan(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[ToolSpec]:

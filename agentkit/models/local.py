@@ -9,8 +9,9 @@ ledger see the same parts as from any other provider.
 Reproducibility: the sampling seed is `ModelSettings.seed`, or else the spec's
 ``extra_body.seed`` (default 0) plus the number of tool results so far, so each step after a
 (failed) tool run draws anew, and plus the node's attempt, so a retried node does not repeat
-its failed attempt token for token. The KV cache keeps the prompt prefix a request shares with the
-one before it, evaluated in chunks whose bounds depend on the prompt alone
+its failed attempt token for token. After failed programs the temperature is raised (0.3 per
+failure in a row, to at most 0.8) for the same reason. The KV cache keeps the prompt prefix a
+request shares with the one before it, evaluated in chunks whose bounds depend on the prompt alone
 (`agentkit.models._llama_decode`), so the same request with the same seed gives the same
 output whatever ran before it.
 
@@ -52,6 +53,9 @@ DEFAULT_TEMPERATURE = 0.2
 DEFAULT_TOP_P = 0.95
 #: seed distance between independent samples of one request (`ModelSettings.sample`)
 _SAMPLE_SEED_STRIDE = 1_000_003
+#: temperature added per failed program in a row, and the most it is raised to
+_HEAT_PER_FAILURE = 0.3
+_MAX_REPAIR_TEMPERATURE = 0.8
 #: seed distances between attempts of a node and fix rounds of an agent, so a retry draws anew
 _RETRY_SEED_STRIDE = 7_919
 _ROUND_SEED_STRIDE = 613
@@ -215,7 +219,7 @@ class LocalModel:
         cancel = threading.Event()
         sampling = Sampling(
             max_tokens=settings.max_tokens or self.spec.max_tokens or DEFAULT_MAX_TOKENS,
-            temperature=_first(settings.temperature, self.spec.temperature, DEFAULT_TEMPERATURE),
+            temperature=self._temperature(messages, tools, settings),
             top_p=_first(settings.top_p, DEFAULT_TOP_P), seed=self._seed(messages, settings),
             stop=tuple(settings.stop or ()))
         job = loaded.worker.submit(loaded.generate, chat, grammar, sampling, cancel)
@@ -236,6 +240,17 @@ class LocalModel:
             n = len(loaded.llm.tokenize(turn.message.reasoning.encode(), add_bos=False))
             turn.usage.reasoning_tokens = min(n, gen.completion_tokens)
         return turn
+
+    def _temperature(self, messages: Sequence[Message], tools: Sequence[ToolSpec],
+                     settings: ModelSettings) -> float:
+        """The configured temperature, raised by `_HEAT_PER_FAILURE` per failed program in a
+        row (to at most `_MAX_REPAIR_TEMPERATURE`): at 0.2 the 1.5B model wrote the same
+        failing program again on every turn, whatever the seed."""
+        base = _first(settings.temperature, self.spec.temperature, DEFAULT_TEMPERATURE)
+        streak = actions.failed_program_streak(messages, tools)
+        if streak == 0 or base >= _MAX_REPAIR_TEMPERATURE:
+            return base
+        return min(base + _HEAT_PER_FAILURE * streak, _MAX_REPAIR_TEMPERATURE)
 
     def _seed(self, messages: Sequence[Message], settings: ModelSettings) -> int:
         """`settings.seed`, else ``extra_body.seed`` of the spec (0) plus one per tool result;
