@@ -27,6 +27,8 @@ __all__ = ["Ask", "Citation", "Synthesis", "check_citations", "find_ungrounded",
 _URL = re.compile(r"https?://[^\s\[\]()<>\"'`]+")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?%?")
 _REMOVED = "unverified source removed"
+#: what follows the year of a date such as 2024-03 or 2024-03-05
+_DATE_PART = re.compile(r"-\d")
 
 #: the synthesizer's model call: (system prompt, user prompt, node id) -> answer text
 Ask = Callable[[str, str, str], Awaitable[str]]
@@ -93,12 +95,17 @@ def find_ungrounded(answer: str, corpus: Iterable[str]) -> list[str]:
         if _norm_url(url) not in urls and url not in out:
             out.append(url)
     prose = _URL.sub(" ", answer)
-    for raw in _NUMBER.findall(prose):
+    for match in _NUMBER.finditer(prose):
+        raw = match.group(0)
         number = _squash(raw).lstrip("+").rstrip("%").rstrip(",")
         digits = number.lstrip("-")
         if len(digits.replace(".", "")) < 2 and "." not in digits:
             continue
-        if re.search(rf"(?<![\d.]){re.escape(digits)}(?![\d])", text) is None and raw not in out:
+        # a number standing alone is not grounded by the year of a date (2024-03 in a result
+        # does not support "March 2024": the month was rewritten, and may be wrong)
+        in_date = _DATE_PART.match(prose, match.end()) is not None
+        after = r"(?![\d])" if in_date else r"(?![\d]|-\d)"
+        if re.search(rf"(?<![\d.]){re.escape(digits)}{after}", text) is None and raw not in out:
             out.append(raw.rstrip(","))
     return out
 

@@ -37,6 +37,15 @@ def test_single_digits_and_numbers_inside_urls_are_not_flagged() -> None:
     assert find_ungrounded("There are 3 regions; see https://e.org/2024/x", ["https://e.org/2024/x"]) == []
 
 
+def test_a_year_standing_alone_is_not_grounded_by_a_date() -> None:
+    """Seen with the embedded model: the result said "2024-03, 4204.50", the answer "March
+    2024, $4,204.50" (the month rewritten, unchecked). The date itself, quoted, is grounded."""
+    corpus = ["highest total revenue: 2024-03, 4204.50"]
+    assert find_ungrounded("March 2024, $4,204.50", corpus) == ["2024"]
+    assert find_ungrounded("The best month was 2024-03 with 4,204.50.", corpus) == []
+    assert find_ungrounded("In 2024 the best month was 2024-03.", ["2024 sales; best 2024-03"]) == []
+
+
 def read_then_answer(path: str, text: str) -> Any:
     """A worker that reads a workspace file with a tool, then answers."""
     def respond(req: RecordedRequest) -> Any:
