@@ -28,7 +28,7 @@ _URL = re.compile(r"https?://[^\s\[\]()<>\"'`]+")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?%?")
 _REMOVED = "unverified source removed"
 #: what follows the year of a date such as 2024-03 or 2024-03-05
-_DATE_PART = re.compile(r"-\d")
+_DATE_PART = re.compile(r"-\d\d")
 
 #: the synthesizer's model call: (system prompt, user prompt, node id) -> answer text
 Ask = Callable[[str, str, str], Awaitable[str]]
@@ -101,10 +101,10 @@ def find_ungrounded(answer: str, corpus: Iterable[str]) -> list[str]:
         digits = number.lstrip("-")
         if len(digits.replace(".", "")) < 2 and "." not in digits:
             continue
-        # a number standing alone is not grounded by the year of a date (2024-03 in a result
-        # does not support "March 2024": the month was rewritten, and may be wrong)
-        in_date = _DATE_PART.match(prose, match.end()) is not None
-        after = r"(?![\d])" if in_date else r"(?![\d]|-\d)"
+        # a year standing alone is not grounded by a date (2024-03 in a result does not
+        # support "March 2024": the month was rewritten, and may be wrong)
+        lone_year = len(digits) == 4 and digits.isdigit() and not _DATE_PART.match(prose, match.end())
+        after = r"(?!\d|-\d\d)" if lone_year else r"(?!\d)"
         if re.search(rf"(?<![\d.]){re.escape(digits)}{after}", text) is None and raw not in out:
             out.append(raw.rstrip(","))
     return out

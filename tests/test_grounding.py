@@ -44,6 +44,7 @@ def test_a_year_standing_alone_is_not_grounded_by_a_date() -> None:
     assert find_ungrounded("March 2024, $4,204.50", corpus) == ["2024"]
     assert find_ungrounded("The best month was 2024-03 with 4,204.50.", corpus) == []
     assert find_ungrounded("In 2024 the best month was 2024-03.", ["2024 sales; best 2024-03"]) == []
+    assert find_ungrounded("It has 10 pages.", ["pages 10-20"]) == []  # a range is no date
 
 
 def read_then_answer(path: str, text: str) -> Any:
