@@ -85,6 +85,11 @@ class ToolResultPart(_Part):
     #: excluded from dumps: the ledger records it once, in the call's ``tool.result`` event
     metadata: dict[str, Any] | None = Field(default=None, exclude=True)
 
+    @property
+    def program_failed(self) -> bool:
+        """A program ran and exited non-zero (not a tool error in which no program ran)."""
+        return self.metadata is not None and self.metadata.get("exit_code") not in (None, 0)
+
 
 Part = Annotated[TextPart | ReasoningPart | ToolCallPart | ToolResultPart,
                  Field(discriminator="kind")]

@@ -52,8 +52,7 @@ def last_program_stdout(result: AgentResult) -> tuple[str, str] | None:
 def _failed_programs(result: AgentResult) -> int:
     """How many programs the sample ran that exited non-zero (from the structured results)."""
     return sum(1 for message in result.messages for part in message.parts
-               if isinstance(part, ToolResultPart) and part.metadata
-               and part.metadata.get("exit_code") not in (None, 0))
+               if isinstance(part, ToolResultPart) and part.program_failed)
 
 
 def _normalise(text: str) -> tuple[str, ...]:

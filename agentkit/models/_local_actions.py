@@ -239,9 +239,8 @@ def failed_program_streak(messages: Sequence[Message], tools: Sequence[ToolSpec]
     for msg in reversed(messages):
         if msg.role == "assistant":
             continue
-        if msg.role != "tool" or not any(
-                isinstance(p, ToolResultPart) and p.name in code_tools and p.metadata
-                and p.metadata.get("exit_code") not in (None, 0) for p in msg.parts):
+        if msg.role != "tool" or not any(isinstance(p, ToolResultPart) and p.name in code_tools
+                                         and p.program_failed for p in msg.parts):
             return streak
         streak += 1
     return streak

@@ -247,10 +247,8 @@ class LocalModel:
         row (to at most `_MAX_REPAIR_TEMPERATURE`): at 0.2 the 1.5B model wrote the same
         failing program again on every turn, whatever the seed."""
         base = _first(settings.temperature, self.spec.temperature, DEFAULT_TEMPERATURE)
-        streak = actions.failed_program_streak(messages, tools)
-        if streak == 0 or base >= _MAX_REPAIR_TEMPERATURE:
-            return base
-        return min(base + _HEAT_PER_FAILURE * streak, _MAX_REPAIR_TEMPERATURE)
+        heat = _HEAT_PER_FAILURE * actions.failed_program_streak(messages, tools)
+        return max(base, min(base + heat, _MAX_REPAIR_TEMPERATURE))
 
     def _seed(self, messages: Sequence[Message], settings: ModelSettings) -> int:
         """`settings.seed`, else ``extra_body.seed`` of the spec (0) plus one per tool result;
