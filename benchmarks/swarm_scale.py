@@ -13,7 +13,9 @@ real `list_files` tool (fast), the hash-chained ledger. Each agent makes
 
 Physical limit: T_phys = (turns per agent + 1 synthesizer turn) × latency (tools are ~0);
 η = T_phys / makespan. Baseline in the same run: the same workload with the ledger off, so the
-ledger's cost shows as a makespan ratio. Peak RSS is this process (the server is a child).
+ledger's cost shows as a makespan ratio. Floor in the same run: the same conversations with
+httpx and json alone (`bare_httpx`), the most any framework on httpx could reach on this machine;
+agentkit's η is printed as a fraction of the floor's too. Peak RSS is this process (the server is a child).
 CPU seconds are this process's, per run.
 
 Peer: the same workload run by pydantic-ai (if installed: ``pip install
@@ -32,6 +34,7 @@ import math
 import multiprocessing
 import pstats
 import resource
+import ssl
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import httpx
 from _swarm_sim import ROLES, WORKER, WRITER, number_in, role_models, tool_results
 
 from agentkit import RunResult, arun
@@ -143,6 +147,49 @@ def pydantic_ai_runner() -> PeerRun | None:
     return run
 
 
+async def bare_httpx(base_url: str, agents: int, workspace: Path) -> int:
+    """The floor: the same conversations with nothing but httpx and json. Each agent is a
+    coroutine with its own client of one kept-alive connection (one pool shared by 100
+    connections costs far more: httpcore scans its pool on every request), posting its growing
+    history and running the same listing for every call, on the loop, until the model answers;
+    then the synthesizer turn. Its makespan is what this machine's HTTP client and event loop
+    cost on this workload: T_phys / that makespan is the η ceiling of a framework on httpx."""
+    ws = Workspace(workspace, tool="list_files")
+    tool = {"type": "function", "function": {
+        "name": "list_files", "description": "List files and folders in the workspace.",
+        "parameters": {"type": "object", "properties": {}}}}
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # plain http: no CA bundle to load per client
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+
+    async def turn(client: httpx.AsyncClient, model: str,
+                   messages: list[dict[str, Any]]) -> dict[str, Any]:
+        body = {"model": model, "messages": messages, "max_tokens": 256, "tools": [tool]}
+        resp = await client.post(f"{base_url}/chat/completions", json=body)
+        resp.raise_for_status()
+        message: dict[str, Any] = resp.json()["choices"][0]["message"]
+        return message
+
+    async def agent(job: int) -> tuple[str, int]:
+        messages: list[dict[str, Any]] = [
+            {"role": "system", "content": "You are a sub-agent. Use the tools, then answer."},
+            {"role": "user", "content": f"List the workspace (job {job})."}]
+        calls = 0
+        async with httpx.AsyncClient(limits=one, verify=tls, timeout=60.0,
+                                     headers={"Authorization": "Bearer sk-sim"}) as client:
+            while (message := await turn(client, WORKER, messages)).get("tool_calls"):
+                messages.append(message)
+                for tc in message["tool_calls"]:
+                    listing = "\n".join(ws.listing(".", recursive=False, max_entries=1000))
+                    messages.append({"role": "tool", "tool_call_id": tc["id"], "content": listing})
+                    calls += 1
+        return str(message.get("content")), calls
+
+    results = await asyncio.gather(*(agent(i) for i in range(agents)))
+    async with httpx.AsyncClient(verify=tls, headers={"Authorization": "Bearer sk-sim"}) as client:
+        await turn(client, WRITER, [{"role": "user", "content": "\n".join(r[0] for r in results)}])
+    return sum(r[1] for r in results)
+
+
 async def timed(work: Awaitable[Any]) -> tuple[Any, float, float]:
     """(result, wall seconds, CPU seconds of this process) of `work`."""
     cpu, start = time.process_time(), time.perf_counter()
@@ -175,6 +222,8 @@ async def main() -> None:
         try:
             url = await asyncio.to_thread(mine.recv)
             await one_run(url, args, tmp, ledger=False)  # warm-up (imports, first connections)
+            await bare_httpx(url, args.agents, tmp)
+            floor_calls, floor_t, floor_cpu = await timed(bare_httpx(url, args.agents, tmp))
             base, base_t, base_cpu = await one_run(url, args, tmp, ledger=False)
             result, took, cpu = await one_run(url, args, tmp, ledger=True, profile=profile)
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the peer
@@ -195,6 +244,10 @@ async def main() -> None:
     print(f"ledger off: makespan {base_t:.2f} s  η {t_phys / base_t:.3f}  CPU {base_cpu:.2f} s")
     print(f"ledger on : makespan {took:.2f} s  η {t_phys / took:.3f}  CPU {cpu:.2f} s  "
           f"(ledger on / off makespan {took / base_t:.3f}×, goal ≤ 1.05; η goal ≥ 0.90)")
+    print(f"floor, bare httpx (same conversations, no framework; {floor_calls} tool calls): "
+          f"makespan {floor_t:.2f} s  η {t_phys / floor_t:.3f}  CPU {floor_cpu:.2f} s")
+    print(f"agentkit (ledger on) / floor: makespan {took / floor_t:.3f}×, "
+          f"η {t_phys / took / (t_phys / floor_t):.3f} of the floor's")
     print(f"ledger: {len(lines)} events, {len(lines) / took:.0f} events/s over the run")
     print(f"peak RSS {peak:.0f} MB (this process: engine, agents, HTTP clients, ledger; the "
           f"simulated model runs in a child process; goal ≤ 300 MB)")
