@@ -371,9 +371,11 @@ def test_after_a_failed_program_the_grammar_offers_no_final_answer() -> None:
 
     model = LocalModel(ModelSpec(provider="local", model="m"))
     msg = Message(role="tool", parts=(failed,))
-    _, grammar = model._request([Message.user("go"), msg], tools, ModelSettings())
-    _, fresh = model._request([Message.user("go")], tools, ModelSettings())
+    after_chat, grammar = model._request([Message.user("go"), msg], tools, ModelSettings())
+    fresh_chat, fresh = model._request([Message.user("go")], tools, ModelSettings())
     assert "ak-final" not in grammar and "ak-final" in fresh
+    # only the grammar changes: the system message (and so the cached prompt) stays the same
+    assert after_chat[:2] == fresh_chat[:2] and after_chat[0]["role"] == "system"
     # each failed program in a row raises the temperature (to 0.8); a success resets it
     call = Message(role="assistant", parts=(TextPart(text="Action: run_code"),))
     ok = Message(role="tool", parts=(result(0),))

@@ -121,8 +121,9 @@ def test_after_a_rejected_plan_only_submit_plan_is_offered() -> None:
     tools = [search, _submit_spec(SHAPE)]
     model = LocalModel(ModelSpec(provider="local", model="m"))
     first = [Message.system("plan"), Message.user("task")]
-    _, fresh = model._request(first, tools, ModelSettings())
-    _, again = model._request([*first, _rejection()], tools, ModelSettings())
+    fresh_chat, fresh = model._request(first, tools, ModelSettings())
+    again_chat, again = model._request([*first, _rejection()], tools, ModelSettings())
+    assert again_chat[:2] == fresh_chat[:2]  # the grammar narrows; the cached prompt stays
     root = {line.split(" ::= ")[0]: line for line in fresh.splitlines()}["root"]
     assert root == "root ::= ( ak-call-0 | ak-call-1 )"
     assert again.splitlines()[0] == "root ::= ( ak-call-0 )"

@@ -275,7 +275,10 @@ class LocalModel:
 
         `final` is not offered after a failed program, nor to a planner (a `PlanToolSpec` among
         the tools: its work ends only with an accepted plan); after a rejected plan the plan
-        tool is the only action offered.
+        tool is the only action offered. Those two turn-by-turn limits are the grammar's alone:
+        the guide in the system message describes every action the agent has, so the system
+        message stays the same on every turn and the decoder reuses the cached prompt (system
+        message, task, earlier turns) instead of evaluating it all again after a failure.
         """
         chat = actions.render_history(messages, tools)
         if settings.response_schema is not None:
@@ -283,12 +286,13 @@ class LocalModel:
             guide = ("First think step by step inside <think> ... </think>. Then reply with one "
                      "JSON object." if self.think else "Reply with one JSON object only.")
         elif tools and settings.tool_choice != "none":
-            tools = actions.after_rejected_plan(messages, tools) or tools
-            allow_final = (settings.tool_choice != "required"
-                           and not any(isinstance(t, PlanToolSpec) for t in tools)
-                           and not actions.after_failed_program(messages, tools))
-            grammar = actions.action_grammar(tools, think=self.think, allow_final=allow_final)
-            guide = actions.describe_actions(tools, think=self.think, allow_final=allow_final)
+            can_end = (settings.tool_choice != "required"
+                       and not any(isinstance(t, PlanToolSpec) for t in tools))
+            guide = actions.describe_actions(tools, think=self.think, allow_final=can_end)
+            offered = actions.after_rejected_plan(messages, tools) or tools
+            grammar = actions.action_grammar(
+                offered, think=self.think,
+                allow_final=can_end and not actions.after_failed_program(messages, tools))
         else:
             grammar = actions.free_text_grammar(think=self.think)
             guide = "First think step by step inside <think> ... </think>, then answer." \
