@@ -4,6 +4,9 @@ Prints:
 - load time of the default GGUF (assembly and hash check excluded: cached after first use);
 - prompt and generation tokens/s, free vs grammar-constrained (the ratio is the cost of the
   constraint, measured in the same run);
+- the turn after a failed program, its previous turn cached: seconds and prompt tokens
+  evaluated with the system message kept (as `LocalModel` builds it) against the same turn
+  with the system message changed (as it was built before);
 - plan validity over N seeded planning requests (the planner's `submit_plan` action, validated
   by `validate_plan`; valid = accepted, >= 3 nodes, >= 2 of them runnable in parallel);
 - quickstart correctness over N seeded full runs (planner -> sandboxed nodes -> synthesizer);
@@ -146,6 +149,7 @@ def speed() -> None:
         "free": timed(prompt, 64), "grammar, whole vocabulary": timed_baseline(prompt, 64, grammar),
         "grammar, checked": timed(prompt, 64, grammar)}
     rates = {label: (n - 1) / max(secs - base_s, 1e-9) for label, (secs, n) in runs.items()}
+    fix = fix_turn(loaded, tool)
     registry.unload_all()
     free = rates["free"]
     print(f"load time:                 {load_s:6.2f} s  ({path.name}, weights cached)")
@@ -158,6 +162,51 @@ def speed() -> None:
               f"(ratio to free: {rates[label] / free:.2f})")
     print(f"grammar-checked / whole-vocabulary: "
           f"{rates['grammar, checked'] / rates['grammar, whole vocabulary']:.2f}x", flush=True)
+    (kept_s, kept_n), (changed_s, changed_n) = fix
+    print(f"turn after a failed program: {kept_s:.2f} s, {kept_n} tokens evaluated (system "
+          f"message kept) against {changed_s:.2f} s, {changed_n} tokens (system message changed, "
+          f"as before): ratio {kept_s / changed_s:.2f}", flush=True)
+
+
+def fix_turn(loaded: Any, tool: Any) -> tuple[tuple[float, int], tuple[float, int]]:
+    """(seconds, prompt tokens evaluated) of a worker's turn after its program failed, the
+    previous turn's prompt in the cache: as `LocalModel` builds it (the system message as on
+    every turn), and with the system message's action guide changed to withhold `final` (how
+    it was built until the grammar alone withheld it). One token is generated."""
+    from agentkit.messages import Message, ToolCallPart, ToolResultPart
+    from agentkit.models._llama_decode import Sampling
+    from agentkit.models._local_actions import describe_actions
+    from agentkit.models.base import ModelSettings
+    from agentkit.models.local import LocalModel
+    from agentkit.prompting import Prompts
+    from agentkit.task import ModelSpec
+
+    model = LocalModel(ModelSpec(provider="local", model="m"))
+    system = Prompts.defaults().render("worker.system", tools=tool.name)
+    task = [Message.system(system), Message.user(
+        "Your sub-task: From sales.csv (columns date, region, product, units, unit_price), "
+        f"compute the total revenue of each region.\n{CSV.read_text()[:300]}")]
+    call = ToolCallPart(id="c1", name=tool.name, arguments={
+        "code": "import csv\nrows = list(csv.DictReader(open('sales.csv')))\nprint(rows[0]['city'])"})
+    failed = ToolResultPart(call_id="c1", name=tool.name, is_error=True,
+                            content="exit code 1\n--- stderr ---\nKeyError: 'city'",
+                            metadata={"exit_code": 1, "stdout": ""})
+    after = [*task, Message(role="assistant", parts=(call,)), Message(role="tool", parts=(failed,))]
+    kept = model._request(after, [tool], ModelSettings())[0]
+    ends, withholds = (describe_actions([tool], think=False, allow_final=f) for f in (True, False))
+    changed = [{**kept[0], "content": kept[0]["content"].replace(ends, withholds)}, *kept[1:]]
+
+    def timed(chat: list[dict[str, str]]) -> tuple[float, int]:
+        loaded.decoder.forget()
+        previous = model._request(task, [tool], ModelSettings())[0]
+        loaded.decoder.generate(loaded.formatter(messages=previous).prompt, "",
+                                Sampling(1, 0.2, 0.95, 1, ()), threading.Event())
+        t = time.perf_counter()
+        gen = loaded.decoder.generate(loaded.formatter(messages=chat).prompt, "",
+                                      Sampling(1, 0.2, 0.95, 1, ()), threading.Event())
+        return time.perf_counter() - t, gen.prompt_tokens - gen.cached_tokens
+    return timed(kept), timed(changed)
+
 
 
 # ---------------------------------------------------------------------------------------------
