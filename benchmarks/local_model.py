@@ -208,7 +208,6 @@ def fix_turn(loaded: Any, tool: Any) -> tuple[tuple[float, int], tuple[float, in
     return timed(kept), timed(changed)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Plans and full runs
 
