@@ -195,10 +195,10 @@ def fix_turn(loaded: Any, tool: Any) -> tuple[tuple[float, int], tuple[float, in
     kept = model._request(after, [tool], ModelSettings())[0]
     ends, withholds = (describe_actions([tool], think=False, allow_final=f) for f in (True, False))
     changed = [{**kept[0], "content": kept[0]["content"].replace(ends, withholds)}, *kept[1:]]
+    previous = model._request(task, [tool], ModelSettings())[0]
 
     def timed(chat: list[dict[str, str]]) -> tuple[float, int]:
         loaded.decoder.forget()
-        previous = model._request(task, [tool], ModelSettings())[0]
         loaded.decoder.generate(loaded.formatter(messages=previous).prompt, "",
                                 Sampling(1, 0.2, 0.95, 1, ()), threading.Event())
         t = time.perf_counter()

@@ -14,9 +14,9 @@ real `list_files` tool (fast), the hash-chained ledger. Each agent makes
 Physical limit: T_phys = (turns per agent + 1 synthesizer turn) × latency (tools are ~0);
 η = T_phys / makespan. Baseline in the same run: the same workload with the ledger off, so the
 ledger's cost shows as a makespan ratio. Floor in the same run: the same conversations with
-httpx and json alone (`bare_httpx`), the most any framework on httpx could reach on this machine;
-agentkit's η is printed as a fraction of the floor's too. Peak RSS is this process (the server is a child).
-CPU seconds are this process's, per run.
+httpx and json alone (`bare_httpx`), the most any framework on httpx could reach on this
+machine; agentkit's η is printed as a fraction of the floor's too. Peak RSS is this process
+(the server is a child). CPU seconds are this process's, per run.
 
 Peer: the same workload run by pydantic-ai (if installed: ``pip install
 'pydantic-ai-slim[openai]'``) against the same server: the same agents, tool, number of turns
@@ -160,6 +160,7 @@ async def bare_httpx(base_url: str, agents: int, workspace: Path) -> int:
         "parameters": {"type": "object", "properties": {}}}}
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # plain http: no CA bundle to load per client
     one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    auth = {"Authorization": "Bearer sk-sim"}
 
     async def turn(client: httpx.AsyncClient, model: str,
                    messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -174,8 +175,7 @@ async def bare_httpx(base_url: str, agents: int, workspace: Path) -> int:
             {"role": "system", "content": "You are a sub-agent. Use the tools, then answer."},
             {"role": "user", "content": f"List the workspace (job {job})."}]
         calls = 0
-        async with httpx.AsyncClient(limits=one, verify=tls, timeout=60.0,
-                                     headers={"Authorization": "Bearer sk-sim"}) as client:
+        async with httpx.AsyncClient(limits=one, verify=tls, timeout=60.0, headers=auth) as client:
             while (message := await turn(client, WORKER, messages)).get("tool_calls"):
                 messages.append(message)
                 for tc in message["tool_calls"]:
@@ -185,7 +185,7 @@ async def bare_httpx(base_url: str, agents: int, workspace: Path) -> int:
         return str(message.get("content")), calls
 
     results = await asyncio.gather(*(agent(i) for i in range(agents)))
-    async with httpx.AsyncClient(verify=tls, headers={"Authorization": "Bearer sk-sim"}) as client:
+    async with httpx.AsyncClient(verify=tls, headers=auth) as client:
         await turn(client, WRITER, [{"role": "user", "content": "\n".join(r[0] for r in results)}])
     return sum(r[1] for r in results)
 
@@ -247,7 +247,7 @@ async def main() -> None:
     print(f"floor, bare httpx (same conversations, no framework; {floor_calls} tool calls): "
           f"makespan {floor_t:.2f} s  η {t_phys / floor_t:.3f}  CPU {floor_cpu:.2f} s")
     print(f"agentkit (ledger on) / floor: makespan {took / floor_t:.3f}×, "
-          f"η {t_phys / took / (t_phys / floor_t):.3f} of the floor's")
+          f"η {floor_t / took:.3f} of the floor's")
     print(f"ledger: {len(lines)} events, {len(lines) / took:.0f} events/s over the run")
     print(f"peak RSS {peak:.0f} MB (this process: engine, agents, HTTP clients, ledger; the "
           f"simulated model runs in a child process; goal ≤ 300 MB)")
